@@ -2,12 +2,35 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod admission;
+#[cfg(feature = "axum")]
+mod axum;
+mod breaker;
 mod config;
 mod criticality;
+mod error;
 pub mod events;
+mod guard;
+mod health;
+pub mod layer;
+pub mod limit;
 pub mod metrics;
 pub mod monitor;
+mod pool;
+mod rejection;
 
+#[cfg(all(feature = "axum", feature = "prometheus"))]
+pub use crate::axum::metrics_route;
+#[cfg(feature = "axum")]
+pub use crate::axum::Conn;
+pub use admission::GuardedConn;
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
 pub use criticality::Criticality;
+pub use error::{Error, QUERY_CANCELED};
+pub use guard::{AcquireContext, Guard, GuardBuilder, GuardStatus};
+pub use health::{DatabaseHealth, HealthReport, PoolHealth};
+pub use layer::{GuardLayer, RequestContext};
+pub use limit::{DefaultKeyExtractor, KeyExtractor, UserKey};
 pub use monitor::Level;
+pub use pool::{build_pool, PoolOptions};
+pub use rejection::{Rejection, RejectionKind};

@@ -1,0 +1,91 @@
+//! The service made by [`GuardLayer`].
+
+use super::{GuardLayer, RequestContext, ResponseFuture};
+use crate::events::{Event, EventKind};
+use crate::metrics::Outcome;
+use crate::rejection::RejectionKind;
+use crate::Criticality;
+use http::{Request, Response};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::Service;
+
+/// Admits requests to the wrapped service; see [`GuardLayer`].
+#[derive(Clone, Debug)]
+pub struct GuardService<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+impl<S> GuardService<S> {
+    pub(crate) fn new(inner: S, layer: GuardLayer) -> Self {
+        Self { inner, layer }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GuardService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<String>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let class = self.layer.class;
+        let guard = &self.layer.guard;
+        let inner = &guard.inner;
+        let level = inner.level();
+
+        // An outer guard layer already checked the caller's limits: only the class changes.
+        let permit = match req.extensions_mut().get_mut::<RequestContext>() {
+            Some(ctx) => {
+                ctx.class = class;
+                None
+            }
+            None => {
+                let user = self
+                    .layer
+                    .extractor
+                    .extract(req.headers(), req.extensions());
+                let permit = match &user {
+                    Some(key) => match inner.limits.check(key, level, class) {
+                        Ok(permit) => Some(permit),
+                        Err(rejection) => {
+                            inner.count(class, Outcome::RateLimited);
+                            return ResponseFuture::rejected(rejection.to_response());
+                        }
+                    },
+                    None => None,
+                };
+                req.extensions_mut().insert(RequestContext {
+                    class,
+                    user,
+                    guard: guard.clone(),
+                });
+                permit
+            }
+        };
+
+        if class == Criticality::NonCritical {
+            let (admitted, change) = inner.breaker.admit(level, Instant::now());
+            if let Some(state) = change {
+                inner
+                    .events
+                    .publish(Event::now(EventKind::BreakerChanged { state }));
+            }
+            if !admitted {
+                inner.count(class, Outcome::Shed);
+                let rejection = inner.rejection(RejectionKind::Shed, class);
+                return ResponseFuture::rejected(rejection.to_response());
+            }
+        }
+
+        ResponseFuture::admitted(self.inner.call(req), permit)
+    }
+}

@@ -1,0 +1,167 @@
+//! Who a request belongs to: the user key and the ways to extract it.
+
+use http::{Extensions, HeaderMap};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// The identity per-user limits are keyed by. Cheap to clone.
+///
+/// Keys from the outside world are sanitized by [`UserKey::from_untrusted`]: printable ASCII
+/// up to the configured length is kept as is; anything longer or containing other bytes is
+/// replaced by a stable hash, so hostile keys cannot blow up memory or logs.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey(Arc<str>);
+
+impl UserKey {
+    /// A key from a trusted value (for example a user id set by an authentication layer).
+    pub fn new(key: impl Into<Arc<str>>) -> Self {
+        UserKey(key.into())
+    }
+
+    /// A key from untrusted bytes (a header value): kept if it is 1..=`max_len` printable
+    /// ASCII characters, otherwise replaced by `#` and a 16-digit hash of the bytes.
+    pub fn from_untrusted(bytes: &[u8], max_len: usize) -> Self {
+        let printable = !bytes.is_empty()
+            && bytes.len() <= max_len
+            && bytes.iter().all(|b| b.is_ascii_graphic());
+        if printable {
+            // Checked above: ASCII only, so this never fails.
+            UserKey(Arc::from(std::str::from_utf8(bytes).unwrap_or_default()))
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            UserKey(Arc::from(format!("#{:016x}", h.finish())))
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserKey({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Finds the user key of a request. Implemented for closures
+/// `Fn(&HeaderMap, &Extensions) -> Option<UserKey>`.
+pub trait KeyExtractor: Send + Sync + 'static {
+    /// The key, or `None` for a request that per-user limits do not apply to.
+    fn extract(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<UserKey>;
+}
+
+impl<F> KeyExtractor for F
+where
+    F: Fn(&HeaderMap, &Extensions) -> Option<UserKey> + Send + Sync + 'static,
+{
+    fn extract(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<UserKey> {
+        self(headers, extensions)
+    }
+}
+
+/// The default extractor, in this order: a [`UserKey`] request extension (set by your
+/// authentication layer), the header (default `x-user-id`), then the peer address when
+/// axum's `ConnectInfo<SocketAddr>` is present.
+#[derive(Debug, Clone)]
+pub struct DefaultKeyExtractor {
+    header: http::HeaderName,
+    max_len: usize,
+}
+
+impl DefaultKeyExtractor {
+    /// Reads the key from `header`, keeping keys of up to `max_len` characters.
+    pub fn new(header: http::HeaderName, max_len: usize) -> Self {
+        Self { header, max_len }
+    }
+}
+
+impl Default for DefaultKeyExtractor {
+    fn default() -> Self {
+        Self::new(http::HeaderName::from_static("x-user-id"), 64)
+    }
+}
+
+impl KeyExtractor for DefaultKeyExtractor {
+    fn extract(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<UserKey> {
+        if let Some(key) = extensions.get::<UserKey>() {
+            return Some(key.clone());
+        }
+        if let Some(v) = headers.get(&self.header) {
+            return Some(UserKey::from_untrusted(v.as_bytes(), self.max_len));
+        }
+        peer_key(extensions)
+    }
+}
+
+#[cfg(feature = "axum")]
+fn peer_key(extensions: &Extensions) -> Option<UserKey> {
+    use axum::extract::ConnectInfo;
+    extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| UserKey::new(format!("ip:{}", addr.ip())))
+}
+
+#[cfg(not(feature = "axum"))]
+fn peer_key(_: &Extensions) -> Option<UserKey> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_are_kept() {
+        assert_eq!(UserKey::from_untrusted(b"user-42", 64).as_str(), "user-42");
+    }
+
+    #[test]
+    fn hostile_keys_are_hashed_and_bounded() {
+        let huge = vec![b'a'; 1 << 20];
+        let k = UserKey::from_untrusted(&huge, 64);
+        assert!(k.as_str().starts_with('#') && k.as_str().len() == 17);
+        let binary = UserKey::from_untrusted(&[0xff, 0x00, b'\n', 0xc3], 64);
+        assert!(binary.as_str().starts_with('#'));
+        // Stable: the same bytes always give the same key.
+        assert_eq!(
+            binary,
+            UserKey::from_untrusted(&[0xff, 0x00, b'\n', 0xc3], 64)
+        );
+        assert_ne!(binary, UserKey::from_untrusted(&[0xff], 64));
+    }
+
+    #[test]
+    fn extension_wins_over_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", "from-header".parse().unwrap());
+        let mut ext = Extensions::new();
+        let x = DefaultKeyExtractor::default();
+        assert_eq!(x.extract(&headers, &ext).unwrap().as_str(), "from-header");
+        ext.insert(UserKey::new("from-auth"));
+        assert_eq!(x.extract(&headers, &ext).unwrap().as_str(), "from-auth");
+    }
+
+    #[test]
+    fn closures_are_extractors() {
+        let x = |h: &HeaderMap, _: &Extensions| {
+            h.get("authorization")
+                .map(|v| UserKey::from_untrusted(v.as_bytes(), 64))
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "tok".parse().unwrap());
+        assert_eq!(
+            x.extract(&headers, &Extensions::new()).unwrap().as_str(),
+            "tok"
+        );
+    }
+}

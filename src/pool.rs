@@ -1,0 +1,184 @@
+//! Building a deadpool-postgres pool whose every connection carries the guard's session
+//! settings.
+//!
+//! `statement_timeout`, `idle_in_transaction_session_timeout` and `application_name` are sent
+//! as startup options, so they are the session defaults of every connection the pool ever
+//! creates: `RESET ALL` during recycling returns to them instead of undoing them, which a
+//! `SET` on checkout would not survive.
+
+use crate::BuildError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// How the pool and its connections are set up. Every field has a default.
+///
+/// | field | default |
+/// | --- | --- |
+/// | `max_size` | 20 |
+/// | `statement_timeout` | 30 s |
+/// | `idle_in_transaction_timeout` | 60 s |
+/// | `application_name` | `"poolguard"` |
+/// | `connect_timeout` | 5 s |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// `statement_timeout` of every connection: a longer statement is stopped by Postgres
+    /// (SQLSTATE 57014).
+    pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout`: a session idle inside a transaction this long is
+    /// ended by Postgres.
+    pub idle_in_transaction_timeout: Duration,
+    /// `application_name` of every connection; the watchdog uses it to find this app's
+    /// backends.
+    pub application_name: String,
+    /// The longest a new connection may take to open.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 20,
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+            application_name: "poolguard".to_string(),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Checks the options; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        if self.max_size == 0 {
+            return Err(BuildError::field(
+                "max_size",
+                "the pool must hold at least one connection",
+            ));
+        }
+        if self.statement_timeout < Duration::from_millis(1) {
+            return Err(BuildError::field(
+                "statement_timeout",
+                "must be at least 1 ms",
+            ));
+        }
+        if self.idle_in_transaction_timeout < Duration::from_millis(1) {
+            return Err(BuildError::field(
+                "idle_in_transaction_timeout",
+                "must be at least 1 ms",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(BuildError::field(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let name = &self.application_name;
+        if name.is_empty()
+            || name.len() > 63
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(BuildError::field(
+                "application_name",
+                "must be 1 to 63 characters of [A-Za-z0-9-_.:]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies the session settings to a connection config (appended to any `options`
+    /// already there).
+    pub fn apply(&self, pg: &mut tokio_postgres::Config) {
+        let ours = format!(
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis()
+        );
+        let options = match pg.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {ours}"),
+            _ => ours,
+        };
+        pg.options(&options);
+        pg.application_name(&self.application_name);
+        pg.connect_timeout(self.connect_timeout);
+    }
+}
+
+/// Builds a pool over `pg` with the session settings of `options` on every connection and
+/// `RecyclingMethod::Clean`, so a recycled connection is returned to exactly those settings.
+///
+/// The returned config is `pg` with the settings applied; the guard uses it for its own
+/// dedicated connections (health checks, watchdog).
+pub fn build_pool(
+    mut pg: tokio_postgres::Config,
+    options: &PoolOptions,
+) -> Result<(Pool, tokio_postgres::Config), BuildError> {
+    options.validate()?;
+    options.apply(&mut pg);
+    let manager = Manager::from_config(
+        pg.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Clean,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(options.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| BuildError::Pool(e.to_string()))?;
+    Ok((pool, pg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_become_startup_options() {
+        let mut pg: tokio_postgres::Config =
+            "postgres://u@localhost/db?options=-c%20search_path%3Dapp"
+                .parse()
+                .unwrap();
+        PoolOptions::default().apply(&mut pg);
+        assert_eq!(
+            pg.get_options(),
+            Some("-c search_path=app -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000")
+        );
+        assert_eq!(pg.get_application_name(), Some("poolguard"));
+    }
+
+    #[test]
+    fn bad_options_name_the_field() {
+        let bad = PoolOptions {
+            application_name: "x'; DROP".into(),
+            ..PoolOptions::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(BuildError::InvalidConfig {
+                field: "application_name",
+                ..
+            })
+        ));
+        let zero = PoolOptions {
+            max_size: 0,
+            ..PoolOptions::default()
+        };
+        assert!(matches!(
+            zero.validate(),
+            Err(BuildError::InvalidConfig {
+                field: "max_size",
+                ..
+            })
+        ));
+    }
+}
