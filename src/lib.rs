@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod monitor;
 mod pool;
 mod rejection;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]
 pub use crate::axum::metrics_route;
