@@ -10,7 +10,7 @@ use crate::pool::{build_pool, PoolOptions};
 use crate::rejection::{Rejection, RejectionKind};
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::{Pool, Timeouts};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -97,6 +97,9 @@ pub(crate) struct GuardInner {
     avg_hold_us: AtomicU64,
     level_tx: watch::Sender<Level>,
     timeouts: Timeouts,
+    /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
+    /// but they are not starvation.
+    pending_gets: AtomicUsize,
     pub(crate) health_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
@@ -188,6 +191,7 @@ impl GuardBuilder {
             avg_hold_us: AtomicU64::new(0),
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
+            pending_gets: AtomicUsize::new(0),
             health_conn: tokio::sync::Mutex::new(None),
             pool: self.pool,
             direct: self.direct,
@@ -379,7 +383,10 @@ impl GuardInner {
                 }
             }
         };
-        let object = match self.pool.timeout_get(&self.timeouts).await {
+        let pending = PendingGet::enter(&self.pending_gets);
+        let object = self.pool.timeout_get(&self.timeouts).await;
+        drop(pending);
+        let object = match object {
             Ok(object) => object,
             Err(e) => {
                 tracing::warn!(target: "poolguard", error = %e, %class, "pool could not hand out a connection");
@@ -490,7 +497,9 @@ impl GuardInner {
         let effects = {
             let mut s = self.lock();
             s.external = pool_in_use.saturating_sub(s.granted);
-            s.pool_waiting = pool.waiting;
+            s.pool_waiting = pool
+                .waiting
+                .saturating_sub(self.pending_gets.load(Ordering::Relaxed));
             s.observe(now)
         };
         self.apply(effects);
@@ -546,6 +555,22 @@ impl Drop for QueuedWaiter<'_> {
             let effects = self.inner.lock().observe(Instant::now());
             self.inner.apply(effects);
         }
+    }
+}
+
+/// Counts one acquisition inside `Pool::get`, also when its future is dropped there.
+struct PendingGet<'a>(&'a AtomicUsize);
+
+impl<'a> PendingGet<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        PendingGet(count)
+    }
+}
+
+impl Drop for PendingGet<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
