@@ -1,0 +1,191 @@
+//! Session settings on every pooled connection, statement timeouts, and requests dropped
+//! mid-query, against a real PostgreSQL.
+
+mod common;
+
+use common::{backends, cluster, eventually, guard_with, pool_options};
+use poolguard::events::EventKind;
+use poolguard::{ClassTimeouts, Criticality, Error, GuardConfig, PoolOptions};
+use std::time::Duration;
+
+#[tokio::test]
+async fn every_connection_carries_statement_timeout_even_after_recycling() {
+    let pg = cluster(40).await;
+    let options = PoolOptions {
+        statement_timeout: Duration::from_millis(1500),
+        application_name: "pg-settings-test".into(),
+        ..pool_options(5)
+    };
+    let guard = guard_with(&pg, options, GuardConfig::default()).await;
+    let mut backend_pids = std::collections::HashSet::new();
+    for round in 0..40 {
+        // Hold several at once so the pool opens all its connections.
+        let mut held = Vec::new();
+        for _ in 0..(1 + round % 4) {
+            held.push(guard.acquire(Criticality::Standard).await.unwrap());
+        }
+        for conn in &held {
+            let row = conn
+                .query_one(
+                    "SELECT current_setting('statement_timeout'), current_setting('application_name'), \
+                     current_setting('idle_in_transaction_session_timeout'), pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), "1500ms", "round {round}");
+            assert_eq!(row.get::<_, String>(1), "pg-settings-test");
+            assert_eq!(row.get::<_, String>(2), "1min");
+            backend_pids.insert(row.get::<_, i32>(3));
+            // A handler that changes its session must not leak that to the next borrower.
+            conn.batch_execute("SET statement_timeout = 0; SET application_name = 'changed'")
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        backend_pids.len() >= 4,
+        "several connections were reused: {backend_pids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_over_the_timeout_is_a_typed_error_and_an_event() {
+    let pg = cluster(20).await;
+    let options = PoolOptions {
+        statement_timeout: Duration::from_millis(200),
+        ..pool_options(3)
+    };
+    let guard = guard_with(&pg, options, GuardConfig::default()).await;
+    let mut events = guard.subscribe();
+    let conn = guard.acquire(Criticality::Standard).await.unwrap();
+    let err = conn.query("SELECT pg_sleep(5)", &[]).await.unwrap_err();
+    assert!(err.is_statement_timeout(), "{err:?}");
+    assert_eq!(err.status(), 504);
+    match err {
+        Error::StatementTimeout(e) => assert_eq!(e.code().unwrap().code(), "57014"),
+        other => panic!("{other:?}"),
+    }
+    // The connection is still usable after a timed-out statement.
+    let row = conn.query_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    let e = events.recv().await.unwrap();
+    assert!(matches!(
+        e.kind,
+        EventKind::StatementTimedOut {
+            class: Criticality::Standard,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
+    let pg = cluster(20).await;
+    let config = GuardConfig {
+        class_statement_timeout: ClassTimeouts {
+            non_critical: Some(Duration::from_millis(250)),
+            ..ClassTimeouts::default()
+        },
+        ..GuardConfig::default()
+    };
+    let guard = guard_with(&pg, pool_options(1), config).await;
+    let report = guard.acquire(Criticality::NonCritical).await.unwrap();
+    let t: String = report
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "250ms");
+    assert!(report
+        .query("SELECT pg_sleep(2)", &[])
+        .await
+        .unwrap_err()
+        .is_statement_timeout());
+    drop(report);
+    // The single pooled connection goes back to the pool default for the next class.
+    let standard = guard.acquire(Criticality::Standard).await.unwrap();
+    let t: String = standard
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(t, "30s");
+}
+
+#[tokio::test]
+async fn a_request_dropped_mid_query_cancels_it_and_leaves_the_pool_exact() {
+    let pg = cluster(20).await;
+    let options = PoolOptions {
+        application_name: "drop-test".into(),
+        ..pool_options(4)
+    };
+    let guard = guard_with(&pg, options, GuardConfig::default()).await;
+    let observer = pg.connect().await.unwrap();
+    let mut events = guard.subscribe();
+
+    // A plain query and one inside a transaction, both abandoned by their callers.
+    let g = guard.clone();
+    let plain = tokio::time::timeout(Duration::from_millis(300), async move {
+        let conn = g.acquire(Criticality::Standard).await.unwrap();
+        conn.query("SELECT pg_sleep(60)", &[]).await
+    })
+    .await;
+    assert!(plain.is_err(), "the caller gave up");
+
+    let g = guard.clone();
+    let in_tx = tokio::time::timeout(Duration::from_millis(300), async move {
+        let conn = g.acquire(Criticality::Standard).await.unwrap();
+        conn.batch_execute("BEGIN; UPDATE pg_namespace SET nspname = nspname WHERE false")
+            .await
+            .unwrap();
+        conn.query("SELECT pg_sleep(60)", &[]).await
+    })
+    .await;
+    assert!(in_tx.is_err());
+
+    eventually(
+        "server-side queries cancelled",
+        Duration::from_secs(10),
+        || async { backends(&observer, "drop-test", "active").await == 0 },
+    )
+    .await;
+    eventually(
+        "no session left in a transaction",
+        Duration::from_secs(10),
+        || async {
+            backends(&observer, "drop-test", "idle in transaction").await == 0
+                && backends(&observer, "drop-test", "idle in transaction (aborted)").await == 0
+        },
+    )
+    .await;
+    let s = guard.status();
+    assert_eq!(s.granted, 0, "both slots came back");
+    assert_eq!(s.queued, 0);
+    let pool = guard.pool().status();
+    assert_eq!(pool.available, pool.size, "every pooled connection is idle");
+
+    // Both abandonments are reported with the cancel delivered.
+    let mut abandoned = 0;
+    while abandoned < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("abandonment events")
+            .unwrap();
+        if let EventKind::QueryAbandoned { cancel_sent, .. } = e.kind {
+            assert!(cancel_sent);
+            abandoned += 1;
+        }
+    }
+
+    // The next borrowers get healthy connections outside any transaction.
+    for _ in 0..4 {
+        let conn = guard.acquire(Criticality::Standard).await.unwrap();
+        // SAVEPOINT fails outside a transaction block (SQLSTATE 25P01): proof that no
+        // transaction was left open on this connection by an earlier borrower.
+        match conn.batch_execute("SAVEPOINT probe").await {
+            Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
+            other => panic!("connection was inside a transaction: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The guard in front of a real axum router, over a real socket and a real PostgreSQL.
+
+mod common;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::Router;
+use common::{
+    cluster, eventually, guard, guard_with, pool_options, quick_config, serve, HttpClient,
+};
+use poolguard::{Conn, Criticality, Error, Guard, GuardConfig, Level, PoolOptions, UserLimits};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Default)]
+struct Hits(Arc<AtomicUsize>);
+
+async fn select_one(State(hits): State<Hits>, conn: Conn) -> Result<String, Error> {
+    hits.0.fetch_add(1, Ordering::SeqCst);
+    let row = conn.query_one("SELECT 1", &[]).await?;
+    Ok(row.get::<_, i32>(0).to_string())
+}
+
+async fn report(State(hits): State<Hits>, conn: Conn) -> Result<String, Error> {
+    hits.0.fetch_add(1, Ordering::SeqCst);
+    let _ = conn.query_one("SELECT 1", &[]).await?;
+    Ok("report".into())
+}
+
+async fn sleep(Query(q): Query<HashMap<String, u64>>, conn: Conn) -> Result<String, Error> {
+    let ms = q.get("ms").copied().unwrap_or(100) as f64 / 1000.0;
+    conn.query("SELECT pg_sleep($1)", &[&ms]).await?;
+    Ok("slept".into())
+}
+
+fn app(guard: &Guard, hits: Hits) -> Router {
+    let critical = Router::new()
+        .route("/crit", get(select_one))
+        .route_layer(guard.critical());
+    let standard = Router::new()
+        .route("/std", get(select_one))
+        .route("/sleep", get(sleep))
+        .route_layer(guard.standard());
+    let non_critical = Router::new()
+        .route("/report", get(report))
+        .route_layer(guard.non_critical());
+    Router::new()
+        .merge(critical)
+        .merge(standard)
+        .merge(non_critical)
+        .route("/unguarded", get(select_one))
+        .route("/health", guard.health_route())
+        .with_state(hits)
+}
+
+#[tokio::test]
+async fn non_critical_is_shed_at_warning_without_touching_the_pool() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 10, quick_config()).await;
+    let hits = Hits::default();
+    let http = HttpClient::new(serve(app(&guard, hits.clone())).await);
+
+    assert_eq!(http.get("/report", Some("u1")).await.status, 200);
+    assert_eq!(hits.0.load(Ordering::SeqCst), 1);
+
+    let held: Vec<_> = futures_join(&guard, Criticality::Standard, 9).await;
+    assert_eq!(guard.level(), Level::Warning);
+    let before = (guard.status().granted, guard.pool().status().size);
+    for _ in 0..20 {
+        let r = http.get("/report", Some("u1")).await;
+        assert_eq!(r.status, 503);
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(retry >= 1);
+        assert!(r.body.contains("\"shed\""));
+    }
+    assert_eq!(hits.0.load(Ordering::SeqCst), 1, "the handler never ran");
+    assert_eq!((guard.status().granted, guard.pool().status().size), before);
+    // Critical and standard routes are still served.
+    assert_eq!(http.get("/crit", Some("u2")).await.status, 200);
+
+    drop(held);
+    eventually("back to normal", Duration::from_secs(5), || async {
+        guard.level() == Level::Normal
+    })
+    .await;
+    // Half-open: some requests get through during the ramp, all after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        assert_eq!(http.get("/report", Some("u1")).await.status, 200);
+    }
+}
+
+async fn futures_join(guard: &Guard, class: Criticality, n: usize) -> Vec<poolguard::GuardedConn> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(guard.acquire(class).await.unwrap());
+    }
+    held
+}
+
+#[tokio::test]
+async fn per_user_limits_answer_429_and_tighten_at_warning() {
+    let pg = cluster(40).await;
+    let config = GuardConfig {
+        limits: UserLimits {
+            rate_per_second: 1,
+            burst: 30,
+            in_flight: 8,
+            tight_rate_per_second: 1,
+            tight_burst: 30,
+            tight_in_flight: 2,
+            max_key_len: 64,
+        },
+        ..quick_config()
+    };
+    let guard = guard(&pg, 20, config).await;
+    let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
+
+    // In-flight cap at Normal: 8 sleeping requests of one user, the 9th is refused.
+    let sleepers: Vec<_> = (0..8)
+        .map(|_| {
+            let http = http.clone();
+            tokio::spawn(async move { http.get("/sleep?ms=1500", Some("alice")).await.status })
+        })
+        .collect();
+    eventually("8 in flight", Duration::from_secs(5), || async {
+        guard.status().granted == 8
+    })
+    .await;
+    let r = http.get("/std", Some("alice")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("ratelimit-limit"), Some("8"));
+    assert!(r.header("retry-after").is_some());
+    assert!(r.body.contains("in_flight_limit"));
+    assert_eq!(
+        http.get("/std", Some("bob")).await.status,
+        200,
+        "other users unaffected"
+    );
+    for s in sleepers {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+
+    // At Warning (here from server-wide pressure) the cap is 2.
+    guard.report_server_utilization(0.9);
+    assert_eq!(guard.level(), Level::Warning);
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let http = http.clone();
+            tokio::spawn(async move { http.get("/sleep?ms=1000", Some("carol")).await.status })
+        })
+        .collect();
+    eventually("2 in flight", Duration::from_secs(5), || async {
+        guard.status().granted == 2
+    })
+    .await;
+    assert_eq!(http.get("/crit", Some("carol")).await.status, 429);
+    for s in sleepers {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    guard.report_server_utilization(0.0);
+    eventually("back to normal", Duration::from_secs(5), || async {
+        guard.level() == Level::Normal
+    })
+    .await;
+
+    // The rate: a burst of 30 then 429 with a Retry-After from the GCRA.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(http.get("/crit", Some("dave")).await.status);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=10).contains(&limited), "{statuses:?}");
+    assert_eq!(&statuses[..30], &[200; 30][..]);
+}
+
+#[tokio::test]
+async fn hostile_user_keys_are_handled() {
+    let pg = cluster(20).await;
+    let guard = guard(&pg, 4, GuardConfig::default()).await;
+    let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
+    let huge = "x".repeat(8000);
+    assert_eq!(http.get("/std", Some(&huge)).await.status, 200);
+    assert_eq!(http.get("/std", Some("ü-ñ\tkey")).await.status, 200);
+    assert_eq!(
+        http.get("/std", None).await.status,
+        200,
+        "peer address as fallback"
+    );
+}
+
+#[tokio::test]
+async fn statement_timeout_is_answered_504() {
+    let pg = cluster(20).await;
+    let options = PoolOptions {
+        statement_timeout: Duration::from_millis(300),
+        ..pool_options(4)
+    };
+    let guard = guard_with(&pg, options, GuardConfig::default()).await;
+    let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
+    let r = http.get("/sleep?ms=5000", Some("u")).await;
+    assert_eq!(r.status, 504);
+    assert!(r.body.contains("statement_timeout"));
+    assert_eq!(http.get("/std", Some("u")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_route_without_a_guard_layer_says_so() {
+    let pg = cluster(20).await;
+    let guard = guard(&pg, 2, GuardConfig::default()).await;
+    let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
+    let r = http.get("/unguarded", None).await;
+    assert_eq!(r.status, 500);
+    assert!(r.body.contains("route_not_guarded"));
+}
+
+#[tokio::test]
+async fn health_answers_quickly_while_the_pool_is_full() {
+    let pg = cluster(20).await;
+    let guard = guard(&pg, 3, GuardConfig::default()).await;
+    let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
+    let r = http.get("/health", None).await;
+    assert_eq!(r.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"]["status"], "ok");
+    assert_eq!(body["pool"]["max"], 3);
+
+    let held = futures_join(&guard, Criticality::Critical, 3).await;
+    let started = Instant::now();
+    let r = http.get("/health", None).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["level"], "critical");
+    assert_eq!(
+        body["database"]["status"], "ok",
+        "checked over the dedicated connection"
+    );
+    assert_eq!(body["pool"]["in_use"], 3);
+    drop(held);
+}
