@@ -7,6 +7,7 @@ mod criticality;
 pub mod events;
 pub mod metrics;
 pub mod monitor;
+pub mod transition;
 
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
 pub use criticality::Criticality;
