@@ -7,6 +7,8 @@ mod criticality;
 pub mod events;
 pub mod metrics;
 pub mod monitor;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transition;
 
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
