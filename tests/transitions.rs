@@ -141,7 +141,7 @@ async fn concurrent_writers_never_store_an_invalid_transition() -> TestResult {
         let (pool, update, states) = (pool.clone(), update.clone(), states.clone());
         handles.push(tokio::spawn(async move {
             let object = pool.get().await?;
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (task + 1) * 0x1000_0001);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((task + 1) * 0x1000_0001));
             let mut report = TransitionReport::new();
             for _ in 0..ATTEMPTS {
                 // A few ids past the end exercise the not-found path.

@@ -1,25 +1,5 @@
 //! The transition policy: a finite set of states and the `from -> to` edges allowed between
 //! them, built in code or loaded from TOML or JSON.
-//!
-//! # File format
-//!
-//! ```toml
-//! states = ["READY", "PROMOTED", "COMPLETED", "SPAM_REVIEW", "ARCHIVED"]
-//!
-//! [[allow]]
-//! from = "READY"
-//! to = ["PROMOTED", "SPAM_REVIEW"]   # or a single string: to = "PROMOTED"
-//!
-//! [[allow]]
-//! from = "PROMOTED"
-//! to = ["COMPLETED"]
-//! ```
-//!
-//! The JSON form has the same shape: `{"states": [...], "allow": [{"from": "READY", "to":
-//! ["SPAM_REVIEW"]}]}`. Unknown keys are rejected. A state without an `allow` entry is terminal.
-//!
-//! Staying in the same state is not special: `check(s, s)` follows the edges like any other
-//! pair, so allow `s -> s` explicitly if re-applying a status should count as valid.
 
 use super::error::PolicyError;
 use serde::Deserialize;
@@ -80,6 +60,28 @@ impl std::error::Error for Blocked<'_> {}
 
 /// States and the transitions allowed between them. Cheap to check: states are interned as
 /// small indices and edges kept in an adjacency bitset.
+///
+/// # File format
+///
+/// ```toml
+/// states = ["READY", "PROMOTED", "COMPLETED", "SPAM_REVIEW", "ARCHIVED"]
+///
+/// [[allow]]
+/// from = "READY"
+/// to = ["PROMOTED", "SPAM_REVIEW"]   # or a single string: to = "PROMOTED"
+///
+/// [[allow]]
+/// from = "PROMOTED"
+/// to = ["COMPLETED"]
+/// ```
+///
+/// The JSON form has the same shape: `{"states": [...], "allow": [{"from": "READY", "to":
+/// ["SPAM_REVIEW"]}]}`. Unknown keys are rejected. A state without an `allow` entry is
+/// terminal. State names are 1 to 64 bytes of ASCII letters, digits, `_`, `-`, `.` and `:`
+/// (they end up in SQL literals and metric labels).
+///
+/// Staying in the same state is not special: `check(s, s)` follows the edges like any other
+/// pair, so allow `s -> s` explicitly if re-applying a status should count as valid.
 #[derive(Debug, Clone)]
 pub struct TransitionPolicy {
     names: Vec<Arc<str>>,
@@ -96,7 +98,7 @@ impl TransitionPolicy {
         PolicyBuilder::default()
     }
 
-    /// Parses a policy from TOML text (see the [module docs](self) for the shape).
+    /// Parses a policy from TOML text (see the [file format](TransitionPolicy#file-format)).
     pub fn from_toml_str(text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile = toml::from_str(text).map_err(|e| {
             let (line, column) = e

@@ -107,7 +107,7 @@ impl TransitionReport {
                 count,
             })
             .collect();
-        pairs.sort_by(|a, b| b.count.cmp(&a.count));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.count));
         pairs
     }
 

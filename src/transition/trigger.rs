@@ -1,12 +1,4 @@
-//! Defence in depth (opt-in): a PL/pgSQL trigger generated from the same policy, so even
-//! writes that bypass [`GuardedUpdate`](super::GuardedUpdate) cannot store an invalid
-//! transition.
-//!
-//! The trigger fires `BEFORE UPDATE OF <status>` on every row. Updates that keep the status
-//! unchanged pass (they store no transition); any other `OLD -> NEW` pair that is not an edge
-//! of the policy raises an exception with SQLSTATE [`TRIGGER_SQLSTATE`] (`PT001`, a class
-//! PostgreSQL does not use) and the message `invalid status transition: FROM -> TO`. A `NULL`
-//! old or new status is never an allowed edge.
+//! The opt-in database trigger generated from a transition policy.
 
 use super::error::IdentError;
 use super::ident::{self, QualifiedName};
@@ -17,6 +9,16 @@ use tokio_postgres::GenericClient;
 pub const TRIGGER_SQLSTATE: &str = "PT001";
 
 /// The generated trigger function and trigger for one table.
+///
+/// Defence in depth (opt-in): a PL/pgSQL trigger generated from the same policy, so even
+/// writes that bypass [`GuardedUpdate`](super::GuardedUpdate) cannot store an invalid
+/// transition.
+///
+/// The trigger fires `BEFORE UPDATE OF <status>` on every row. Updates that keep the status
+/// unchanged pass (they store no transition); any other `OLD -> NEW` pair that is not an edge
+/// of the policy raises an exception with SQLSTATE [`TRIGGER_SQLSTATE`] (`PT001`, a class
+/// PostgreSQL does not use) and the message `invalid status transition: FROM -> TO`. A `NULL`
+/// old or new status is never an allowed edge.
 #[derive(Debug, Clone)]
 pub struct TransitionTrigger {
     table: QualifiedName,

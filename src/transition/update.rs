@@ -1,24 +1,5 @@
 //! The guarded update: one statement that moves a row to a new status only if its current
 //! status is an allowed source, and reports the status it had, atomically.
-//!
-//! The statement (identifiers checked and double-quoted, never taken raw):
-//!
-//! ```sql
-//! UPDATE "messages" AS "pg_new" SET "status" = $1
-//! FROM (SELECT "id", "status" FROM "messages"
-//!       WHERE "id" = $2 AND "status" = ANY($3) FOR UPDATE) AS "pg_old"
-//! WHERE "pg_new"."id" = "pg_old"."id"
-//! RETURNING "pg_old"."status"
-//! ```
-//!
-//! `$3` is the list of states the policy allows to move to `$1`. The sub-select locks the row
-//! and, under READ COMMITTED, re-checks the filter against the newest version if another
-//! writer got there first, so the returned old status is the one actually replaced. When no
-//! row is updated, `SELECT "status" ... WHERE "id" = $1` tells a blocked transition (with the
-//! status seen then) from a missing row. A row that changed in between is reported as blocked
-//! with the status it had; no invalid transition is ever stored.
-//!
-//! The id column should be unique; the status column a text type (`text`, `varchar`).
 
 use super::error::{IdentError, UpdateError};
 use super::ident::{self, QualifiedName};
@@ -51,6 +32,28 @@ pub enum TransitionOutcome {
 
 /// Applies status changes to one table, enforcing a [`TransitionPolicy`] inside the
 /// statement itself.
+///
+///
+/// The statement (identifiers checked and double-quoted, never taken raw):
+///
+/// ```sql
+/// UPDATE "messages" AS "pg_new" SET "status" = $1
+/// FROM (SELECT "id", "status" FROM "messages"
+///       WHERE "id" = $2 AND "status" = ANY($3) FOR UPDATE) AS "pg_old"
+/// WHERE "pg_new"."id" = "pg_old"."id"
+/// RETURNING "pg_old"."status"
+/// ```
+///
+/// `$3` is the list of states the policy allows to move to `$1`. The sub-select locks the row
+/// and, under READ COMMITTED, re-checks the filter against the newest version if another
+/// writer got there first, so the returned old status is the one actually replaced. When no
+/// row is updated, `SELECT "status" ... WHERE "id" = $1` tells a blocked transition (with the
+/// status seen then) from a missing row. A row that changed in between is reported as blocked
+/// with the status it had; no invalid transition is ever stored.
+///
+/// The id column should be unique; the status column a text type (`text`, `varchar`). In a
+/// REPEATABLE READ or SERIALIZABLE transaction a concurrent change surfaces as a
+/// serialization failure (SQLSTATE 40001) in [`UpdateError::Db`]; retry the transaction.
 #[derive(Debug, Clone)]
 pub struct GuardedUpdate {
     policy: Arc<TransitionPolicy>,
@@ -64,6 +67,8 @@ pub struct GuardedUpdate {
 impl GuardedUpdate {
     /// Prepares the statements for `table` (`name` or `schema.name`). Every identifier must
     /// match `^[A-Za-z_][A-Za-z0-9_]{0,62}$`; anything else is refused here, before any SQL.
+    /// Names are written double-quoted, hence case-sensitive: pass them as PostgreSQL stores
+    /// them (lower case for names created unquoted).
     pub fn new(
         policy: Arc<TransitionPolicy>,
         table: &str,
