@@ -42,6 +42,7 @@
 
 mod error;
 mod ident;
+mod load;
 mod policy;
 mod report;
 mod spike;
