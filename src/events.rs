@@ -1,6 +1,7 @@
 //! Self-heal events: one type for every action the guard takes, and the bounded bus that fans
 //! them out without ever blocking a request.
 
+use crate::transition::BlockedPair;
 use crate::{Criticality, Level};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,6 +154,17 @@ pub enum EventKind {
         /// Highest utilization seen during the episode.
         peak_utilization: f64,
     },
+    /// A run of status updates ended with invalid transitions blocked by the policy.
+    TransitionsBlocked {
+        /// The operation that ran (e.g. `spam-capture`).
+        operation: String,
+        /// Transitions applied.
+        valid: u64,
+        /// Blocked attempts per `from -> to` pair, most frequent first.
+        blocked: Vec<BlockedPair>,
+        /// Attempts whose row did not exist.
+        not_found: u64,
+    },
     /// A free-form event from another part of the library or the application.
     Custom {
         /// A short machine-readable name.
@@ -215,6 +227,7 @@ impl Event {
                 }
             }
             EventKind::Recovered { .. } => Severity::Info,
+            EventKind::TransitionsBlocked { .. } => Severity::Info,
             EventKind::Custom { severity, .. } => *severity,
         }
     }
@@ -296,6 +309,12 @@ impl Event {
                 after.as_secs_f64(),
                 (peak_utilization * 100.0).round()
             ),
+            EventKind::TransitionsBlocked {
+                operation,
+                valid,
+                blocked,
+                not_found,
+            } => crate::transition::blocked_message(operation, *valid, blocked, *not_found),
             EventKind::Custom { name, message, .. } => format!("{name}: {message}"),
         }
     }

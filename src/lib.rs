@@ -20,6 +20,7 @@ mod pool;
 mod rejection;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transition;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]
 pub use crate::axum::metrics_route;
