@@ -5,8 +5,10 @@
 mod config;
 mod criticality;
 pub mod events;
+pub mod incident;
 pub mod metrics;
 pub mod monitor;
+pub mod report;
 
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
 pub use criticality::Criticality;
