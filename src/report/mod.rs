@@ -41,6 +41,8 @@ mod redact;
 mod reporter;
 mod sinks;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 pub use budget::{Budget, BudgetConfig, BudgetLimit};
 pub use dedupe::{Dedupe, DedupeDecision, DEFAULT_DEDUPE_WINDOW};
