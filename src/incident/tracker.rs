@@ -199,10 +199,10 @@ impl IncidentTracker {
                 incident.peak_utilization = *peak_utilization;
             }
             EventKind::StatementTimedOut { route: Some(r), .. }
-            | EventKind::QueryAbandoned { route: Some(r), .. } => {
-                if !incident.routes.contains(r) && incident.routes.len() < 32 {
-                    incident.routes.push(r.clone());
-                }
+            | EventKind::QueryAbandoned { route: Some(r), .. }
+                if !incident.routes.contains(r) && incident.routes.len() < 32 =>
+            {
+                incident.routes.push(r.clone());
             }
             _ => {}
         }

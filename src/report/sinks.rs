@@ -128,9 +128,11 @@ impl Sink for JsonLinesSink {
     }
 }
 
+type Callback = dyn Fn(&IncidentReport) -> Result<(), SinkError> + Send + Sync;
+
 /// Calls a closure with each report. Runs at [`SinkStage::Record`] unless made an alert.
 pub struct CallbackSink {
-    f: Arc<dyn Fn(&IncidentReport) -> Result<(), SinkError> + Send + Sync>,
+    f: Arc<Callback>,
     stage: SinkStage,
 }
 
