@@ -37,9 +37,11 @@ mod http;
 #[cfg(feature = "llm")]
 mod llm;
 mod prompt;
+mod recommend;
 mod redact;
 mod reporter;
 mod sinks;
+mod stats;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -52,8 +54,9 @@ pub use prompt::{
     build_prompt, estimate_tokens, Prompt, DEFAULT_CONTEXT_TOKENS, PROMPT_VERSION, SYSTEM_PROMPT,
 };
 pub use redact::{redact, PatternError, Redactor};
-pub use reporter::{Reporter, ReporterBuilder, ReporterConfig, ReporterStats};
+pub use reporter::{Reporter, ReporterBuilder, ReporterConfig};
 #[cfg(feature = "llm")]
 pub use sinks::WebhookSink;
 pub use sinks::{CallbackSink, IncidentReport, JsonLinesSink, LogSink, Sink, SinkError, SinkStage};
+pub use stats::ReporterStats;
 pub use summary::{summarize, Direction, Period, Summary, TopIssue, Trend};

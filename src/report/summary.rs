@@ -2,8 +2,7 @@
 //! auto-recoveries, success rate, top issues, trends against the previous period, and
 //! recommendations. As text and as JSON.
 
-use crate::incident::{clock, Action, Incident};
-use crate::Level;
+use crate::incident::{clock, Incident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -182,68 +181,8 @@ pub fn summarize(incidents: &[Incident], period: Period, end: SystemTime) -> Sum
         trends,
         recommendations: Vec::new(),
     };
-    summary.recommendations = recommend(&current, &summary);
+    summary.recommendations = super::recommend::recommend(&current, &summary);
     summary
-}
-
-fn recommend(current: &[&Incident], s: &Summary) -> Vec<String> {
-    let mut r = Vec::new();
-    let failures: u64 = current.iter().map(|i| i.impact.failed).sum();
-    if failures > 0 {
-        r.push(format!(
-            "{failures} self-heal action(s) failed: manual investigation required"
-        ));
-    }
-    let critical = current
-        .iter()
-        .filter(|i| i.peak_level == Level::Critical)
-        .count();
-    if critical > 0 {
-        r.push(format!(
-            "Pool reached Critical {critical} time(s): review the heaviest routes' query counts or raise max_size"
-        ));
-    }
-    let critical_failed: u64 = current.iter().map(|i| i.impact.critical_failed()).sum();
-    if critical_failed > 0 {
-        r.push(format!(
-            "{critical_failed} critical request(s) failed: consider a larger critical_reserve"
-        ));
-    }
-    if current
-        .iter()
-        .any(|i| i.actions.contains(&Action::StatementTimeouts))
-    {
-        let mut routes: Vec<&str> = current
-            .iter()
-            .flat_map(|i| i.routes.iter().map(String::as_str))
-            .collect();
-        routes.sort_unstable();
-        routes.dedup();
-        let on = if routes.is_empty() {
-            String::new()
-        } else {
-            format!(" on {}", routes.join(", "))
-        };
-        r.push(format!(
-            "Statements hit statement_timeout{on}: review those queries and their indexes"
-        ));
-    }
-    if s.trends
-        .iter()
-        .any(|t| t.direction == Direction::Increasing && t.previous > 0)
-    {
-        r.push(
-            "Some incident types are increasing: check recent deploys and traffic growth".into(),
-        );
-    }
-    if r.is_empty() {
-        r.push(if s.incidents == 0 {
-            "No incidents: no action needed".into()
-        } else {
-            "Every incident self-healed: no manual intervention required".into()
-        });
-    }
-    r
 }
 
 impl Summary {
