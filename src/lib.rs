@@ -12,12 +12,14 @@ mod error;
 pub mod events;
 mod guard;
 mod health;
+pub mod incident;
 pub mod layer;
 pub mod limit;
 pub mod metrics;
 pub mod monitor;
 mod pool;
 mod rejection;
+pub mod report;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transition;

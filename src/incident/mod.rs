@@ -1,0 +1,39 @@
+//! Incidents: self-heal events grouped into episodes of pressure, with their peak, the
+//! actions taken, the impact on requests, the recovery time and, once written, an analysis.
+//!
+//! [`IncidentTracker`] is the pure core (events in, closed incidents out; time comes from the
+//! events). [`IncidentStore`] keeps the active incident and the last closed ones.
+//! [`spawn_incident_pipeline`] wires both to an [`EventBus`](crate::events::EventBus) and hands
+//! closed incidents to a [`Reporter`](crate::report::Reporter). [`local_summary`] writes the
+//! `[AUTO-RESOLVED] ...` alert text without any LLM.
+//!
+//! ```no_run
+//! use poolguard::events::EventBus;
+//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//!
+//! # async fn run() {
+//! let bus = EventBus::new(1024);
+//! let store = IncidentStore::default();
+//! let _task = spawn_incident_pipeline(&bus, store.clone(), None);
+//! // ... later, e.g. from an admin route:
+//! let recent = store.recent(10);
+//! let json = store.to_json();
+//! # let _ = (recent, json);
+//! # }
+//! ```
+
+pub(crate) mod clock;
+pub(crate) mod local;
+mod model;
+mod pipeline;
+mod store;
+mod tracker;
+
+#[cfg(test)]
+mod tests;
+
+pub use local::{impact_line, local_summary, subject};
+pub use model::{Action, Analysis, AnalysisKind, Impact, Incident};
+pub use pipeline::spawn_incident_pipeline;
+pub use store::{IncidentStore, DEFAULT_STORE_CAPACITY};
+pub use tracker::{IncidentTracker, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_TIMELINE};
