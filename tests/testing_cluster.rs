@@ -276,3 +276,68 @@ fn binary_lookup_skips_bogus_dirs_and_finds_the_real_ones() {
     assert!(found.initdb().exists() && found.postgres().exists());
     let _ = std::fs::remove_dir_all(empty);
 }
+
+/// Run by `a_cluster_that_is_never_dropped_is_cleaned_up_when_the_process_ends` in a child
+/// process; does nothing in a normal test run.
+#[test]
+fn leak_a_cluster_and_exit() {
+    if std::env::var_os("POOLGUARD_LEAK_A_CLUSTER").is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let cluster = runtime
+        .block_on(TestCluster::start())
+        .expect("start cluster");
+    let data_dir = cluster.data_dir().expect("local");
+    println!(
+        "LEAKED {} {}",
+        cluster.port(),
+        data_dir.parent().unwrap().display()
+    );
+    // Exit without running any destructor, as a `static` cluster or a killed test would.
+    std::process::exit(0);
+}
+
+#[test]
+fn a_cluster_that_is_never_dropped_is_cleaned_up_when_the_process_ends() {
+    if std::env::var_os("DATABASE_URL").is_some() {
+        eprintln!("skipped: DATABASE_URL is set");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "leak_a_cluster_and_exit",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("POOLGUARD_LEAK_A_CLUSTER", "1")
+        .output()
+        .expect("run the leaking test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let leaked = stdout
+        .lines()
+        .find_map(|line| line.split_once("LEAKED ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| {
+            panic!(
+                "child printed no cluster: {stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let (port, root) = leaked.split_once(' ').expect("port and dir");
+    let (port, root): (u16, PathBuf) = (port.parse().expect("port"), PathBuf::from(root));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (port_accepts(port) || root.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !port_accepts(port),
+        "leaked server on port {port} still runs"
+    );
+    assert!(
+        !root.exists(),
+        "leaked cluster dir {} still exists",
+        root.display()
+    );
+}
