@@ -13,7 +13,12 @@
 //! * **Binaries** are looked up on `PATH`, in `pg_config --bindir`, then under
 //!   `/usr/lib/postgresql/*/bin` (highest version first); see [`find_binaries`].
 //! * **Root**: `initdb` and `postgres` refuse to run as root, so when the process is root
-//!   they run as the `postgres` OS user (or `nobody` when there is none).
+//!   they (and the template copy) run as the `postgres` OS user, or `nobody` when there is
+//!   none, via [`CommandExt::uid`] / [`gid`](CommandExt::gid); the server is then still a
+//!   direct child of this process.
+//! * **Cleanup**: dropping the cluster stops the server and deletes its directory. A cluster
+//!   that is never dropped (kept in a `static`, or the process exits or is killed) is cleaned
+//!   up by a small watchdog shell process once this process has ended.
 //! * **`DATABASE_URL`**: when set, no server is started. The cluster creates a fresh,
 //!   uniquely named database on that server, points [`TestCluster::url`] and
 //!   [`TestCluster::pg_config`] at it and drops it again on drop. In that mode
