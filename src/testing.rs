@@ -13,7 +13,12 @@
 //! * **Binaries** are looked up on `PATH`, in `pg_config --bindir`, then under
 //!   `/usr/lib/postgresql/*/bin` (highest version first); see [`find_binaries`].
 //! * **Root**: `initdb` and `postgres` refuse to run as root, so when the process is root
-//!   they run as the `postgres` OS user (or `nobody` when there is none).
+//!   they (and the template copy) run as the `postgres` OS user, or `nobody` when there is
+//!   none, via [`CommandExt::uid`] / [`gid`](CommandExt::gid); the server is then still a
+//!   direct child of this process.
+//! * **Cleanup**: dropping the cluster stops the server and deletes its directory. A cluster
+//!   that is never dropped (kept in a `static`, or the process exits or is killed) is cleaned
+//!   up by a small watchdog shell process once this process has ended.
 //! * **`DATABASE_URL`**: when set, no server is started. The cluster creates a fresh,
 //!   uniquely named database on that server, points [`TestCluster::url`] and
 //!   [`TestCluster::pg_config`] at it and drops it again on drop. In that mode
@@ -351,7 +356,7 @@ fn debian_versioned_bindirs() -> Vec<PathBuf> {
             Some((version, entry.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     versions.into_iter().map(|(_, dir)| dir).collect()
 }
 
@@ -585,6 +590,8 @@ fn build_template(
         "-E".as_ref(),
         "UTF8".as_ref(),
         "--locale=C".as_ref(),
+        // 1 MB WAL segments instead of 16 MB: a smaller template is quicker to copy.
+        "--wal-segsize=1".as_ref(),
     ];
     run_command(&binaries.initdb(), &args, run_as, build_dir)
 }
@@ -595,11 +602,19 @@ fn prepare_cluster_dir(
     run_as: Option<RunAs>,
     root: &Path,
 ) -> Result<(), ClusterError> {
-    let template = ensure_template(binaries, run_as)?;
     create_owned_dir(root, run_as)?;
     let data = root.join("data");
-    let args = ["-a".as_ref(), template.as_os_str(), data.as_os_str()];
-    run_command(Path::new("cp"), &args, run_as, root)
+    let copy_template = || {
+        let template = ensure_template(binaries, run_as)?;
+        let args = ["-a".as_ref(), template.as_os_str(), data.as_os_str()];
+        run_command(Path::new("cp"), &args, run_as, root)
+    };
+    copy_template().or_else(|_| {
+        // The shared template may have been removed or replaced while we copied it:
+        // start over once from a freshly checked (or rebuilt) template.
+        let _ = fs::remove_dir_all(&data);
+        copy_template()
+    })
 }
 
 fn log_tail(log_file: &Path) -> String {
@@ -614,6 +629,18 @@ fn log_tail(log_file: &Path) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn log_since(log_file: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = File::open(log_file) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    text
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -676,6 +703,58 @@ fn shut_down(child: &mut Child, signal: &str, timeout: Duration) {
     let _ = child.wait();
 }
 
+/// Cleans up after a server whose [`TestCluster`] is never dropped (a `static`, a
+/// `process::exit`, a killed test process): a small `sh` process, in its own process group,
+/// waits for its stdin pipe to close, which the kernel does when this process ends; it
+/// then shuts the server down immediately and deletes the cluster directory.
+#[derive(Debug)]
+struct Watchdog {
+    process: Child,
+}
+
+impl Watchdog {
+    const SCRIPT: &'static str = r#"
+read -r _
+pidfile="$1/data/postmaster.pid"
+if [ -f "$pidfile" ]; then
+    pid=$(head -n 1 "$pidfile")
+    kill -QUIT "$pid" 2>/dev/null
+    tries=0
+    while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null
+fi
+rm -rf "$1"
+"#;
+
+    /// Best effort: without a watchdog only an un-dropped cluster would leak.
+    fn spawn(root: &Path) -> Option<Watchdog> {
+        let spawned = Command::new("sh")
+            .args(["-c", Self::SCRIPT, "poolguard-pg-watchdog"])
+            .arg(root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(process) => Some(Watchdog { process }),
+            Err(err) => {
+                tracing::warn!(error = %err, "no cleanup watchdog for the test cluster");
+                None
+            }
+        }
+    }
+
+    /// Stops the watchdog without letting it clean up: the owner does that itself.
+    fn disarm(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 /// A PostgreSQL server this process started.
 #[derive(Debug)]
 struct LocalServer {
@@ -685,6 +764,7 @@ struct LocalServer {
     port: u16,
     options: ClusterOptions,
     child: Mutex<Option<Child>>,
+    watchdog: Option<Watchdog>,
 }
 
 /// What happened to one start attempt.
@@ -715,7 +795,9 @@ impl LocalServer {
             port: 0,
             options,
             child: Mutex::new(None),
+            watchdog: None,
         };
+        server.watchdog = Watchdog::spawn(&server.root);
         // On any error below, dropping `server` removes the directory.
         for _ in 0..PORT_ATTEMPTS {
             server.port = free_loopback_port()?;
@@ -818,21 +900,7 @@ impl LocalServer {
         let expected_data_dir = self.data_dir().to_string_lossy().into_owned();
         loop {
             if let Some(status) = self.exit_status() {
-                let log = log_tail(&self.log_file());
-                let new_log = fs::read(self.log_file())
-                    .map(|b| {
-                        String::from_utf8_lossy(&b[(log_start as usize).min(b.len())..])
-                            .into_owned()
-                    })
-                    .unwrap_or_default();
-                if new_log.contains("could not bind") || new_log.contains("Address already in use")
-                {
-                    return Err(StartFailure::PortTaken);
-                }
-                return Err(StartFailure::Fatal(ClusterError::ServerExited {
-                    status,
-                    log_tail: log,
-                }));
+                return Err(self.classify_exit(status, log_start));
             }
             if let Some(data_dir) = self.probe_data_directory().await {
                 // A server answering with another data directory owns the port: ours lost.
@@ -850,6 +918,21 @@ impl LocalServer {
             }
             tokio::time::sleep(READY_POLL_INTERVAL).await;
         }
+    }
+
+    /// Tells a lost port race (retry elsewhere) from a real failure, by the log lines the
+    /// server wrote since `log_start`.
+    fn classify_exit(&self, status: ExitStatus, log_start: u64) -> StartFailure {
+        let this_attempt = log_since(&self.log_file(), log_start);
+        if this_attempt.contains("could not bind")
+            || this_attempt.contains("Address already in use")
+        {
+            return StartFailure::PortTaken;
+        }
+        StartFailure::Fatal(ClusterError::ServerExited {
+            status,
+            log_tail: log_tail(&self.log_file()),
+        })
     }
 
     /// Connects once and asks for the server's data directory; `None` if not reachable yet.
@@ -915,6 +998,9 @@ impl LocalServer {
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.disarm();
+        }
         self.kill_now();
         let _ = fs::remove_dir_all(&self.root);
     }
