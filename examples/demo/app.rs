@@ -1,0 +1,345 @@
+//! The reference app: a small task-tracker API on PostgreSQL, served three ways —
+//! `off` (the bare pool), `generic` (the bare pool behind tower's ConcurrencyLimit + LoadShed
+//! + Timeout, what a team would pick instead) and `full` (poolguard).
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{FromRef, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use poolguard::{Conn, Guard, GuardConfig, PoolOptions};
+use serde_json::json;
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use tower::ServiceBuilder;
+
+/// How the app protects its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// The bare pool.
+    Off,
+    /// tower's ConcurrencyLimit + LoadShed + Timeout in front of the bare pool.
+    Generic,
+    /// poolguard.
+    Full,
+}
+
+impl FromStr for GuardMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(GuardMode::Off),
+            "generic" => Ok(GuardMode::Generic),
+            "full" => Ok(GuardMode::Full),
+            other => Err(format!("--guard must be off, generic or full, not `{other}`")),
+        }
+    }
+}
+
+impl fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuardMode::Off => "off",
+            GuardMode::Generic => "generic",
+            GuardMode::Full => "full",
+        })
+    }
+}
+
+/// What the app is built with.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub pool_max: usize,
+    pub mode: GuardMode,
+    pub statement_timeout: Duration,
+    pub guard_config: GuardConfig,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            pool_max: 20,
+            mode: GuardMode::Full,
+            statement_timeout: Duration::from_secs(30),
+            guard_config: GuardConfig::default(),
+        }
+    }
+}
+
+/// A built app: its router and what it runs on.
+pub struct App {
+    pub router: Router,
+    pub pool: Pool,
+    pub guard: Option<Guard>,
+    pub direct: tokio_postgres::Config,
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: Pool,
+    guarded: bool,
+}
+
+impl FromRef<AppState> for Pool {
+    fn from_ref(s: &AppState) -> Pool {
+        s.pool.clone()
+    }
+}
+
+/// Creates the app's tables and sample rows (idempotent).
+pub async fn prepare_schema(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS sessions (
+                 user_id text PRIMARY KEY, token text NOT NULL, last_seen timestamptz NOT NULL);
+             CREATE TABLE IF NOT EXISTS tasks (
+                 id bigint PRIMARY KEY, title text NOT NULL, assignee text,
+                 status text NOT NULL DEFAULT 'open');
+             INSERT INTO tasks (id, title)
+                 SELECT g, 'task ' || g FROM generate_series(1, 1000) g
+                 ON CONFLICT DO NOTHING;
+             CREATE TABLE IF NOT EXISTS feed (
+                 id bigserial PRIMARY KEY, body text NOT NULL,
+                 created_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO feed (body)
+                 SELECT 'message ' || g FROM generate_series(1, 200) g
+                 WHERE NOT EXISTS (SELECT 1 FROM feed);",
+        )
+        .await
+}
+
+/// Builds the app over `pg` in `options.mode`.
+pub async fn build(
+    pg: tokio_postgres::Config,
+    options: &AppOptions,
+    metrics: PrometheusHandle,
+) -> Result<App, Box<dyn std::error::Error>> {
+    let pool_options = PoolOptions {
+        max_size: options.pool_max,
+        statement_timeout: options.statement_timeout,
+        application_name: "poolguard-demo".into(),
+        ..PoolOptions::default()
+    };
+    let (pool, direct) = poolguard::build_pool(pg, &pool_options)?;
+    let guard = match options.mode {
+        GuardMode::Full => Some(
+            Guard::builder(pool.clone())
+                .direct_connection(direct.clone())
+                .config(options.guard_config.clone())
+                .build()?,
+        ),
+        _ => None,
+    };
+    let state = AppState {
+        pool: pool.clone(),
+        guarded: guard.is_some(),
+    };
+    let critical = Router::new()
+        .route("/api/auth/session", get(session))
+        .route("/api/tasks/assign", post(assign_task));
+    let standard = Router::new().route("/api/messages", get(messages));
+    let non_critical = Router::new().route("/api/reports/activity", get(activity_report));
+    let api = match (&guard, options.mode) {
+        (Some(g), _) => critical
+            .route_layer(g.critical())
+            .merge(standard.route_layer(g.standard()))
+            .merge(non_critical.route_layer(g.non_critical())),
+        (None, GuardMode::Generic) => critical.merge(standard).merge(non_critical).layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(generic_error))
+                .load_shed()
+                .concurrency_limit(options.pool_max)
+                .timeout(Duration::from_secs(10)),
+        ),
+        (None, _) => critical.merge(standard).merge(non_critical),
+    };
+    let health = match &guard {
+        Some(g) => g.health_route(),
+        None => get(bare_health),
+    };
+    let router = api
+        .route("/health", health)
+        .route("/metrics", poolguard::metrics_route(metrics))
+        .with_state(state);
+    Ok(App {
+        router,
+        pool,
+        guard,
+        direct,
+    })
+}
+
+async fn generic_error(err: BoxError) -> Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        (StatusCode::GATEWAY_TIMEOUT, "request timed out").into_response()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded").into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+    }
+}
+
+/// A connection: through the guard in `full` mode, straight from the pool otherwise.
+enum Db {
+    Guarded(Conn),
+    Bare(deadpool_postgres::Object),
+}
+
+impl FromRequestParts<AppState> for Db {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if state.guarded {
+            Ok(Db::Guarded(Conn::from_request_parts(parts, state).await?))
+        } else {
+            Ok(Db::Bare(state.pool.get().await.map_err(AppError::Pool)?))
+        }
+    }
+}
+
+impl Db {
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, AppError> {
+        match self {
+            Db::Guarded(c) => Ok(c.query(sql, params).await?),
+            Db::Bare(c) => c.query(sql, params).await.map_err(AppError::Db),
+        }
+    }
+}
+
+/// What a handler can fail with.
+pub enum AppError {
+    Guard(poolguard::Error),
+    Pool(deadpool_postgres::PoolError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<poolguard::Error> for AppError {
+    fn from(e: poolguard::Error) -> Self {
+        AppError::Guard(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Guard(e) => e.into_response(),
+            // What an unguarded app typically does: a 500 for anything the pool throws.
+            AppError::Pool(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("database unavailable: {e}"))
+                    .into_response()
+            }
+            AppError::Db(e) => {
+                let status = if e.code().map(|c| c.code()) == Some(poolguard::QUERY_CANCELED) {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                (status, format!("database error: {e}")).into_response()
+            }
+        }
+    }
+}
+
+fn user_of(headers: &HeaderMap) -> String {
+    headers
+        .get("x-user-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous")
+        .chars()
+        .take(64)
+        .collect()
+}
+
+/// Critical: sign-in / session refresh.
+async fn session(headers: HeaderMap, db: Db) -> Result<Json<serde_json::Value>, AppError> {
+    let user = user_of(&headers);
+    let rows = db
+        .query(
+            "INSERT INTO sessions (user_id, token, last_seen)
+             VALUES ($1, md5($1 || clock_timestamp()::text), now())
+             ON CONFLICT (user_id) DO UPDATE SET last_seen = now()
+             RETURNING token",
+            &[&user],
+        )
+        .await?;
+    let token: String = rows[0].get(0);
+    Ok(Json(json!({ "user": user, "token": token })))
+}
+
+/// Critical: assign a task to the caller.
+async fn assign_task(headers: HeaderMap, db: Db) -> Result<Json<serde_json::Value>, AppError> {
+    let user = user_of(&headers);
+    let rows = db
+        .query(
+            "UPDATE tasks SET assignee = $1, status = 'assigned'
+             WHERE id = 1 + (floor(random() * 1000))::bigint
+             RETURNING id, title",
+            &[&user],
+        )
+        .await?;
+    let (id, title): (i64, String) = (rows[0].get(0), rows[0].get(1));
+    Ok(Json(json!({ "task": id, "title": title, "assignee": user })))
+}
+
+/// Standard: the message feed.
+async fn messages(db: Db) -> Result<Json<serde_json::Value>, AppError> {
+    let rows = db
+        .query("SELECT id, body FROM feed ORDER BY id DESC LIMIT 20", &[])
+        .await?;
+    let items: Vec<_> = rows
+        .iter()
+        .map(|r| json!({ "id": r.get::<_, i64>(0), "body": r.get::<_, String>(1) }))
+        .collect();
+    Ok(Json(json!({ "messages": items })))
+}
+
+/// Non-critical: an activity report whose query holds its connection about `ms`.
+async fn activity_report(
+    Query(q): Query<HashMap<String, String>>,
+    db: Db,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let ms: f64 = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(200.0);
+    let rows = db
+        .query(
+            "SELECT count(*), pg_sleep($1::float8 / 1000.0)::text FROM tasks WHERE status = 'assigned'",
+            &[&ms],
+        )
+        .await?;
+    Ok(Json(json!({ "assigned": rows[0].get::<_, i64>(0), "held_ms": ms })))
+}
+
+/// `/health` for the unguarded modes: the pool status and a `SELECT 1` through the pool.
+async fn bare_health(State(pool): State<Pool>) -> (StatusCode, Json<serde_json::Value>) {
+    let s = pool.status();
+    let db = tokio::time::timeout(Duration::from_secs(2), async {
+        let c = pool.get().await.map_err(|e| e.to_string())?;
+        c.simple_query("SELECT 1").await.map_err(|e| e.to_string())
+    })
+    .await;
+    let (status, database) = match db {
+        Ok(Ok(_)) => (StatusCode::OK, json!({ "status": "ok" })),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "unhealthy", "error": e })),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unhealthy", "error": "no connection within 2 s" }),
+        ),
+    };
+    let healthy = status == StatusCode::OK;
+    (
+        status,
+        Json(json!({
+            "status": if healthy { "ok" } else { "degraded" },
+            "database": database,
+            "pool": { "size": s.size, "available": s.available, "waiting": s.waiting, "max": s.max_size },
+        })),
+    )
+}

@@ -1,0 +1,41 @@
+//! Where the demo's data lives: `DATABASE_URL`, or a throwaway local PostgreSQL.
+
+use poolguard::testing::{ClusterOptions, TestCluster};
+
+/// The server the demo runs against.
+pub struct Database {
+    cluster: TestCluster,
+}
+
+impl Database {
+    /// Opens `DATABASE_URL` (a fresh database on it) or starts a local server allowing
+    /// `max_connections`.
+    pub async fn open(max_connections: u32) -> Result<Self, poolguard::testing::ClusterError> {
+        let cluster = TestCluster::start_with(ClusterOptions {
+            max_connections,
+            ..ClusterOptions::default()
+        })
+        .await?;
+        if cluster.is_external() {
+            tracing::info!("using DATABASE_URL (a fresh database on it)");
+        } else {
+            tracing::info!(
+                "started a throwaway PostgreSQL on port {} (max_connections {max_connections})",
+                cluster.port()
+            );
+        }
+        Ok(Self { cluster })
+    }
+
+    pub fn pg_config(&self) -> tokio_postgres::Config {
+        self.cluster.pg_config()
+    }
+
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, poolguard::testing::ClusterError> {
+        self.cluster.connect().await
+    }
+
+    pub fn cluster(&self) -> &TestCluster {
+        &self.cluster
+    }
+}

@@ -1,0 +1,90 @@
+//! poolguard's reference app and incident replay.
+//!
+//! ```text
+//! cargo run --example demo                       # replay every seed incident, off vs full
+//! cargo run --example demo -- scenario NAME      # one scenario (dashboard-burst, slow-query, ...)
+//! cargo run --release --example demo -- serve --listen 127.0.0.1:8080 [--pool-max 20] [--guard full|generic|off]
+//! cargo run --release --example demo -- overload # the overload benchmark: off vs generic vs full
+//! ```
+//!
+//! Uses `DATABASE_URL` when set, otherwise a throwaway local PostgreSQL.
+
+mod app;
+mod cli;
+mod database;
+
+use app::{AppOptions, GuardMode};
+use cli::Command;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logging();
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            Ok(true)
+        }
+        Command::Serve(s) => serve(s).await.map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn,deadpool=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
+    let db = database::Database::open(s.pool_max as u32 + 10).await?;
+    let metrics = poolguard::metrics::install_prometheus()?;
+    let options = AppOptions {
+        pool_max: s.pool_max,
+        mode: s.mode,
+        ..AppOptions::default()
+    };
+    app::prepare_schema(&db.connect().await?).await?;
+    let app = app::build(db.pg_config(), &options, metrics).await?;
+    let listener = tokio::net::TcpListener::bind(s.listen).await?;
+    tracing::info!(
+        "reference app ({} mode, pool {}) listening on http://{}",
+        options.mode,
+        options.pool_max,
+        listener.local_addr()?
+    );
+    axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    drop(app.guard);
+    drop(db);
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _modes_used(_: GuardMode) {}
