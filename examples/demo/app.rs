@@ -40,7 +40,9 @@ impl FromStr for GuardMode {
             "off" => Ok(GuardMode::Off),
             "generic" => Ok(GuardMode::Generic),
             "full" => Ok(GuardMode::Full),
-            other => Err(format!("--guard must be off, generic or full, not `{other}`")),
+            other => Err(format!(
+                "--guard must be off, generic or full, not `{other}`"
+            )),
         }
     }
 }
@@ -129,7 +131,18 @@ pub async fn build(
         application_name: "poolguard-demo".into(),
         ..PoolOptions::default()
     };
-    let (pool, direct) = poolguard::build_pool(pg, &pool_options)?;
+    let (pool, direct) = match options.mode {
+        GuardMode::Full => poolguard::build_pool(pg, &pool_options)?,
+        // The bare pool as a team would set it up by default: no session timeouts, deadpool's
+        // default (unbounded) wait.
+        _ => {
+            let manager = deadpool_postgres::Manager::new(pg.clone(), tokio_postgres::NoTls);
+            (
+                Pool::builder(manager).max_size(options.pool_max).build()?,
+                pg,
+            )
+        }
+    };
     let guard = match options.mode {
         GuardMode::Full => Some(
             Guard::builder(pool.clone())
@@ -233,10 +246,11 @@ impl IntoResponse for AppError {
         match self {
             AppError::Guard(e) => e.into_response(),
             // What an unguarded app typically does: a 500 for anything the pool throws.
-            AppError::Pool(e) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, format!("database unavailable: {e}"))
-                    .into_response()
-            }
+            AppError::Pool(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("database unavailable: {e}"),
+            )
+                .into_response(),
             AppError::Db(e) => {
                 let status = if e.code().map(|c| c.code()) == Some(poolguard::QUERY_CANCELED) {
                     StatusCode::GATEWAY_TIMEOUT
@@ -278,16 +292,25 @@ async fn session(headers: HeaderMap, db: Db) -> Result<Json<serde_json::Value>, 
 /// Critical: assign a task to the caller.
 async fn assign_task(headers: HeaderMap, db: Db) -> Result<Json<serde_json::Value>, AppError> {
     let user = user_of(&headers);
+    let pick = 1
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos() as i64)
+            % 1000;
     let rows = db
         .query(
-            "UPDATE tasks SET assignee = $1, status = 'assigned'
-             WHERE id = 1 + (floor(random() * 1000))::bigint
-             RETURNING id, title",
-            &[&user],
+            "UPDATE tasks SET assignee = $1, status = 'assigned' WHERE id = $2 RETURNING id, title",
+            &[&user, &pick],
         )
         .await?;
-    let (id, title): (i64, String) = (rows[0].get(0), rows[0].get(1));
-    Ok(Json(json!({ "task": id, "title": title, "assignee": user })))
+    let Some(row) = rows.first() else {
+        return Ok(Json(json!({ "task": null, "assignee": user })));
+    };
+    let (id, title): (i64, String) = (row.get(0), row.get(1));
+    Ok(Json(
+        json!({ "task": id, "title": title, "assignee": user }),
+    ))
 }
 
 /// Standard: the message feed.
@@ -314,7 +337,9 @@ async fn activity_report(
             &[&ms],
         )
         .await?;
-    Ok(Json(json!({ "assigned": rows[0].get::<_, i64>(0), "held_ms": ms })))
+    Ok(Json(
+        json!({ "assigned": rows[0].get::<_, i64>(0), "held_ms": ms }),
+    ))
 }
 
 /// `/health` for the unguarded modes: the pool status and a `SELECT 1` through the pool.
@@ -327,7 +352,10 @@ async fn bare_health(State(pool): State<Pool>) -> (StatusCode, Json<serde_json::
     .await;
     let (status, database) = match db {
         Ok(Ok(_)) => (StatusCode::OK, json!({ "status": "ok" })),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "unhealthy", "error": e })),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unhealthy", "error": e }),
+        ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({ "status": "unhealthy", "error": "no connection within 2 s" }),

@@ -18,6 +18,8 @@ DATABASE_URL selects the server; without it a throwaway local PostgreSQL is star
 pub enum Command {
     Help,
     Serve(Serve),
+    /// Replay these scenarios.
+    Replay(Vec<String>),
 }
 
 /// `serve` options.
@@ -30,8 +32,24 @@ pub struct Serve {
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     match args.next().as_deref() {
-        None | Some("help") | Some("--help") | Some("-h") => Ok(Command::Help),
+        None => Ok(Command::Replay(
+            crate::scenarios::ALL
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        )),
+        Some("help") | Some("--help") | Some("-h") => Ok(Command::Help),
         Some("serve") => parse_serve(args).map(Command::Serve),
+        Some("scenario") => {
+            let name = args.next().ok_or("scenario needs a NAME")?;
+            if !crate::scenarios::ALL.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown scenario `{name}`; one of: {}",
+                    crate::scenarios::ALL.join(", ")
+                ));
+            }
+            Ok(Command::Replay(vec![name]))
+        }
         Some(other) => Err(format!("unknown command `{other}`")),
     }
 }
@@ -45,15 +63,9 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<Serve, String> 
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--listen" => {
-                serve.listen = value()?
-                    .parse()
-                    .map_err(|e| format!("--listen: {e}"))?
-            }
+            "--listen" => serve.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--pool-max" => {
-                serve.pool_max = value()?
-                    .parse()
-                    .map_err(|e| format!("--pool-max: {e}"))?;
+                serve.pool_max = value()?.parse().map_err(|e| format!("--pool-max: {e}"))?;
                 if serve.pool_max == 0 {
                     return Err("--pool-max must be at least 1".into());
                 }

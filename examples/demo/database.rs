@@ -31,7 +31,9 @@ impl Database {
         self.cluster.pg_config()
     }
 
-    pub async fn connect(&self) -> Result<tokio_postgres::Client, poolguard::testing::ClusterError> {
+    pub async fn connect(
+        &self,
+    ) -> Result<tokio_postgres::Client, poolguard::testing::ClusterError> {
         self.cluster.connect().await
     }
 

@@ -12,6 +12,9 @@
 mod app;
 mod cli;
 mod database;
+mod load;
+mod report;
+mod scenarios;
 
 use app::{AppOptions, GuardMode};
 use cli::Command;
@@ -33,6 +36,7 @@ async fn main() -> ExitCode {
             Ok(true)
         }
         Command::Serve(s) => serve(s).await.map(|_| true),
+        Command::Replay(names) => replay(&names).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -46,8 +50,9 @@ async fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn,deadpool=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,tokio_postgres=warn,deadpool=warn,deadpool.postgres=error")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -86,5 +91,31 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-#[allow(dead_code)]
-fn _modes_used(_: GuardMode) {}
+/// Replays each scenario with the guard off and full; prints the comparison table.
+/// Returns whether every `full` run met its expectation.
+async fn replay(names: &[String]) -> Result<bool, Box<dyn std::error::Error>> {
+    let started = std::time::Instant::now();
+    let db = database::Database::open(80).await?;
+    app::prepare_schema(&db.connect().await?).await?;
+    let metrics = poolguard::metrics::install_prometheus()?;
+    let mut results = Vec::new();
+    for name in names {
+        for mode in [GuardMode::Off, GuardMode::Full] {
+            println!("\n=== {name} with --guard {mode} ===");
+            let result = scenarios::run(name, mode, &db, &metrics).await?;
+            println!("{}", result.verdict());
+            results.push(result);
+        }
+    }
+    println!("\n=== outcome comparison (measured) ===\n");
+    println!("{}", report::comparison_table(&results));
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.missed_expectation().map(|w| (r.name.clone(), w)))
+        .collect();
+    for (name, why) in &failed {
+        println!("MISSED: {name}: {why}");
+    }
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    Ok(failed.is_empty())
+}
