@@ -20,6 +20,8 @@ pub enum Command {
     Serve(Serve),
     /// Replay these scenarios.
     Replay(Vec<String>),
+    /// The overload benchmark.
+    Overload,
 }
 
 /// `serve` options.
@@ -40,6 +42,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> 
         )),
         Some("help") | Some("--help") | Some("-h") => Ok(Command::Help),
         Some("serve") => parse_serve(args).map(Command::Serve),
+        Some("overload") => Ok(Command::Overload),
         Some("scenario") => {
             let name = args.next().ok_or("scenario needs a NAME")?;
             if !crate::scenarios::ALL.contains(&name.as_str()) {

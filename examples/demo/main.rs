@@ -13,6 +13,7 @@ mod app;
 mod cli;
 mod database;
 mod load;
+mod overload;
 mod report;
 mod scenarios;
 
@@ -37,6 +38,7 @@ async fn main() -> ExitCode {
         }
         Command::Serve(s) => serve(s).await.map(|_| true),
         Command::Replay(names) => replay(&names).await,
+        Command::Overload => overload::run().await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
