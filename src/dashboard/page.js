@@ -77,6 +77,7 @@
       })
       .then(function (d) {
         render(d);
+        document.body.setAttribute("data-rendered", "script");
         $("conn").className = "muted";
         $("conn").textContent = "Live: refreshes every " + refresh / 1000 + " s.";
       })
