@@ -39,48 +39,61 @@ fn query_token(uri: &Uri) -> Option<String> {
     axum::extract::Query::<Q>::try_from_uri(uri).ok()?.0.token
 }
 
-/// Decides whether a request may see the dashboard; `Err` is the response to send instead.
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// A token is configured and the request did not present it: 401.
+    Unauthorized,
+    /// No token is configured and the peer is not loopback (or unknown): 403, with why.
+    Forbidden(&'static str),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"poolguard\"")],
+                "a valid bearer token is required\n",
+            )
+                .into_response(),
+            Denied::Forbidden(why) => (StatusCode::FORBIDDEN, why).into_response(),
+        }
+    }
+}
+
+/// Decides whether a request may see the dashboard.
 ///
-/// With a token: 401 with `WWW-Authenticate: Bearer` unless the request presents it. Without a
-/// token: 403 unless the peer (from `ConnectInfo<SocketAddr>`) is a loopback address; a server
-/// started without connect info is refused too, naming the fix.
+/// With a token: [`Denied::Unauthorized`] unless the request presents it. Without a token:
+/// [`Denied::Forbidden`] unless the peer (from `ConnectInfo<SocketAddr>`) is a loopback
+/// address; a server started without connect info is refused too, naming the fix.
 pub(crate) fn authorize(
     token: Option<&str>,
     sources: TokenSources,
     headers: &HeaderMap,
     uri: &Uri,
     peer: Option<&ConnectInfo<SocketAddr>>,
-) -> Result<(), Response> {
+) -> Result<(), Denied> {
     match token {
         Some(expected) => {
             let from_query = match sources {
                 TokenSources::HeaderOrQuery => query_token(uri),
                 TokenSources::Header => None,
             };
-            let presented = bearer(headers).or(from_query.as_deref());
-            match presented {
+            match bearer(headers).or(from_query.as_deref()) {
                 Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),
-                _ => Err((
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"poolguard\"")],
-                    "a valid bearer token is required\n",
-                )
-                    .into_response()),
+                _ => Err(Denied::Unauthorized),
             }
         }
         None => match peer {
             Some(ConnectInfo(addr)) if addr.ip().is_loopback() => Ok(()),
-            Some(_) => Err((
-                StatusCode::FORBIDDEN,
+            Some(_) => Err(Denied::Forbidden(
                 "the dashboard has no token configured and answers loopback clients only\n",
-            )
-                .into_response()),
-            None => Err((
-                StatusCode::FORBIDDEN,
+            )),
+            None => Err(Denied::Forbidden(
                 "the dashboard has no token configured and cannot see the peer address: serve \
                  with into_make_service_with_connect_info::<SocketAddr>() or set a token\n",
-            )
-                .into_response()),
+            )),
         },
     }
 }
@@ -98,8 +111,8 @@ mod tests {
         h
     }
 
-    fn status(r: Result<(), Response>) -> u16 {
-        r.map_or_else(|resp| resp.status().as_u16(), |()| 200)
+    fn status(r: Result<(), Denied>) -> u16 {
+        r.map_or_else(|d| d.into_response().status().as_u16(), |()| 200)
     }
 
     #[test]
@@ -142,7 +155,9 @@ mod tests {
         assert_eq!(status(authorize(t, h, &headers(None), &plain, None)), 401);
         assert_eq!(status(authorize(t, h, &headers(None), &uri, None)), 401);
         assert_eq!(status(authorize(t, q, &headers(None), &uri, None)), 200);
-        let denied = authorize(t, q, &headers(None), &plain, None).unwrap_err();
+        let denied = authorize(t, q, &headers(None), &plain, None)
+            .unwrap_err()
+            .into_response();
         assert!(denied.headers()[header::WWW_AUTHENTICATE]
             .to_str()
             .unwrap()

@@ -215,7 +215,7 @@ impl Dashboard {
         let token = self.inner.config.bearer_token.as_deref();
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>();
         if let Err(denied) = authorize(token, sources, req.headers(), req.uri(), peer) {
-            return denied;
+            return denied.into_response();
         }
         let snap = self.snapshot();
         let common = [

@@ -72,8 +72,8 @@ pub(crate) fn render(snap: &Snapshot) -> String {
 <section><h2>Active issues</h2><div id="active">{active}</div></section>
 <section><h2>Prevention stats (last 24 hours)</h2><div id="stats" class="stats">{stats}</div></section>
 <section><h2>Recent incidents</h2><div id="recent">{recent}</div></section>
-<section><h2>Recent events</h2><table><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Kind</th><th>Message</th></tr></thead><tbody id="events">{events}</tbody></table></section>
 <section><h2>Daily report</h2><pre id="daily">{daily}</pre></section>
+<section class="wide"><h2>Recent events</h2><table><thead><tr><th>Time (UTC)</th><th>Severity</th><th>Kind</th><th>Message</th></tr></thead><tbody id="events">{events}</tbody></table></section>
 </main>
 <footer class="muted" id="conn">Live: refreshes every {secs} s.</footer>
 <script>{SCRIPT}</script>

@@ -190,7 +190,7 @@ impl Snapshot {
                 reserve: s.reserve,
                 external: s.external,
             },
-            server: (s.server_utilization > 0.0).then(|| ServerView {
+            server: (s.server_utilization > 0.0).then_some(ServerView {
                 utilization: s.server_utilization,
                 headroom: 1.0 - s.server_utilization,
             }),
