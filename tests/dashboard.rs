@@ -56,11 +56,13 @@ fn artifacts_dir() -> PathBuf {
     dir
 }
 
-/// Runs headless Chromium on `url` with `mode` (`--dump-dom` or `--screenshot=<path>`);
-/// returns stdout, or `None` when the browser is absent and POOLGUARD_SKIP_BROWSER=1.
+/// Runs headless Chromium (`chromium`, or the binary named by POOLGUARD_CHROMIUM) on `url`
+/// with `mode` (`--dump-dom` or `--screenshot=<path>`); returns stdout, or `None` when the
+/// browser is absent and POOLGUARD_SKIP_BROWSER=1.
 async fn chromium(url: &str, mode: &str) -> Option<String> {
+    let browser = std::env::var("POOLGUARD_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let profile = tempdir("chromium-profile");
-    let run = tokio::process::Command::new("chromium")
+    let run = tokio::process::Command::new(&browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -84,12 +86,12 @@ async fn chromium(url: &str, mode: &str) -> Option<String> {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             if std::env::var("POOLGUARD_SKIP_BROWSER").as_deref() == Ok("1") {
                 eprintln!(
-                    "chromium is not installed; browser check skipped (POOLGUARD_SKIP_BROWSER=1)"
+                    "`{browser}` is not installed; browser check skipped (POOLGUARD_SKIP_BROWSER=1)"
                 );
                 return None;
             }
             panic!(
-                "chromium is not installed: run `apt-get install -y chromium` (CI installs it), \
+                "`{browser}` is not installed: run `apt-get install -y chromium` (CI installs it), \
                  or set POOLGUARD_SKIP_BROWSER=1 to skip the browser check"
             );
         }
