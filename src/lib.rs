@@ -8,6 +8,8 @@ mod axum;
 mod breaker;
 mod config;
 mod criticality;
+#[cfg(feature = "admin")]
+pub mod dashboard;
 mod error;
 pub mod events;
 mod guard;

@@ -1,0 +1,240 @@
+//! The self-healing dashboard (feature `admin`): an HTML page at `/admin/self-healing` and its
+//! JSON at `/admin/self-healing/status`.
+//!
+//! It shows the current level and pool use, server headroom, the active incident and recent
+//! ones with their analyses, what the guard prevented over the last 24 hours (timeouts,
+//! invalid transitions blocked, pool recoveries, auto-retries, shed and rate-limited requests),
+//! recent events and the daily report. Every free-text field is redacted with
+//! [`Redactor`] before it is served.
+//!
+//! # Access
+//!
+//! With [`DashboardConfig::bearer_token`] set, both routes require
+//! `Authorization: Bearer <token>` (401 with `WWW-Authenticate: Bearer` otherwise). A browser
+//! opens the page by URL, so the HTML route also accepts `?token=<token>`; its script then
+//! sends the token as a header to the JSON route. The trade-off: a token in a URL can end up in
+//! browser history, bookmarks and the access logs of proxies in between. The page is served
+//! with `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, but prefer a header
+//! (a reverse proxy that adds it, say) where you can, and use a token only for this page.
+//!
+//! Without a token the dashboard answers loopback peers only (403 otherwise), which needs the
+//! peer address: serve the app with `into_make_service_with_connect_info::<SocketAddr>()`.
+//!
+//! ```no_run
+//! use poolguard::dashboard::{Dashboard, DashboardConfig};
+//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//! use poolguard::Guard;
+//! use std::net::SocketAddr;
+//!
+//! # async fn run(guard: Guard) {
+//! let store = IncidentStore::default();
+//! let _pipeline = spawn_incident_pipeline(guard.events(), store.clone(), None);
+//! let config = DashboardConfig {
+//!     bearer_token: std::env::var("ADMIN_TOKEN").ok(),
+//!     ..DashboardConfig::default()
+//! };
+//! let dashboard = Dashboard::new(guard.clone(), store, config);
+//! let _subscriber = dashboard.spawn();
+//! let app = axum::Router::new().merge(dashboard.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .await
+//!     .unwrap();
+//! # }
+//! ```
+
+mod auth;
+mod page;
+mod snapshot;
+mod stats;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use snapshot::{
+    AnalysisView, EventView, IncidentView, PoolView, QueuedView, ServerView, Snapshot,
+};
+pub use stats::{HourlyCounters, PreventionStats};
+pub use store::{DashboardStore, SubscriberTask, DEFAULT_RECENT_EVENTS};
+
+use crate::incident::IncidentStore;
+use crate::report::Redactor;
+use crate::Guard;
+use auth::{authorize, TokenSources};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The path of the HTML page.
+pub const PAGE_PATH: &str = "/admin/self-healing";
+/// The path of the JSON snapshot.
+pub const STATUS_PATH: &str = "/admin/self-healing/status";
+
+/// How the dashboard behaves. Plain data with defaults.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// The token every admin route requires as `Authorization: Bearer <token>` (the page also
+    /// as `?token=`). `None`: loopback peers only.
+    pub bearer_token: Option<String>,
+    /// Recent events kept and shown. Default 200.
+    pub recent_events: usize,
+    /// Closed incidents shown. Default 10.
+    pub recent_incidents: usize,
+    /// How often the page refreshes. Default 2 s.
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("recent_events", &self.recent_events)
+            .field("recent_incidents", &self.recent_incidents)
+            .field("refresh", &self.refresh)
+            .finish()
+    }
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            bearer_token: None,
+            recent_events: DEFAULT_RECENT_EVENTS,
+            recent_incidents: 10,
+            refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The dashboard: reads the guard, the incident store and its own event store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    guard: Guard,
+    incidents: IncidentStore,
+    store: DashboardStore,
+    config: DashboardConfig,
+    redactor: Redactor,
+}
+
+impl Dashboard {
+    /// A dashboard over `guard` and the incidents in `incidents`, redacting with the built-in
+    /// rules. Call [`spawn`](Dashboard::spawn) to start recording events.
+    pub fn new(guard: Guard, incidents: IncidentStore, config: DashboardConfig) -> Self {
+        Self::with_redactor(guard, incidents, config, Redactor::default())
+    }
+
+    /// [`new`](Dashboard::new) with a redactor carrying the application's own patterns.
+    pub fn with_redactor(
+        guard: Guard,
+        incidents: IncidentStore,
+        config: DashboardConfig,
+        redactor: Redactor,
+    ) -> Self {
+        let store = DashboardStore::new(config.recent_events);
+        Self {
+            inner: Arc::new(Inner {
+                guard,
+                incidents,
+                store,
+                config,
+                redactor,
+            }),
+        }
+    }
+
+    /// Starts the background subscriber that keeps recent events and the 24-hour counters.
+    /// It stops when the returned handle is dropped or the guard's event bus is gone. Must be
+    /// called inside a Tokio runtime.
+    pub fn spawn(&self) -> SubscriberTask {
+        self.inner.store.spawn(self.inner.guard.events())
+    }
+
+    /// The dashboard's event store.
+    pub fn store(&self) -> &DashboardStore {
+        &self.inner.store
+    }
+
+    /// The snapshot the JSON route would serve now.
+    pub fn snapshot(&self) -> Snapshot {
+        let i = &self.inner;
+        let sources = snapshot::Sources {
+            status: i.guard.status(),
+            incidents: &i.incidents,
+            store: &i.store,
+            redactor: &i.redactor,
+            recent_events: i.config.recent_events,
+            recent_incidents: i.config.recent_incidents,
+            refresh_ms: i.config.refresh.as_millis().max(250) as u64,
+        };
+        Snapshot::build(&sources, SystemTime::now())
+    }
+
+    /// The page at [`PAGE_PATH`] and the JSON at [`STATUS_PATH`], to `.merge` into the app.
+    /// Without a token this logs a warning that the dashboard is unauthenticated and answers
+    /// loopback clients only.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        if self.inner.config.bearer_token.is_none() {
+            tracing::warn!(
+                target: "poolguard::dashboard",
+                "the self-healing dashboard has no bearer token: it is unauthenticated and answers loopback clients only"
+            );
+        }
+        let page = self.clone();
+        let status = self.clone();
+        Router::new()
+            .route(
+                PAGE_PATH,
+                get(move |req: Request| {
+                    let d = page.clone();
+                    async move { d.serve(req, TokenSources::HeaderOrQuery) }
+                }),
+            )
+            .route(
+                STATUS_PATH,
+                get(move |req: Request| {
+                    let d = status.clone();
+                    async move { d.serve(req, TokenSources::Header) }
+                }),
+            )
+    }
+
+    fn serve(&self, req: Request, sources: TokenSources) -> Response {
+        let token = self.inner.config.bearer_token.as_deref();
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>();
+        if let Err(denied) = authorize(token, sources, req.headers(), req.uri(), peer) {
+            return denied.into_response();
+        }
+        let snap = self.snapshot();
+        let common = [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ];
+        match sources {
+            TokenSources::Header => (common, Json(snap)).into_response(),
+            TokenSources::HeaderOrQuery => (
+                common,
+                [(
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+                     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                )],
+                Html(page::render(&snap)),
+            )
+                .into_response(),
+        }
+    }
+}
