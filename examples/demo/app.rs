@@ -80,9 +80,7 @@ impl Default for AppOptions {
 /// A built app: its router and what it runs on.
 pub struct App {
     pub router: Router,
-    pub pool: Pool,
     pub guard: Option<Guard>,
-    pub direct: tokio_postgres::Config,
 }
 
 #[derive(Clone)]
@@ -183,12 +181,7 @@ pub async fn build(
         .route("/health", health)
         .route("/metrics", poolguard::metrics_route(metrics))
         .with_state(state);
-    Ok(App {
-        router,
-        pool,
-        guard,
-        direct,
-    })
+    Ok(App { router, guard })
 }
 
 async fn generic_error(err: BoxError) -> Response {

@@ -36,8 +36,4 @@ impl Database {
     ) -> Result<tokio_postgres::Client, poolguard::testing::ClusterError> {
         self.cluster.connect().await
     }
-
-    pub fn cluster(&self) -> &TestCluster {
-        &self.cluster
-    }
 }

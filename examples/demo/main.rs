@@ -13,6 +13,7 @@ mod app;
 mod cli;
 mod database;
 mod load;
+mod observability;
 mod overload;
 mod report;
 mod scenarios;
@@ -72,6 +73,14 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     };
     app::prepare_schema(&db.connect().await?).await?;
     let app = app::build(db.pg_config(), &options, metrics).await?;
+    let observability = match &app.guard {
+        Some(guard) => Some(observability::attach(guard, true)?),
+        None => None,
+    };
+    let router = match &observability {
+        Some(o) => app.router.merge(o.dashboard.clone()),
+        None => app.router,
+    };
     let listener = tokio::net::TcpListener::bind(s.listen).await?;
     tracing::info!(
         "reference app ({} mode, pool {}) listening on http://{}",
@@ -81,13 +90,13 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     );
     axum::serve(
         listener,
-        app.router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    drop(observability);
     drop(app.guard);
     drop(db);
     Ok(())
@@ -101,13 +110,19 @@ async fn replay(names: &[String]) -> Result<bool, Box<dyn std::error::Error>> {
     app::prepare_schema(&db.connect().await?).await?;
     let metrics = poolguard::metrics::install_prometheus()?;
     let mut results = Vec::new();
+    let mut reports = Vec::new();
     for name in names {
         for mode in [GuardMode::Off, GuardMode::Full] {
             println!("\n=== {name} with --guard {mode} ===");
-            let result = scenarios::run(name, mode, &db, &metrics).await?;
+            let (result, incident_reports) = scenarios::run(name, mode, &db, &metrics).await?;
             println!("{}", result.verdict());
             results.push(result);
+            reports.extend(incident_reports.into_iter().map(|r| (name.clone(), r)));
         }
+    }
+    println!("\n=== incident reports (from the full runs) ===");
+    for (name, report) in &reports {
+        println!("\n--- {name} ---\n{report}");
     }
     println!("\n=== outcome comparison (measured) ===\n");
     println!("{}", report::comparison_table(&results));

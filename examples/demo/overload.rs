@@ -41,16 +41,26 @@ impl Row {
     }
 }
 
-async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), std::io::Error> {
+async fn serve(
+    app: axum::Router,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), std::io::Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
     });
     Ok((addr, task))
 }
 
-async fn measure(mode: GuardMode, db: &Database, metrics: &PrometheusHandle) -> Result<Row, Box<dyn std::error::Error>> {
+async fn measure(
+    mode: GuardMode,
+    db: &Database,
+    metrics: &PrometheusHandle,
+) -> Result<Row, Box<dyn std::error::Error>> {
     let options = AppOptions {
         pool_max: POOL_MAX,
         mode,
@@ -63,12 +73,35 @@ async fn measure(mode: GuardMode, db: &Database, metrics: &PrometheusHandle) -> 
     let report: &'static str = Box::leak(report.into_boxed_str());
 
     // Warm the pool, then the unloaded phase.
-    let _ = load.send(Class::Critical, "GET", "/api/auth/session", "warm").await;
+    let _ = load
+        .send(Class::Critical, "GET", "/api/auth/session", "warm")
+        .await;
     let total = UNLOADED + BURST + AFTER;
-    let critical = load.stream(Class::Critical, "GET", "/api/auth/session", CRITICAL_RATE, total, 100);
-    let background = load.stream(Class::NonCritical, "GET", report, NON_CRITICAL_RATE, total, 20);
+    let critical = load.stream(
+        Class::Critical,
+        "GET",
+        "/api/auth/session",
+        CRITICAL_RATE,
+        total,
+        100,
+    );
+    let background = load.stream(
+        Class::NonCritical,
+        "GET",
+        report,
+        NON_CRITICAL_RATE,
+        total,
+        20,
+    );
     tokio::time::sleep(UNLOADED).await;
-    let burst = load.stream(Class::NonCritical, "GET", report, NON_CRITICAL_RATE * 10.0, BURST, 200);
+    let burst = load.stream(
+        Class::NonCritical,
+        "GET",
+        report,
+        NON_CRITICAL_RATE * 10.0,
+        BURST,
+        200,
+    );
     let mut samples: Vec<Sample> = Vec::new();
     for h in [critical, background, burst] {
         samples.extend(h.await?);
@@ -80,8 +113,15 @@ async fn measure(mode: GuardMode, db: &Database, metrics: &PrometheusHandle) -> 
 
 fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
     let in_phase = |s: &&Sample, from: Duration, to: Duration| s.sent >= from && s.sent < to;
-    let critical: Vec<&Sample> = samples.iter().filter(|s| s.class == Class::Critical).collect();
-    let unloaded: Vec<&Sample> = critical.iter().copied().filter(|s| in_phase(s, Duration::ZERO, UNLOADED)).collect();
+    let critical: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.class == Class::Critical)
+        .collect();
+    let unloaded: Vec<&Sample> = critical
+        .iter()
+        .copied()
+        .filter(|s| in_phase(s, Duration::ZERO, UNLOADED))
+        .collect();
     let loaded: Vec<&Sample> = critical
         .iter()
         .copied()
@@ -89,7 +129,9 @@ fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
         .collect();
     let non_critical: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.class == Class::NonCritical && s.sent >= UNLOADED && s.sent < UNLOADED + BURST)
+        .filter(|s| {
+            s.class == Class::NonCritical && s.sent >= UNLOADED && s.sent < UNLOADED + BURST
+        })
         .collect();
     let unloaded_p99 = percentile(&unloaded, 99.0).unwrap_or_default();
     let slow = (unloaded_p99 * 3 / 2).max(Duration::from_millis(5));
@@ -107,7 +149,11 @@ fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
         }
         Some(_) => None,
     };
-    let rejected: Vec<&Sample> = non_critical.iter().copied().filter(|s| s.outcome == Outcome::Deferred).collect();
+    let rejected: Vec<&Sample> = non_critical
+        .iter()
+        .copied()
+        .filter(|s| s.outcome == Outcome::Deferred)
+        .collect();
     let mut rejection_latencies: Vec<Duration> = rejected.iter().map(|s| s.latency).collect();
     rejection_latencies.sort();
     Row {
@@ -118,11 +164,22 @@ fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
         unloaded_p99,
         loaded_p50: percentile(&loaded, 50.0).unwrap_or_default(),
         loaded_p99: percentile(&loaded, 99.0).unwrap_or_default(),
-        nc_served: non_critical.iter().filter(|s| s.outcome == Outcome::Ok).count(),
+        nc_served: non_critical
+            .iter()
+            .filter(|s| s.outcome == Outcome::Ok)
+            .count(),
         nc_refused: rejected.len(),
-        nc_failed: non_critical.iter().filter(|s| matches!(s.outcome, Outcome::Failed(_))).count(),
-        nc_timed_out: non_critical.iter().filter(|s| s.outcome == Outcome::TimedOut).count(),
-        rejection_p50: rejection_latencies.get(rejection_latencies.len() / 2).copied(),
+        nc_failed: non_critical
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
+            .count(),
+        nc_timed_out: non_critical
+            .iter()
+            .filter(|s| s.outcome == Outcome::TimedOut)
+            .count(),
+        rejection_p50: rejection_latencies
+            .get(rejection_latencies.len() / 2)
+            .copied(),
         recovered_after,
     }
 }
@@ -174,7 +231,10 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
                 .unwrap_or_else(|| "not within the run".into()),
         );
     }
-    let full = rows.iter().find(|r| r.mode == GuardMode::Full).expect("full ran");
+    let full = rows
+        .iter()
+        .find(|r| r.mode == GuardMode::Full)
+        .expect("full ran");
     let p99_ok = full.loaded_p99 <= (full.unloaded_p99 * 3 / 2).max(Duration::from_millis(5));
     Ok(full.critical_success() >= 99.0 && p99_ok)
 }

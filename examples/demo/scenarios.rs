@@ -70,7 +70,7 @@ pub async fn run(
     mode: GuardMode,
     db: &Database,
     metrics: &PrometheusHandle,
-) -> Result<ScenarioResult, Box<dyn std::error::Error>> {
+) -> Result<(ScenarioResult, Vec<String>), Box<dyn std::error::Error>> {
     let plan = match name {
         "dashboard-burst" => Plan {
             pool_max: 20,
@@ -92,6 +92,10 @@ pub async fn run(
         other => return Err(format!("unknown scenario `{other}`").into()),
     };
     let running = start_app(db, metrics, &plan, mode).await?;
+    let observability = match &running.guard {
+        Some(g) => Some(crate::observability::attach(g, false)?),
+        None => None,
+    };
     let load = Load::new(running.addr, Duration::from_secs(3));
     let level_log = running
         .guard
@@ -171,16 +175,22 @@ pub async fn run(
         }
         _ => None,
     };
+    let reports = match &observability {
+        Some(o) => o.reports(Duration::from_secs(3)).await,
+        None => Vec::new(),
+    };
     running.server.abort();
+    drop(observability);
     drop(running.guard);
-    Ok(ScenarioResult::from_samples(
+    let result = ScenarioResult::from_samples(
         name,
         mode,
         &samples,
         plan.incident_at,
         after.outcome == Outcome::Ok,
         back_to_normal.map(|t| t.saturating_sub(plan.incident_at)),
-    ))
+    );
+    Ok((result, reports))
 }
 
 type LastNormal = std::sync::Arc<std::sync::Mutex<Option<Duration>>>;

@@ -1,0 +1,93 @@
+//! Knowing what happened: the incident pipeline, the reporter (an LLM when
+//! `POOLGUARD_LLM_BASE_URL` / `POOLGUARD_LLM_MODEL` / `POOLGUARD_LLM_API_KEY` are set, the
+//! local rule-based summary otherwise) and the `/admin/self-healing` dashboard.
+
+use poolguard::dashboard::{Dashboard, DashboardConfig};
+use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+use poolguard::report::{JsonLinesSink, LlmClient, LlmConfig, LogSink, Reporter, ReporterConfig};
+use poolguard::Guard;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// What keeps running beside the app; dropping it stops the background tasks.
+pub struct Observability {
+    pub store: IncidentStore,
+    pub dashboard: axum::Router,
+    tasks: Vec<JoinHandle<()>>,
+    _subscriber: poolguard::dashboard::SubscriberTask,
+}
+
+impl Drop for Observability {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Attaches incidents, the reporter and the dashboard to `guard`.
+pub fn attach(
+    guard: &Guard,
+    log_reports: bool,
+) -> Result<Observability, Box<dyn std::error::Error>> {
+    let store = IncidentStore::default();
+    let llm = LlmConfig::from_env();
+    match &llm {
+        Some(c) => tracing::info!("incident analyses by {} at {}", c.model, c.base_url),
+        None => {
+            tracing::info!("no POOLGUARD_LLM_BASE_URL: incidents get the local rule-based summary")
+        }
+    }
+    let mut builder = Reporter::builder(ReporterConfig::default()).store(store.clone());
+    if log_reports {
+        builder = builder.sink(LogSink);
+    }
+    if let Ok(path) = std::env::var("POOLGUARD_INCIDENT_FILE") {
+        builder = builder.sink(JsonLinesSink::new(path));
+    }
+    if let Some(config) = llm {
+        builder = builder.llm(LlmClient::new(config));
+    }
+    let (reporter, worker) = builder.spawn()?;
+    let pipeline = spawn_incident_pipeline(guard.events(), store.clone(), Some(reporter));
+    let dashboard = Dashboard::new(
+        guard.clone(),
+        store.clone(),
+        DashboardConfig {
+            bearer_token: std::env::var("POOLGUARD_ADMIN_TOKEN").ok(),
+            ..DashboardConfig::default()
+        },
+    );
+    let subscriber = dashboard.spawn();
+    Ok(Observability {
+        store,
+        dashboard: dashboard.router(),
+        tasks: vec![worker, pipeline],
+        _subscriber: subscriber,
+    })
+}
+
+impl Observability {
+    /// Waits up to `limit` for every closed incident to carry its analysis; returns the
+    /// reports as text, newest last.
+    pub async fn reports(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let incidents = self.store.all();
+            let pending = incidents
+                .iter()
+                .any(|i| i.closed_at.is_some() && i.analysis.is_none());
+            if !pending || tokio::time::Instant::now() >= deadline {
+                return incidents
+                    .iter()
+                    .map(|i| match &i.analysis {
+                        Some(a) => format!("{}\n{}", i.title(), a.text),
+                        None if i.is_active() => format!("{} (still active)", i.title()),
+                        None => format!("{} (no analysis yet)", i.title()),
+                    })
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
