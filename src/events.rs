@@ -461,7 +461,14 @@ impl Event {
                 backend,
                 running,
                 outcome,
-            } => action_message("cancel", "Cancelled", "query running", *running, backend, *outcome),
+            } => action_message(
+                "cancel",
+                "Cancelled",
+                "query running",
+                *running,
+                backend,
+                *outcome,
+            ),
             EventKind::BackendTerminated {
                 backend,
                 running,

@@ -295,7 +295,11 @@ impl Guard {
     /// The server-wide connection count the watchdog read last; `None` before its first
     /// reading or while it cannot reach the server.
     pub fn server_headroom(&self) -> Option<crate::watchdog::ServerHeadroom> {
-        *self.inner.headroom.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .inner
+            .headroom
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The estimated time until a refused request of `class` is worth retrying, from the

@@ -112,7 +112,11 @@ async fn a_slow_query_is_cancelled_and_the_caller_sees_57014() {
     assert_eq!(backend.fingerprint, "SELECT pg_sleep(?)");
     assert_eq!(backend.application.as_deref(), Some("poolguard"));
     assert!(*running >= Duration::from_secs(1));
-    assert!(e.message().starts_with("Cancelled query running"), "{}", e.message());
+    assert!(
+        e.message().starts_with("Cancelled query running"),
+        "{}",
+        e.message()
+    );
     // The connection is still usable: only the query was cancelled.
     conn.query_one("SELECT 1", &[]).await.unwrap();
 }
@@ -134,7 +138,10 @@ async fn a_query_that_ignores_cancel_is_terminated() {
         .unwrap_err();
     let took = started.elapsed();
     eprintln!("terminated after {took:?} (kill_after 1 s, grace 1 s, interval 200 ms)");
-    assert!(!is_57014(&err), "the backend was terminated, not cancelled: {err}");
+    assert!(
+        !is_57014(&err),
+        "the backend was terminated, not cancelled: {err}"
+    );
     assert!(took < Duration::from_secs(10), "took {took:?}");
     wait_event(&mut sub, Duration::from_secs(5), "a termination", |k| {
         matches!(
@@ -216,7 +223,10 @@ async fn the_watchdog_works_when_the_pool_is_exhausted() {
         a.query("SELECT pg_sleep(30)", &[]),
         b.query("SELECT pg_sleep(30)", &[])
     );
-    eprintln!("both cancelled after {:?} with the pool full", started.elapsed());
+    eprintln!(
+        "both cancelled after {:?} with the pool full",
+        started.elapsed()
+    );
     assert!(is_57014(&ra.unwrap_err()));
     assert!(is_57014(&rb.unwrap_err()));
     assert!(started.elapsed() < Duration::from_secs(8));
@@ -237,13 +247,20 @@ async fn the_watchdog_keeps_working_after_a_postgres_restart() {
     .await;
     pg.restart().await.unwrap();
     let restarted = Instant::now();
-    eventually("a reading after the restart", Duration::from_secs(15), || async {
-        guard
-            .server_headroom()
-            .is_some_and(|h| h.sampled_at > std::time::SystemTime::now() - Duration::from_millis(300))
-    })
+    eventually(
+        "a reading after the restart",
+        Duration::from_secs(15),
+        || async {
+            guard.server_headroom().is_some_and(|h| {
+                h.sampled_at > std::time::SystemTime::now() - Duration::from_millis(300)
+            })
+        },
+    )
     .await;
-    eprintln!("watchdog back {:?} after the restart", restarted.elapsed());
+    eprintln!(
+        "fresh reading {:?} after restart() returned",
+        restarted.elapsed()
+    );
     let conn = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             // The pool may first hand out connections that died with the old server.
@@ -300,7 +317,10 @@ async fn an_idle_transaction_is_reaped_and_its_connection_not_reused() {
     };
     assert_eq!(*outcome, ActionOutcome::Done);
     assert_eq!(backend.pid, pid);
-    assert!(conn.query_one("SELECT 1", &[]).await.is_err(), "the session is gone");
+    assert!(
+        conn.query_one("SELECT 1", &[]).await.is_err(),
+        "the session is gone"
+    );
     drop(conn);
     // The pool recycles the dead connection away; the next borrower gets a working one.
     let next = guard.acquire(Criticality::Standard).await.unwrap();
@@ -342,7 +362,10 @@ async fn a_held_connection_is_reported_once_as_a_leak_with_its_route() {
     let leaks = drain(&mut sub, |k| matches!(k, EventKind::ConnectionLeak { .. }));
     assert_eq!(leaks.len(), 1, "{leaks:?}");
     let EventKind::ConnectionLeak {
-        class, route, user, held,
+        class,
+        route,
+        user,
+        held,
     } = &leaks[0].kind
     else {
         unreachable!()
@@ -387,9 +410,12 @@ async fn another_process_filling_the_server_raises_the_level() {
     assert_eq!(health.status, "degraded");
     let json = serde_json::to_value(&health).unwrap();
     assert!(json["server"]["used"].as_u64().unwrap() >= 21, "{json}");
-    wait_event(&mut sub, Duration::from_secs(2), "a server pressure event", |k| {
-        matches!(k, EventKind::ServerPressure { .. })
-    })
+    wait_event(
+        &mut sub,
+        Duration::from_secs(2),
+        "a server pressure event",
+        |k| matches!(k, EventKind::ServerPressure { .. }),
+    )
     .await;
     drop(others);
     eventually("the level recovers", Duration::from_secs(10), || async {
@@ -448,7 +474,10 @@ async fn resize_stays_within_the_ceiling_and_the_server_headroom() {
     while Instant::now() < until {
         largest = largest.max(guard.status().max_size);
         if let Some(h) = guard.server_headroom() {
-            assert!(h.used <= h.usable, "the pool never pushed the server over: {h:?}");
+            assert!(
+                h.used <= h.usable,
+                "the pool never pushed the server over: {h:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -470,4 +499,50 @@ async fn resize_stays_within_the_ceiling_and_the_server_headroom() {
         guard.status().max_size == 2
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_limit_applies_to_that_class_only_and_names_the_route() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let mut config = WatchdogConfig {
+        kill_after: Duration::from_secs(20),
+        ..quick_watchdog()
+    };
+    config.kill_after_by_class.non_critical = Some(Duration::from_secs(1));
+    let _watchdog = spawn(&guard, config);
+    let report = guard
+        .acquire_with(
+            Criticality::NonCritical,
+            AcquireContext {
+                route: Some("/reports/yearly".into()),
+                ..AcquireContext::default()
+            },
+        )
+        .await
+        .unwrap();
+    let standard = guard.acquire(Criticality::Standard).await.unwrap();
+    let started = Instant::now();
+    let (slow_report, slow_standard) = tokio::join!(
+        report.query("SELECT pg_sleep(30)", &[]),
+        standard.query("SELECT pg_sleep(3)", &[])
+    );
+    assert!(is_57014(&slow_report.unwrap_err()));
+    slow_standard.expect("the standard query is under its 20 s limit");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let e = wait_event(&mut sub, Duration::from_secs(2), "a cancel event", |k| {
+        matches!(k, EventKind::QueryCancelled { .. })
+    })
+    .await;
+    let EventKind::QueryCancelled { backend, .. } = &e.kind else {
+        unreachable!()
+    };
+    assert_eq!(backend.class, Some(Criticality::NonCritical));
+    assert_eq!(backend.route.as_deref(), Some("/reports/yearly"));
+    assert!(
+        e.message().contains("route /reports/yearly"),
+        "{}",
+        e.message()
+    );
 }

@@ -110,7 +110,12 @@ mod tests {
             Some(UserKey::new("u1")),
             t0,
         );
-        r.insert(Criticality::Critical, None, None, t0 + Duration::from_secs(5));
+        r.insert(
+            Criticality::Critical,
+            None,
+            None,
+            t0 + Duration::from_secs(5),
+        );
         assert!(r.take_leaks(Duration::from_secs(10), t0).is_empty());
         let leaks = r.take_leaks(Duration::from_secs(10), t0 + Duration::from_secs(11));
         assert_eq!(leaks.len(), 1);

@@ -68,7 +68,10 @@ impl Selector {
 
     /// Busy and idle-in-transaction client backends in scope (never the watchdog's own),
     /// oldest query first.
-    pub(crate) async fn scan(&self, client: &Client) -> Result<Vec<Backend>, tokio_postgres::Error> {
+    pub(crate) async fn scan(
+        &self,
+        client: &Client,
+    ) -> Result<Vec<Backend>, tokio_postgres::Error> {
         let sql = format!(
             "SELECT pid, usename::text, application_name, state, coalesce(query, ''), \
                     query_start, state_change, \

@@ -79,8 +79,7 @@ pub fn fingerprint(sql: &str) -> String {
                 continue;
             }
             c if c.is_whitespace() => push_space(&mut out),
-            c if (c.is_ascii_digit()
-                || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())))
+            c if (c.is_ascii_digit() || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())))
                 && !prev_ident(&out) =>
             {
                 i = skip_number(&chars, i);

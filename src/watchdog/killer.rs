@@ -74,11 +74,13 @@ impl SlowQueryKiller {
                     if let Some(a) = self.acted.get_mut(&key) {
                         a.terminated = true;
                     }
-                    inner.events.publish(Event::now(EventKind::BackendTerminated {
-                        backend: tag::describe(backend, inner),
-                        running: backend.running,
-                        outcome,
-                    }));
+                    inner
+                        .events
+                        .publish(Event::now(EventKind::BackendTerminated {
+                            backend: tag::describe(backend, inner),
+                            running: backend.running,
+                            outcome,
+                        }));
                 }
                 None => {
                     if *budget == 0 {

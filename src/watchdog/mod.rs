@@ -145,13 +145,7 @@ impl WatchdogBuilder {
             .enabled
             .then(|| Resizer::new(inner.pool.status().max_size));
         Ok(Watchdog {
-            runner: Runner::new(
-                Arc::downgrade(inner),
-                self.config,
-                pg,
-                selector,
-                resizer,
-            ),
+            runner: Runner::new(Arc::downgrade(inner), self.config, pg, selector, resizer),
         })
     }
 
