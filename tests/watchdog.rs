@@ -119,6 +119,11 @@ async fn a_slow_query_is_cancelled_and_the_caller_sees_57014() {
     );
     // The connection is still usable: only the query was cancelled.
     conn.query_one("SELECT 1", &[]).await.unwrap();
+    // A watchdog cancel is not reported as a statement timeout.
+    let timeouts = drain(&mut sub, |k| {
+        matches!(k, EventKind::StatementTimedOut { .. })
+    });
+    assert!(timeouts.is_empty(), "{timeouts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

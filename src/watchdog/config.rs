@@ -3,10 +3,12 @@
 
 use crate::config::ClassTimeouts;
 use crate::BuildError;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Which backends the watchdog may cancel, terminate or reap.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Backends whose `application_name` equals or starts with the pool's application name
     /// (so `poolguard`, `poolguard:standard:17` and `poolguard-worker` are in scope). The
@@ -29,7 +31,8 @@ pub enum Scope {
 /// | `grow_after` | 3 intervals with acquisitions waiting |
 /// | `shrink_after` | 30 intervals at Normal with nobody waiting |
 /// | `margin` | 5 connections left free on the server |
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AutoResize {
     /// Whether the watchdog may resize the pool at all.
     pub enabled: bool,
@@ -60,7 +63,8 @@ impl Default for AutoResize {
     }
 }
 
-/// Everything the watchdog decides with. Every field has a default (the [`Default`] impl).
+/// Everything the watchdog decides with. Every field has a default (the [`Default`] impl);
+/// durations are milliseconds when (de)serialized.
 ///
 /// | field | default | meaning |
 /// | --- | --- | --- |
@@ -84,15 +88,19 @@ impl Default for AutoResize {
 /// the class `statement_timeout` if there is one; `RESET ALL` restores it on recycle). The
 /// watchdog reads the class, and through the id the route, from `pg_stat_activity`.
 /// Connections handed out before the watchdog started are untagged and use `kill_after`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WatchdogConfig {
     /// How often the watchdog reads the server.
+    #[serde(with = "crate::config::millis")]
     pub interval: Duration,
     /// An `active` query running longer than this is cancelled.
+    #[serde(with = "crate::config::millis")]
     pub kill_after: Duration,
     /// Per-class overrides of `kill_after` (e.g. shorter for non-critical work).
     pub kill_after_by_class: ClassTimeouts,
     /// How long a cancelled query may keep running before its backend is terminated.
+    #[serde(with = "crate::config::millis")]
     pub cancel_grace: Duration,
     /// Most cancels and terminations per interval (the oldest queries go first).
     pub max_kills_per_interval: usize,
@@ -101,15 +109,19 @@ pub struct WatchdogConfig {
     /// Report (as events) what would be done, and do nothing.
     pub dry_run: bool,
     /// A session `idle in transaction` (or aborted) longer than this is terminated.
+    #[serde(with = "crate::config::millis")]
     pub idle_in_transaction_after: Duration,
     /// A connection held through the guard longer than this is reported as a possible leak.
+    #[serde(with = "crate::config::millis")]
     pub leak_after: Duration,
     /// Tag every checkout's `application_name` with its class and registry id, so events
     /// name the route of the backend acted on.
     pub tag_connections: bool,
     /// The longest wait between reconnect attempts when Postgres is away.
+    #[serde(with = "crate::config::millis")]
     pub reconnect_backoff_max: Duration,
     /// The longest a single watchdog query may take.
+    #[serde(with = "crate::config::millis")]
     pub query_timeout: Duration,
     /// Pool auto-resize (off by default).
     pub resize: AutoResize,
@@ -248,6 +260,19 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn reads_from_toml_with_defaults() {
+        let c: WatchdogConfig = toml::from_str(
+            "kill_after = 10000\nscope = { role = \"app\" }\n[resize]\nenabled = true\nceiling = 40\n",
+        )
+        .unwrap();
+        assert_eq!(c.kill_after, Duration::from_secs(10));
+        assert_eq!(c.scope, Scope::Role("app".into()));
+        assert_eq!(c.resize.ceiling, 40);
+        assert_eq!(c.resize.step, 2);
+        assert_eq!(c.interval, Duration::from_secs(1));
     }
 
     #[test]
