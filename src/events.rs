@@ -95,6 +95,73 @@ impl BreakerState {
     }
 }
 
+/// What became of a watchdog action on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// The signal was delivered.
+    Done,
+    /// Dry run: the watchdog only reports what it would have done.
+    DryRun,
+    /// The query or session ended (or moved on) before the signal was sent: nothing to do.
+    Gone,
+    /// The signal could not be delivered (no permission, lost connection).
+    Failed,
+}
+
+impl ActionOutcome {
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Done => "done",
+            ActionOutcome::DryRun => "dry_run",
+            ActionOutcome::Gone => "gone",
+            ActionOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The backend a watchdog action was about. Never carries a query's literal values: the query
+/// is reduced to its [fingerprint](crate::watchdog::fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// The backend's process id.
+    pub pid: i32,
+    /// The role it is connected as.
+    pub role: Option<String>,
+    /// Its `application_name`.
+    pub application: Option<String>,
+    /// The class of the acquisition holding it, when the guard tagged the connection.
+    pub class: Option<Criticality>,
+    /// The route or caller label holding it, when known.
+    pub route: Option<String>,
+    /// The query with its literals replaced by `?`.
+    pub fingerprint: String,
+}
+
+/// Why the watchdog resized the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeReason {
+    /// Acquisitions kept waiting: the pool grew by a step.
+    Waiting,
+    /// The pressure is over: the pool shrank back toward its original size.
+    Recovered,
+    /// The server ran short of connections: the pool gave some back.
+    ServerFull,
+}
+
+impl ResizeReason {
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResizeReason::Waiting => "waiting",
+            ResizeReason::Recovered => "recovered",
+            ResizeReason::ServerFull => "server_full",
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -165,6 +232,68 @@ pub enum EventKind {
         /// Attempts whose row did not exist.
         not_found: u64,
     },
+    /// The watchdog cancelled a query running past its limit (`pg_cancel_backend`).
+    QueryCancelled {
+        /// The backend.
+        backend: BackendInfo,
+        /// How long the query had run.
+        #[serde(with = "crate::config::millis")]
+        running: Duration,
+        /// Whether the cancel was sent.
+        outcome: ActionOutcome,
+    },
+    /// The watchdog terminated a backend whose query kept running after a cancel
+    /// (`pg_terminate_backend`).
+    BackendTerminated {
+        /// The backend.
+        backend: BackendInfo,
+        /// How long the query had run.
+        #[serde(with = "crate::config::millis")]
+        running: Duration,
+        /// Whether the backend was terminated.
+        outcome: ActionOutcome,
+    },
+    /// The watchdog terminated a session left idle inside a transaction.
+    IdleInTransactionReaped {
+        /// The backend (the fingerprint is of its last query).
+        backend: BackendInfo,
+        /// How long it had been idle in the transaction.
+        #[serde(with = "crate::config::millis")]
+        idle: Duration,
+        /// Whether the backend was terminated.
+        outcome: ActionOutcome,
+    },
+    /// A connection has been held through the guard longer than the leak threshold (reported
+    /// once per checkout).
+    ConnectionLeak {
+        /// The class of the acquisition.
+        class: Criticality,
+        /// The route or caller label holding it.
+        route: Option<String>,
+        /// The user it was acquired for.
+        user: Option<String>,
+        /// How long it had been held when noticed.
+        #[serde(with = "crate::config::millis")]
+        held: Duration,
+    },
+    /// The watchdog resized the pool.
+    PoolResized {
+        /// Size before.
+        from: usize,
+        /// Size after.
+        to: usize,
+        /// Why.
+        reason: ResizeReason,
+    },
+    /// The server as a whole is running out of connections (whoever holds them).
+    ServerPressure {
+        /// Client connections in use on the server.
+        used: u32,
+        /// Connections usable by ordinary roles (`max_connections` less reserved slots).
+        usable: u32,
+        /// `used / usable`.
+        utilization: f64,
+    },
     /// A free-form event from another part of the library or the application.
     Custom {
         /// A short machine-readable name.
@@ -228,6 +357,19 @@ impl Event {
             }
             EventKind::Recovered { .. } => Severity::Info,
             EventKind::TransitionsBlocked { .. } => Severity::Info,
+            EventKind::QueryCancelled { outcome, .. }
+            | EventKind::BackendTerminated { outcome, .. }
+            | EventKind::IdleInTransactionReaped { outcome, .. } => match outcome {
+                ActionOutcome::Done => Severity::Warning,
+                ActionOutcome::DryRun | ActionOutcome::Gone => Severity::Info,
+                ActionOutcome::Failed => Severity::Failure,
+            },
+            EventKind::ConnectionLeak { .. } => Severity::Warning,
+            EventKind::PoolResized { reason, .. } => match reason {
+                ResizeReason::Recovered => Severity::Info,
+                _ => Severity::Warning,
+            },
+            EventKind::ServerPressure { .. } => Severity::Warning,
             EventKind::Custom { severity, .. } => *severity,
         }
     }
@@ -315,9 +457,106 @@ impl Event {
                 blocked,
                 not_found,
             } => crate::transition::blocked_message(operation, *valid, blocked, *not_found),
+            EventKind::QueryCancelled {
+                backend,
+                running,
+                outcome,
+            } => action_message(
+                "cancel",
+                "Cancelled",
+                "query running",
+                *running,
+                backend,
+                *outcome,
+            ),
+            EventKind::BackendTerminated {
+                backend,
+                running,
+                outcome,
+            } => action_message(
+                "terminate",
+                "Terminated",
+                "backend ignoring cancel, query running",
+                *running,
+                backend,
+                *outcome,
+            ),
+            EventKind::IdleInTransactionReaped {
+                backend,
+                idle,
+                outcome,
+            } => action_message(
+                "terminate",
+                "Terminated",
+                "session idle in transaction for",
+                *idle,
+                backend,
+                *outcome,
+            ),
+            EventKind::ConnectionLeak {
+                class,
+                route,
+                user,
+                held,
+            } => format!(
+                "Possible connection leak: {class} connection held {:.1} s{}{}",
+                held.as_secs_f64(),
+                route_suffix(route),
+                user.as_deref()
+                    .map(|u| format!(" for user {u}"))
+                    .unwrap_or_default()
+            ),
+            EventKind::PoolResized { from, to, reason } => match reason {
+                ResizeReason::Waiting => {
+                    format!("Pool grown {from} -> {to}: acquisitions kept waiting")
+                }
+                ResizeReason::Recovered => {
+                    format!("Pool shrunk {from} -> {to}: pressure is over")
+                }
+                ResizeReason::ServerFull => {
+                    format!("Pool shrunk {from} -> {to}: the server is running out of connections")
+                }
+            },
+            EventKind::ServerPressure {
+                used,
+                usable,
+                utilization,
+            } => format!(
+                "Server connections at {}% ({used}/{usable}) across every client",
+                (utilization * 100.0).round()
+            ),
             EventKind::Custom { name, message, .. } => format!("{name}: {message}"),
         }
     }
+}
+
+/// `[SELF-HEAL] Cancelled query running 31.2 s (pid 1234, app poolguard): SELECT pg_sleep(?)`
+fn action_message(
+    verb: &str,
+    done: &str,
+    what: &str,
+    took: Duration,
+    backend: &BackendInfo,
+    outcome: ActionOutcome,
+) -> String {
+    let lead = match outcome {
+        ActionOutcome::Done => done.to_string(),
+        ActionOutcome::DryRun => format!("Dry run: would {verb}"),
+        ActionOutcome::Gone => format!("Did not need to {verb}"),
+        ActionOutcome::Failed => format!("Could not {verb}"),
+    };
+    let mut who = format!("pid {}", backend.pid);
+    if let Some(app) = &backend.application {
+        who.push_str(&format!(", app {app}"));
+    }
+    if let Some(route) = &backend.route {
+        who.push_str(&format!(", route {route}"));
+    }
+    format!(
+        "{lead} {what} {:.1} s ({who}): {}",
+        took.as_secs_f64(),
+        backend.fingerprint
+    )
 }
 
 fn route_suffix(route: &Option<String>) -> String {
@@ -484,6 +723,31 @@ mod tests {
         let first = sub.recv().await.unwrap();
         assert!(matches!(first.kind, EventKind::Custom { ref name, .. } if name == "e6"));
         assert_eq!(bus.dropped(), 6);
+    }
+
+    #[test]
+    fn a_cancel_reads_like_a_self_heal_line() {
+        let e = Event::now(EventKind::QueryCancelled {
+            backend: BackendInfo {
+                pid: 1234,
+                role: Some("app".into()),
+                application: Some("poolguard".into()),
+                class: None,
+                route: None,
+                fingerprint: "SELECT pg_sleep(?)".into(),
+            },
+            running: Duration::from_millis(31_240),
+            outcome: ActionOutcome::Done,
+        });
+        assert_eq!(
+            e.message(),
+            "Cancelled query running 31.2 s (pid 1234, app poolguard): SELECT pg_sleep(?)"
+        );
+        assert_eq!(e.severity(), Severity::Warning);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "query_cancelled");
+        assert_eq!(json["outcome"], "done");
+        assert_eq!(json["backend"]["pid"], 1234);
     }
 
     #[test]

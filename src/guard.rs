@@ -11,7 +11,7 @@ use crate::rejection::{Rejection, RejectionKind};
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -101,6 +101,11 @@ pub(crate) struct GuardInner {
     /// but they are not starvation.
     pending_gets: AtomicUsize,
     pub(crate) health_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Set by the watchdog when it needs to tell connections apart: each checkout then sets
+    /// `application_name` to `{prefix}:{class}:{registry id}`.
+    pub(crate) tag_prefix: OnceLock<String>,
+    /// The last server-wide connection count the watchdog read.
+    pub(crate) headroom: Mutex<Option<crate::watchdog::ServerHeadroom>>,
 }
 
 /// Outcome counts since the last `RequestsSummary` event.
@@ -193,6 +198,8 @@ impl GuardBuilder {
             timeouts,
             pending_gets: AtomicUsize::new(0),
             health_conn: tokio::sync::Mutex::new(None),
+            tag_prefix: OnceLock::new(),
+            headroom: Mutex::new(None),
             pool: self.pool,
             direct: self.direct,
             config: self.config,
@@ -282,17 +289,17 @@ impl Guard {
     /// maximum) into the level, so a replica whose own pool is calm still escalates when the
     /// server is nearly full. The watchdog calls this; so can your own monitoring.
     pub fn report_server_utilization(&self, utilization: f64) {
-        let u = if utilization.is_finite() {
-            utilization.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let effects = {
-            let mut state = self.inner.lock();
-            state.server_utilization = u;
-            state.observe(Instant::now())
-        };
-        self.inner.apply(effects);
+        self.inner.set_server_utilization(utilization);
+    }
+
+    /// The server-wide connection count the watchdog read last; `None` before its first
+    /// reading or while it cannot reach the server.
+    pub fn server_headroom(&self) -> Option<crate::watchdog::ServerHeadroom> {
+        *self
+            .inner
+            .headroom
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The estimated time until a refused request of `class` is worth retrying, from the
@@ -397,11 +404,21 @@ impl GuardInner {
                 ));
             }
         };
-        let conn = GuardedConn::new(object, permit, class, context.route);
+        let conn = GuardedConn::new(object, permit, class, context.route, context.user);
+        // Both settings are reset by the pool's Clean recycling (RESET ALL) when the
+        // connection returns, back to the startup values.
+        let mut session = String::new();
         if let Some(timeout) = self.config.class_statement_timeout.get(class) {
-            // Reset by the pool's Clean recycling (RESET ALL) when the connection returns.
-            conn.batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis()))
-                .await?;
+            session.push_str(&format!("SET statement_timeout = {};", timeout.as_millis()));
+        }
+        if let Some(prefix) = self.tag_prefix.get() {
+            session.push_str(&format!(
+                "SET application_name = '{}';",
+                crate::watchdog::tag(prefix, class, conn.held_id())
+            ));
+        }
+        if !session.is_empty() {
+            conn.batch_execute(&session).await?;
         }
         self.count(class, Outcome::Served);
         self.metrics
@@ -409,9 +426,61 @@ impl GuardInner {
         Ok(conn)
     }
 
-    /// A slot came back (called by [`SlotPermit`]'s drop).
-    pub(crate) fn release_slot(self: &Arc<Self>) {
-        let effects = self.lock().release(Instant::now());
+    /// A slot came back (called by [`SlotPermit`]'s drop), with the registry id of the
+    /// connection handed out on it.
+    pub(crate) fn release_slot(self: &Arc<Self>, held: Option<u64>) {
+        let effects = self.lock().release(held, Instant::now());
+        self.apply(effects);
+    }
+
+    /// Records a connection handed out through the guard; returns its registry id.
+    pub(crate) fn register_held(
+        &self,
+        class: Criticality,
+        route: Option<Arc<str>>,
+        user: Option<UserKey>,
+    ) -> u64 {
+        self.lock().held.insert(class, route, user, Instant::now())
+    }
+
+    /// Connections held longer than `after`, each reported once.
+    pub(crate) fn take_leaks(&self, after: Duration) -> Vec<crate::admission::Leak> {
+        self.lock().held.take_leaks(after, Instant::now())
+    }
+
+    /// The route and user of the held connection with registry id `id`.
+    pub(crate) fn held_route(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
+        self.lock()
+            .held
+            .get(id)
+            .map(|h| (h.route.clone(), h.user.clone()))
+    }
+
+    /// Changes the number of slots the guard hands out (after the pool was resized). The
+    /// reserve stays; more slots may grant waiters at once, fewer simply stop granting until
+    /// enough connections come back.
+    pub(crate) fn set_max_size(self: &Arc<Self>, max_size: usize) {
+        let effects = {
+            let mut s = self.lock();
+            s.max_size = max_size.max(s.reserve + 1);
+            s.observe(Instant::now())
+        };
+        self.metrics.pool_max.set(max_size as f64);
+        self.apply(effects);
+    }
+
+    /// Feeds server-wide utilization into the level.
+    pub(crate) fn set_server_utilization(self: &Arc<Self>, utilization: f64) {
+        let u = if utilization.is_finite() {
+            utilization.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let effects = {
+            let mut state = self.lock();
+            state.server_utilization = u;
+            state.observe(Instant::now())
+        };
         self.apply(effects);
     }
 

@@ -21,6 +21,10 @@ pub struct HealthReport {
     pub database: DatabaseHealth,
     /// The pool.
     pub pool: PoolHealth,
+    /// Connections in use on the whole server, as the watchdog read them last; absent
+    /// without a running watchdog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::watchdog::ServerHeadroom>,
 }
 
 /// Whether the database answered.
@@ -80,6 +84,7 @@ impl Guard {
                 max: s.max_size,
                 utilization: s.utilization,
             },
+            server: self.server_headroom(),
         }
     }
 

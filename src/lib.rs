@@ -25,6 +25,7 @@ pub mod report;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transition;
+pub mod watchdog;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]
 pub use crate::axum::metrics_route;

@@ -2,6 +2,7 @@
 
 use super::SlotPermit;
 use crate::events::{Event, EventKind};
+use crate::limit::UserKey;
 use crate::{Criticality, Error};
 use deadpool_postgres::{ClientWrapper, Object};
 use std::future::Future;
@@ -29,6 +30,8 @@ pub struct GuardedConn {
     permit: Option<SlotPermit>,
     class: Criticality,
     route: Option<Arc<str>>,
+    /// Its id in the guard's registry of held connections.
+    held_id: u64,
     acquired_at: Instant,
     in_flight: AtomicUsize,
 }
@@ -36,11 +39,14 @@ pub struct GuardedConn {
 impl GuardedConn {
     pub(crate) fn new(
         object: Object,
-        permit: SlotPermit,
+        mut permit: SlotPermit,
         class: Criticality,
         route: Option<Arc<str>>,
+        user: Option<UserKey>,
     ) -> Self {
+        let held_id = permit.register(class, route.clone(), user);
         Self {
+            held_id,
             object: Some(object),
             permit: Some(permit),
             class,
@@ -60,6 +66,12 @@ impl GuardedConn {
         self.route.as_deref()
     }
 
+    /// Its id in the guard's registry of held connections (part of the tagged
+    /// `application_name` when the watchdog asks for tagging).
+    pub(crate) fn held_id(&self) -> u64 {
+        self.held_id
+    }
+
     /// How long it has been held.
     pub fn held_for(&self) -> Duration {
         self.acquired_at.elapsed()
@@ -75,8 +87,13 @@ impl GuardedConn {
         let result = query.await;
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         result.map_err(|e| {
+            // A cancel (the watchdog's, or anyone's) is also SQLSTATE 57014; only Postgres's
+            // own statement_timeout is reported as one.
+            let by_timeout = e
+                .as_db_error()
+                .is_some_and(|d| d.message().contains("statement timeout"));
             let e = Error::from_query(e);
-            if e.is_statement_timeout() {
+            if e.is_statement_timeout() && by_timeout {
                 self.report_statement_timeout();
             }
             e

@@ -6,10 +6,12 @@
 //! slots free up. Non-critical ones are served only at [`Level::Normal`](crate::Level::Normal).
 
 mod conn;
+mod held;
 mod permit;
 mod queue;
 mod state;
 
 pub use conn::GuardedConn;
+pub(crate) use held::Leak;
 pub(crate) use permit::SlotPermit;
 pub(crate) use state::{AdmissionState, Admit, Effects};

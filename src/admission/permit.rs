@@ -1,6 +1,8 @@
 //! The RAII slot: holding one means holding one of the pool's slots through the guard.
 
 use crate::guard::GuardInner;
+use crate::limit::UserKey;
+use crate::Criticality;
 use std::sync::Arc;
 
 /// One slot of the pool, held through the guard. Dropping it gives the slot back and hands
@@ -8,12 +10,27 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub(crate) struct SlotPermit {
     inner: Arc<GuardInner>,
+    /// The registry id of the connection handed out on this slot, once there is one.
+    held: Option<u64>,
 }
 
 impl SlotPermit {
     /// Wraps a slot already counted as held in the admission state.
     pub(crate) fn new(inner: Arc<GuardInner>) -> Self {
-        Self { inner }
+        Self { inner, held: None }
+    }
+
+    /// Records the connection handed out on this slot in the guard's registry of held
+    /// connections; returns its id. The slot's release forgets it.
+    pub(crate) fn register(
+        &mut self,
+        class: Criticality,
+        route: Option<Arc<str>>,
+        user: Option<UserKey>,
+    ) -> u64 {
+        let id = self.inner.register_held(class, route, user);
+        self.held = Some(id);
+        id
     }
 
     pub(crate) fn inner(&self) -> &Arc<GuardInner> {
@@ -23,6 +40,6 @@ impl SlotPermit {
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
-        self.inner.release_slot();
+        self.inner.release_slot(self.held);
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Everything here is plain data behind one short-held mutex in the guard; time is passed in.
 
+use super::held::HeldRegistry;
 use super::queue::{FairQueue, Waiter};
 use crate::limit::UserKey;
 use crate::monitor::{LevelMachine, Pressure, Transition};
@@ -63,6 +64,8 @@ pub(crate) struct AdmissionState {
     machine: LevelMachine,
     episode: Option<Episode>,
     pub(crate) peak_utilization: f64,
+    /// Connections held through the guard, for leak detection and the watchdog.
+    pub(crate) held: HeldRegistry,
 }
 
 impl AdmissionState {
@@ -86,6 +89,7 @@ impl AdmissionState {
             machine,
             episode: None,
             peak_utilization: 0.0,
+            held: HeldRegistry::default(),
         }
     }
 
@@ -196,8 +200,11 @@ impl AdmissionState {
         removed
     }
 
-    /// A slot was given back.
-    pub(crate) fn release(&mut self, now: Instant) -> Effects {
+    /// A slot was given back (with the registry id of its connection, if one was handed out).
+    pub(crate) fn release(&mut self, held: Option<u64>, now: Instant) -> Effects {
+        if let Some(id) = held {
+            self.held.remove(id);
+        }
         self.granted = self.granted.saturating_sub(1);
         self.observe(now)
     }
@@ -333,13 +340,13 @@ mod tests {
         else {
             panic!("both should wait");
         };
-        let effects = s.release(now);
+        let effects = s.release(None, now);
         assert_eq!(effects.grants.len(), 1);
         assert_eq!(effects.grants[0].id, crit_id);
         // The next release leaves one free slot: the reserve. Standard still waits.
-        let effects = s.release(now);
+        let effects = s.release(None, now);
         assert!(effects.grants.is_empty());
-        let effects = s.release(now);
+        let effects = s.release(None, now);
         assert_eq!(effects.grants[0].id, std_id);
     }
 
@@ -384,7 +391,7 @@ mod tests {
             panic!("should wait");
         };
         assert!(s.cancel(Criticality::Standard, &None, id, now));
-        let effects = s.release(now);
+        let effects = s.release(None, now);
         assert!(effects.grants.is_empty());
         assert_eq!(s.granted, 0);
         assert_eq!(s.queued(), 0);
@@ -398,7 +405,7 @@ mod tests {
             s.admit(Criticality::Critical, None, t0);
         }
         for _ in 0..10 {
-            s.release(t0 + Duration::from_millis(100));
+            s.release(None, t0 + Duration::from_millis(100));
         }
         s.observe(t0 + Duration::from_millis(600));
         let effects = s.observe(t0 + Duration::from_millis(1100));

@@ -1,0 +1,122 @@
+//! The slow-query killer: an `active` query older than its limit is cancelled; if the same
+//! query (same pid, same `query_start`) still runs after the grace period, its backend is
+//! terminated.
+
+use super::activity::{self, Backend, Signal};
+use super::tag;
+use super::WatchdogConfig;
+use crate::events::{ActionOutcome, Event, EventKind};
+use crate::guard::GuardInner;
+use crate::metrics::{BACKENDS_TERMINATED, QUERIES_CANCELLED};
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+use tokio_postgres::Client;
+
+/// One query the killer acted on, keyed by pid and `query_start`.
+type QueryKey = (i32, SystemTime);
+
+#[derive(Debug, Clone, Copy)]
+struct Acted {
+    /// When the cancel was sent (or reported, in dry run).
+    cancelled_at: Instant,
+    /// Whether termination was already tried (or reported).
+    terminated: bool,
+}
+
+/// Remembers which queries were cancelled, to terminate the ones that ignore it.
+#[derive(Debug, Default)]
+pub(crate) struct SlowQueryKiller {
+    acted: HashMap<QueryKey, Acted>,
+}
+
+impl SlowQueryKiller {
+    /// One pass over the backends (oldest query first); spends at most `budget` kills.
+    pub(crate) async fn tick(
+        &mut self,
+        client: &Client,
+        inner: &GuardInner,
+        config: &WatchdogConfig,
+        backends: &[Backend],
+        budget: &mut usize,
+    ) {
+        // Forget queries that ended: their keys can never match again.
+        self.acted.retain(|key, _| {
+            backends
+                .iter()
+                .any(|b| b.is_active() && (b.pid, b.query_start) == (key.0, Some(key.1)))
+        });
+        for backend in backends.iter().filter(|b| b.is_active()) {
+            let Some(started) = backend.query_start else {
+                continue;
+            };
+            let limit = config.kill_after_for(tag::class_of(backend, inner));
+            if backend.running < limit {
+                continue;
+            }
+            let key = (backend.pid, started);
+            match self.acted.get(&key).copied() {
+                Some(acted) if acted.terminated => {}
+                Some(acted) if acted.cancelled_at.elapsed() < config.cancel_grace => {}
+                Some(_) => {
+                    if *budget == 0 {
+                        continue;
+                    }
+                    *budget -= 1;
+                    let outcome = if config.dry_run {
+                        ActionOutcome::DryRun
+                    } else {
+                        activity::send(client, Signal::TerminateQuery, backend).await
+                    };
+                    if outcome == ActionOutcome::Done {
+                        metrics::counter!(BACKENDS_TERMINATED, "reason" => "ignored_cancel")
+                            .increment(1);
+                    }
+                    if let Some(a) = self.acted.get_mut(&key) {
+                        a.terminated = true;
+                    }
+                    inner
+                        .events
+                        .publish(Event::now(EventKind::BackendTerminated {
+                            backend: tag::describe(backend, inner),
+                            running: backend.running,
+                            outcome,
+                        }));
+                }
+                None => {
+                    if *budget == 0 {
+                        continue;
+                    }
+                    *budget -= 1;
+                    let outcome = if config.dry_run {
+                        ActionOutcome::DryRun
+                    } else {
+                        activity::send(client, Signal::CancelQuery, backend).await
+                    };
+                    if outcome == ActionOutcome::Done {
+                        metrics::counter!(QUERIES_CANCELLED, "reason" => "slow_query").increment(1);
+                    }
+                    if outcome != ActionOutcome::Gone {
+                        self.acted.insert(
+                            key,
+                            Acted {
+                                cancelled_at: Instant::now(),
+                                terminated: false,
+                            },
+                        );
+                    }
+                    inner.events.publish(Event::now(EventKind::QueryCancelled {
+                        backend: tag::describe(backend, inner),
+                        running: backend.running,
+                        outcome,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Forgets everything (after a reconnect: pids and start times are from another server
+    /// life).
+    pub(crate) fn reset(&mut self) {
+        self.acted.clear();
+    }
+}

@@ -1,0 +1,553 @@
+//! The watchdog against a real PostgreSQL: slow queries cancelled then terminated, other
+//! applications untouched, dry run, exhausted pool, restart, idle transactions, leaks, server
+//! headroom and pool resize.
+
+mod common;
+
+use common::{cluster, eventually, guard_with, pool_options, quick_config};
+use poolguard::events::{ActionOutcome, Event, EventKind, EventSubscriber, ResizeReason};
+use poolguard::testing::TestCluster;
+use poolguard::watchdog::{AutoResize, Watchdog, WatchdogConfig, WatchdogHandle};
+use poolguard::{AcquireContext, Criticality, Error, Guard, GuardConfig, Level, UserKey};
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+/// Kill after 1 s, checked every 200 ms, terminate 1 s after a cancel.
+fn quick_watchdog() -> WatchdogConfig {
+    WatchdogConfig {
+        interval: Duration::from_millis(200),
+        kill_after: Duration::from_secs(1),
+        cancel_grace: Duration::from_secs(1),
+        reconnect_backoff_max: Duration::from_millis(500),
+        ..WatchdogConfig::default()
+    }
+}
+
+/// A guard whose own statement timeout (120 s) never fires during a test.
+async fn guard(pg: &TestCluster, max_size: usize, config: GuardConfig) -> Guard {
+    let options = poolguard::PoolOptions {
+        statement_timeout: Duration::from_secs(120),
+        ..pool_options(max_size)
+    };
+    guard_with(pg, options, config).await
+}
+
+fn spawn(guard: &Guard, config: WatchdogConfig) -> WatchdogHandle {
+    Watchdog::builder(guard)
+        .config(config)
+        .spawn()
+        .expect("watchdog config is valid")
+}
+
+/// The next event matching `pred`, failing the test after `limit`.
+async fn wait_event(
+    sub: &mut EventSubscriber,
+    limit: Duration,
+    what: &str,
+    mut pred: impl FnMut(&EventKind) -> bool,
+) -> Event {
+    tokio::time::timeout(limit, async {
+        loop {
+            let e = sub.recv().await.expect("the bus is alive");
+            if pred(&e.kind) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for: {what}"))
+}
+
+/// Every event already published that matches `pred`.
+fn drain(sub: &mut EventSubscriber, mut pred: impl FnMut(&EventKind) -> bool) -> Vec<Event> {
+    std::iter::from_fn(|| sub.try_recv())
+        .filter(|e| pred(&e.kind))
+        .collect()
+}
+
+fn is_57014(e: &Error) -> bool {
+    match e {
+        Error::StatementTimeout(e) | Error::Db(e) => {
+            e.code().map(|c| c.code()) == Some(poolguard::QUERY_CANCELED)
+        }
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_query_is_cancelled_and_the_caller_sees_57014() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(&guard, quick_watchdog());
+    let conn = guard
+        .acquire_with(
+            Criticality::Standard,
+            AcquireContext {
+                route: Some("/reports/slow".into()),
+                ..AcquireContext::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = conn.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
+    let took = started.elapsed();
+    eprintln!("cancelled after {took:?} (kill_after 1 s, interval 200 ms)");
+    assert!(is_57014(&err), "{err}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let e = wait_event(&mut sub, Duration::from_secs(5), "a cancel event", |k| {
+        matches!(k, EventKind::QueryCancelled { .. })
+    })
+    .await;
+    let EventKind::QueryCancelled {
+        backend,
+        running,
+        outcome,
+    } = &e.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(*outcome, ActionOutcome::Done);
+    assert_eq!(backend.fingerprint, "SELECT pg_sleep(?)");
+    assert_eq!(backend.application.as_deref(), Some("poolguard"));
+    assert!(*running >= Duration::from_secs(1));
+    assert!(
+        e.message().starts_with("Cancelled query running"),
+        "{}",
+        e.message()
+    );
+    // The connection is still usable: only the query was cancelled.
+    conn.query_one("SELECT 1", &[]).await.unwrap();
+    // A watchdog cancel is not reported as a statement timeout.
+    let timeouts = drain(&mut sub, |k| {
+        matches!(k, EventKind::StatementTimedOut { .. })
+    });
+    assert!(timeouts.is_empty(), "{timeouts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_ignores_cancel_is_terminated() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(&guard, quick_watchdog());
+    let conn = guard.acquire(Criticality::Standard).await.unwrap();
+    let started = Instant::now();
+    let err = conn
+        .batch_execute(
+            "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(10); \
+             EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$",
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("terminated after {took:?} (kill_after 1 s, grace 1 s, interval 200 ms)");
+    assert!(
+        !is_57014(&err),
+        "the backend was terminated, not cancelled: {err}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    wait_event(&mut sub, Duration::from_secs(5), "a termination", |k| {
+        matches!(
+            k,
+            EventKind::BackendTerminated {
+                outcome: ActionOutcome::Done,
+                ..
+            }
+        )
+    })
+    .await;
+    drop(conn);
+    let next = guard.acquire(Criticality::Standard).await.unwrap();
+    next.query_one("SELECT 1", &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_applications_query_is_untouched_by_default() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(&guard, quick_watchdog());
+    let mut cfg = pg.pg_config();
+    cfg.application_name("billing");
+    let (other, connection) = cfg.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    other.simple_query("SELECT pg_sleep(2.5)").await.unwrap();
+    let kills = drain(&mut sub, |k| {
+        matches!(
+            k,
+            EventKind::QueryCancelled { .. } | EventKind::BackendTerminated { .. }
+        )
+    });
+    assert!(kills.is_empty(), "{kills:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_and_kills_nothing() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            dry_run: true,
+            kill_after: Duration::from_millis(500),
+            cancel_grace: Duration::from_millis(300),
+            ..quick_watchdog()
+        },
+    );
+    let conn = guard.acquire(Criticality::Standard).await.unwrap();
+    conn.query("SELECT pg_sleep(2.5)", &[])
+        .await
+        .expect("nothing is killed in dry run");
+    let reported = drain(&mut sub, |k| {
+        matches!(
+            k,
+            EventKind::QueryCancelled {
+                outcome: ActionOutcome::DryRun,
+                ..
+            }
+        )
+    });
+    assert_eq!(reported.len(), 1, "reported once: {reported:?}");
+    assert!(reported[0].message().starts_with("Dry run: would cancel"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_works_when_the_pool_is_exhausted() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 2, quick_config()).await;
+    let a = guard.acquire(Criticality::Standard).await.unwrap();
+    let b = guard.acquire(Criticality::Critical).await.unwrap();
+    assert_eq!(guard.status().available, 0);
+    // Started only now: its connection cannot come from the pool.
+    let _watchdog = spawn(&guard, quick_watchdog());
+    let started = Instant::now();
+    let (ra, rb) = tokio::join!(
+        a.query("SELECT pg_sleep(30)", &[]),
+        b.query("SELECT pg_sleep(30)", &[])
+    );
+    eprintln!(
+        "both cancelled after {:?} with the pool full",
+        started.elapsed()
+    );
+    assert!(is_57014(&ra.unwrap_err()));
+    assert!(is_57014(&rb.unwrap_err()));
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_keeps_working_after_a_postgres_restart() {
+    let pg = cluster(30).await;
+    if pg.is_external() {
+        eprintln!("DATABASE_URL is set: this test needs a server it can restart; skipped");
+        return;
+    }
+    let guard = guard(&pg, 4, quick_config()).await;
+    let watchdog = spawn(&guard, quick_watchdog());
+    eventually("a first reading", Duration::from_secs(5), || async {
+        guard.server_headroom().is_some()
+    })
+    .await;
+    pg.restart().await.unwrap();
+    let restarted = Instant::now();
+    eventually(
+        "a reading after the restart",
+        Duration::from_secs(15),
+        || async {
+            guard.server_headroom().is_some_and(|h| {
+                h.sampled_at > std::time::SystemTime::now() - Duration::from_millis(300)
+            })
+        },
+    )
+    .await;
+    eprintln!(
+        "fresh reading {:?} after restart() returned",
+        restarted.elapsed()
+    );
+    let conn = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            // The pool may first hand out connections that died with the old server.
+            if let Ok(c) = guard.acquire(Criticality::Standard).await {
+                if c.query_one("SELECT 1", &[]).await.is_ok() {
+                    return c;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the pool heals");
+    let started = Instant::now();
+    let err = conn.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
+    assert!(is_57014(&err), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(!watchdog.is_finished());
+    watchdog.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_transaction_is_reaped_and_its_connection_not_reused() {
+    let pg = cluster(30).await;
+    let config = GuardConfig {
+        critical_reserve: Some(0),
+        ..quick_config()
+    };
+    let guard = guard(&pg, 1, config).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            idle_in_transaction_after: Duration::from_millis(500),
+            ..quick_watchdog()
+        },
+    );
+    let conn = guard.acquire(Criticality::Standard).await.unwrap();
+    let pid: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    conn.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let e = wait_event(&mut sub, Duration::from_secs(5), "a reaped session", |k| {
+        matches!(k, EventKind::IdleInTransactionReaped { .. })
+    })
+    .await;
+    let EventKind::IdleInTransactionReaped {
+        backend, outcome, ..
+    } = &e.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(*outcome, ActionOutcome::Done);
+    assert_eq!(backend.pid, pid);
+    assert!(
+        conn.query_one("SELECT 1", &[]).await.is_err(),
+        "the session is gone"
+    );
+    drop(conn);
+    // The pool recycles the dead connection away; the next borrower gets a working one.
+    let next = guard.acquire(Criticality::Standard).await.unwrap();
+    let next_pid: i32 = next
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(next_pid, pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_connection_is_reported_once_as_a_leak_with_its_route() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            leak_after: Duration::from_millis(300),
+            ..quick_watchdog()
+        },
+    );
+    let conn = guard
+        .acquire_with(
+            Criticality::Standard,
+            AcquireContext {
+                user: Some(UserKey::new("user-42")),
+                route: Some("/exports/csv".into()),
+            },
+        )
+        .await
+        .unwrap();
+    // A connection returned quickly is never a leak.
+    drop(guard.acquire(Criticality::Standard).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaks = drain(&mut sub, |k| matches!(k, EventKind::ConnectionLeak { .. }));
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    let EventKind::ConnectionLeak {
+        class,
+        route,
+        user,
+        held,
+    } = &leaks[0].kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(*class, Criticality::Standard);
+    assert_eq!(route.as_deref(), Some("/exports/csv"));
+    assert_eq!(user.as_deref(), Some("user-42"));
+    assert!(*held >= Duration::from_millis(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_filling_the_server_raises_the_level() {
+    // max_connections 25 less 3 superuser slots: 22 usable.
+    let pg = cluster(25).await;
+    if pg.is_external() {
+        eprintln!("DATABASE_URL is set: the server's max_connections is not ours; skipped");
+        return;
+    }
+    let guard = guard(&pg, 10, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(&guard, quick_watchdog());
+    eventually("a first reading", Duration::from_secs(5), || async {
+        guard.server_headroom().is_some()
+    })
+    .await;
+    assert_eq!(guard.level(), Level::Normal);
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        others.push(pg.connect().await.unwrap());
+    }
+    eventually("the level escalates", Duration::from_secs(5), || async {
+        guard.level() != Level::Normal
+    })
+    .await;
+    let s = guard.status();
+    assert_eq!(s.in_use, 0, "the guard's own pool is idle");
+    let h = guard.server_headroom().unwrap();
+    eprintln!("server headroom with 20 foreign connections: {h:?}");
+    assert!(h.used >= 21, "{h:?}");
+    assert!(h.usable <= 22, "{h:?}");
+    let health = guard.health().await;
+    assert_eq!(health.status, "degraded");
+    let json = serde_json::to_value(&health).unwrap();
+    assert!(json["server"]["used"].as_u64().unwrap() >= 21, "{json}");
+    wait_event(
+        &mut sub,
+        Duration::from_secs(2),
+        "a server pressure event",
+        |k| matches!(k, EventKind::ServerPressure { .. }),
+    )
+    .await;
+    drop(others);
+    eventually("the level recovers", Duration::from_secs(10), || async {
+        guard.level() == Level::Normal
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_stays_within_the_ceiling_and_the_server_headroom() {
+    // 30 less 3 superuser slots: 27 usable. Another process holds 10, the watchdog 1, so
+    // with a margin of 3 the pool may grow to at most 27 - 11 - 3 = 13 (ceiling 20).
+    let pg = cluster(30).await;
+    if pg.is_external() {
+        eprintln!("DATABASE_URL is set: the server's max_connections is not ours; skipped");
+        return;
+    }
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(pg.connect().await.unwrap());
+    }
+    let config = GuardConfig {
+        critical_reserve: Some(0),
+        max_queue_wait: Duration::from_secs(30),
+        ..quick_config()
+    };
+    let guard = guard(&pg, 2, config).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            resize: AutoResize {
+                enabled: true,
+                ceiling: 20,
+                step: 3,
+                grow_after: 2,
+                shrink_after: 5,
+                margin: 3,
+            },
+            ..quick_watchdog()
+        },
+    );
+    let holders: Vec<_> = (0..24)
+        .map(|_| {
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                if let Ok(conn) = guard.acquire(Criticality::Standard).await {
+                    let _ = conn.query("SELECT 1", &[]).await;
+                    tokio::time::sleep(Duration::from_secs(6)).await;
+                }
+            })
+        })
+        .collect();
+    let mut largest = 2;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        largest = largest.max(guard.status().max_size);
+        if let Some(h) = guard.server_headroom() {
+            assert!(
+                h.used <= h.usable,
+                "the pool never pushed the server over: {h:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the pool grew from 2 to {largest}");
+    assert!(largest > 2, "the pool grew under waiting");
+    assert!(largest <= 13, "never past the server headroom: {largest}");
+    for e in drain(&mut sub, |k| matches!(k, EventKind::PoolResized { .. })) {
+        let EventKind::PoolResized { to, reason, .. } = e.kind else {
+            unreachable!()
+        };
+        assert!(to <= 13, "{to}");
+        assert_ne!(reason, ResizeReason::Recovered);
+    }
+    for h in holders {
+        h.await.unwrap();
+    }
+    drop(others);
+    eventually("the pool shrinks back", Duration::from_secs(15), || async {
+        guard.status().max_size == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_limit_applies_to_that_class_only_and_names_the_route() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let mut config = WatchdogConfig {
+        kill_after: Duration::from_secs(20),
+        ..quick_watchdog()
+    };
+    config.kill_after_by_class.non_critical = Some(Duration::from_secs(1));
+    let _watchdog = spawn(&guard, config);
+    let report = guard
+        .acquire_with(
+            Criticality::NonCritical,
+            AcquireContext {
+                route: Some("/reports/yearly".into()),
+                ..AcquireContext::default()
+            },
+        )
+        .await
+        .unwrap();
+    let standard = guard.acquire(Criticality::Standard).await.unwrap();
+    let started = Instant::now();
+    let (slow_report, slow_standard) = tokio::join!(
+        report.query("SELECT pg_sleep(30)", &[]),
+        standard.query("SELECT pg_sleep(3)", &[])
+    );
+    assert!(is_57014(&slow_report.unwrap_err()));
+    slow_standard.expect("the standard query is under its 20 s limit");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let e = wait_event(&mut sub, Duration::from_secs(2), "a cancel event", |k| {
+        matches!(k, EventKind::QueryCancelled { .. })
+    })
+    .await;
+    let EventKind::QueryCancelled { backend, .. } = &e.kind else {
+        unreachable!()
+    };
+    assert_eq!(backend.class, Some(Criticality::NonCritical));
+    assert_eq!(backend.route.as_deref(), Some("/reports/yearly"));
+    assert!(
+        e.message().contains("route /reports/yearly"),
+        "{}",
+        e.message()
+    );
+}
