@@ -58,10 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving on http://{addr}");
 
     // Three requests to ourselves, then stop.
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
     for path in ["/api/auth/session", "/api/reports/activity", "/health"] {
         let response = client.get(format!("http://{addr}{path}").parse()?).await?;
         let status = response.status();

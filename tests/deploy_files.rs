@@ -63,7 +63,11 @@ fn metric_names_in(text: &str) -> BTreeSet<String> {
 
 fn assert_exists(base: &Path, rel: &str, what: &str) {
     let path = base.join(rel);
-    assert!(path.exists(), "{what} `{rel}` does not exist ({})", path.display());
+    assert!(
+        path.exists(),
+        "{what} `{rel}` does not exist ({})",
+        path.display()
+    );
 }
 
 #[test]
@@ -116,12 +120,18 @@ fn dockerfile_builds_the_demo_example() {
     assert!(dockerfile.contains("cargo build --release --locked --example demo"));
     assert!(dockerfile.contains("target/release/examples/demo"));
     let manifest = read("Cargo.toml");
-    assert!(manifest.contains("name = \"demo\""), "Cargo.toml declares the demo example");
+    assert!(
+        manifest.contains("name = \"demo\""),
+        "Cargo.toml declares the demo example"
+    );
     assert_exists(&root(), "examples/demo/main.rs", "the demo example");
     assert_exists(&root(), "Cargo.lock", "the lock file `--locked` needs");
     let ignore = read(".dockerignore");
     for entry in ["target/", ".git/"] {
-        assert!(ignore.lines().any(|l| l == entry), ".dockerignore lacks {entry}");
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
     }
 }
 
@@ -150,7 +160,10 @@ fn prometheus_config_scrapes_the_app_and_loads_the_rules() {
 #[test]
 fn alert_rules_use_exported_metric_names() {
     let exported = exported_metrics();
-    assert!(exported.contains("db_connection_pool_active"), "{exported:?}");
+    assert!(
+        exported.contains("db_connection_pool_active"),
+        "{exported:?}"
+    );
     for rel in [
         "deploy/prometheus/alerts.yml",
         "deploy/prometheus/alerts_test.yml",
