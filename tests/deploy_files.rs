@@ -1,0 +1,213 @@
+//! The deployment files stay in step with the code: every path docker-compose.yml and the
+//! Prometheus config reference exists, and every metric the alert rules and their tests use
+//! is one poolguard exports (a constant in `src/metrics.rs`).
+//!
+//! No YAML parser: the files are simple enough to scan line by line; `promtool` checks the
+//! Prometheus files in CI.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The value after `key:` on lines whose trimmed text starts with `key:`, unquoted.
+fn values_of<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("{key}:");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The items of the block list under the first line `key:` (lines `- item` that follow).
+fn list_under<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let mut lines = text.lines().skip_while(|l| l.trim() != format!("{key}:"));
+    let Some(head) = lines.next() else {
+        return Vec::new();
+    };
+    let indent = head.len() - head.trim_start().len();
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect()
+}
+
+/// The string constants of `src/metrics.rs`.
+fn exported_metrics() -> BTreeSet<String> {
+    read("src/metrics.rs")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split_once(": &str = \""))
+        .filter_map(|(_, rest)| rest.strip_suffix("\";"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Identifiers in `text` that look like poolguard's metric names.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("db_connection_pool_") || w.starts_with("poolguard_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assert_exists(base: &Path, rel: &str, what: &str) {
+    let path = base.join(rel);
+    assert!(
+        path.exists(),
+        "{what} `{rel}` does not exist ({})",
+        path.display()
+    );
+}
+
+#[test]
+fn yaml_files_have_no_tabs() {
+    for rel in [
+        "docker-compose.yml",
+        "deploy/prometheus/prometheus.yml",
+        "deploy/prometheus/alerts.yml",
+        "deploy/prometheus/alerts_test.yml",
+    ] {
+        let text = read(rel);
+        assert!(!text.contains('\t'), "{rel} indents with a tab");
+    }
+}
+
+#[test]
+fn compose_references_existing_files() {
+    let compose = read("docker-compose.yml");
+    for service in ["postgres:", "app:", "prometheus:"] {
+        assert!(
+            compose.lines().any(|l| l == format!("  {service}")),
+            "docker-compose.yml has no `{service}` service"
+        );
+    }
+    let contexts = values_of(&compose, "context");
+    assert_eq!(contexts, ["."], "the app is built from the repository root");
+    let dockerfiles = values_of(&compose, "dockerfile");
+    assert_eq!(dockerfiles, ["deploy/Dockerfile"]);
+    for d in &dockerfiles {
+        assert_exists(&root(), d, "build.dockerfile");
+    }
+
+    let volumes = list_under(&compose, "volumes");
+    assert!(!volumes.is_empty(), "prometheus mounts its config");
+    for v in volumes {
+        let source = v.split(':').next().unwrap_or_default();
+        if source.starts_with("./") || source.starts_with("../") {
+            assert_exists(&root(), source, "volume source");
+        }
+    }
+    assert!(compose.contains("./deploy/prometheus:/etc/prometheus"));
+    assert!(compose.contains("postgres://postgres:postgres@postgres:5432/postgres"));
+    assert!(compose.contains("condition: service_healthy"));
+    assert!(compose.contains("pg_isready"));
+}
+
+#[test]
+fn dockerfile_builds_the_demo_example() {
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked --example demo"));
+    assert!(dockerfile.contains("target/release/examples/demo"));
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest.contains("name = \"demo\""),
+        "Cargo.toml declares the demo example"
+    );
+    assert_exists(&root(), "examples/demo/main.rs", "the demo example");
+    assert_exists(&root(), "Cargo.lock", "the lock file `--locked` needs");
+    let ignore = read(".dockerignore");
+    for entry in ["target/", ".git/"] {
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
+    }
+}
+
+#[test]
+fn prometheus_config_scrapes_the_app_and_loads_the_rules() {
+    let config = read("deploy/prometheus/prometheus.yml");
+    let base = root().join("deploy/prometheus");
+    let rules = list_under(&config, "rule_files");
+    assert_eq!(rules, ["alerts.yml"]);
+    for r in rules {
+        assert_exists(&base, r, "rule file");
+    }
+    assert!(config.contains("\"app:8080\""), "scrapes the app service");
+    assert_eq!(values_of(&config, "metrics_path"), ["/metrics"]);
+
+    // The app listens where Prometheus scrapes it.
+    let compose = read("docker-compose.yml");
+    assert!(compose.contains("\"--listen\", \"0.0.0.0:8080\""));
+
+    let tests = read("deploy/prometheus/alerts_test.yml");
+    for r in list_under(&tests, "rule_files") {
+        assert_exists(&base, r, "rule file of the tests");
+    }
+}
+
+#[test]
+fn alert_rules_use_exported_metric_names() {
+    let exported = exported_metrics();
+    assert!(
+        exported.contains("db_connection_pool_active"),
+        "{exported:?}"
+    );
+    for rel in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/prometheus/alerts_test.yml",
+    ] {
+        let used = metric_names_in(&read(rel));
+        assert!(!used.is_empty(), "{rel} uses no poolguard metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{rel} uses metrics src/metrics.rs does not define: {unknown:?}"
+        );
+    }
+}
+
+#[test]
+fn every_alert_has_a_severity_and_a_test() {
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let names = values_of(&alerts, "- alert");
+    assert!(names.len() >= 8, "{names:?}");
+    let severities = values_of(&alerts, "severity");
+    assert_eq!(severities.len(), names.len(), "one severity per alert");
+    for s in &severities {
+        assert!(
+            ["info", "warning", "critical"].contains(s),
+            "unknown severity {s}"
+        );
+    }
+    assert_eq!(
+        values_of(&alerts, "summary").len(),
+        names.len(),
+        "one summary per alert"
+    );
+    assert_eq!(
+        values_of(&alerts, "description").len(),
+        names.len(),
+        "one description per alert"
+    );
+
+    // The seed incident's alert, unchanged.
+    assert!(alerts.contains("expr: db_connection_pool_active / db_connection_pool_max > 0.95"));
+
+    let tests = read("deploy/prometheus/alerts_test.yml");
+    let tested: BTreeSet<_> = values_of(&tests, "alertname").into_iter().collect();
+    for name in &names {
+        assert!(tested.contains(name), "alert {name} has no promtool test");
+    }
+}
