@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
+use poolguard::watchdog::{Watchdog, WatchdogConfig, WatchdogHandle};
 use poolguard::{Conn, Guard, GuardConfig, PoolOptions};
 use serde_json::json;
 use std::collections::HashMap;
@@ -64,6 +65,9 @@ pub struct AppOptions {
     pub mode: GuardMode,
     pub statement_timeout: Duration,
     pub guard_config: GuardConfig,
+    /// The watchdog (slow-query killer, idle-transaction reaper, server headroom), in `full`
+    /// mode.
+    pub watchdog: WatchdogConfig,
 }
 
 impl Default for AppOptions {
@@ -73,6 +77,7 @@ impl Default for AppOptions {
             mode: GuardMode::Full,
             statement_timeout: Duration::from_secs(30),
             guard_config: GuardConfig::default(),
+            watchdog: WatchdogConfig::default(),
         }
     }
 }
@@ -81,6 +86,7 @@ impl Default for AppOptions {
 pub struct App {
     pub router: Router,
     pub guard: Option<Guard>,
+    pub watchdog: Option<WatchdogHandle>,
 }
 
 #[derive(Clone)]
@@ -150,6 +156,14 @@ pub async fn build(
         ),
         _ => None,
     };
+    let watchdog = match &guard {
+        Some(g) => Some(
+            Watchdog::builder(g)
+                .config(options.watchdog.clone())
+                .spawn()?,
+        ),
+        None => None,
+    };
     let state = AppState {
         pool: pool.clone(),
         guarded: guard.is_some(),
@@ -181,7 +195,11 @@ pub async fn build(
         .route("/health", health)
         .route("/metrics", poolguard::metrics_route(metrics))
         .with_state(state);
-    Ok(App { router, guard })
+    Ok(App {
+        router,
+        guard,
+        watchdog,
+    })
 }
 
 async fn generic_error(err: BoxError) -> Response {

@@ -2,12 +2,13 @@
 
 use crate::app::GuardMode;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub const USAGE: &str = "\
 usage:
   demo                              replay every seed incident with --guard off and full
   demo scenario NAME                replay one: dashboard-burst | slow-query | leaked-connections | spam-capture
-  demo serve [--listen ADDR] [--pool-max N] [--guard full|generic|off]
+  demo serve [--listen ADDR] [--pool-max N] [--guard full|generic|off] [--kill-after DURATION]
   demo overload                     the overload benchmark (off, generic, full under one load)
   demo help
 
@@ -30,6 +31,28 @@ pub struct Serve {
     pub listen: SocketAddr,
     pub pool_max: usize,
     pub mode: GuardMode,
+    /// The watchdog cancels queries running longer than this (default 30 s).
+    pub kill_after: Duration,
+}
+
+/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration (try 500ms, 30s, 2m)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
@@ -62,6 +85,7 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<Serve, String> 
         listen: "127.0.0.1:8080".parse().expect("valid default"),
         pool_max: 20,
         mode: GuardMode::Full,
+        kill_after: Duration::from_secs(30),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -74,6 +98,7 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<Serve, String> 
                 }
             }
             "--guard" => serve.mode = value()?.parse()?,
+            "--kill-after" => serve.kill_after = parse_duration(&value()?)?,
             other => return Err(format!("unknown flag `{other}`")),
         }
     }

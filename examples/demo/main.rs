@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --example demo                       # replay every seed incident, off vs full
 //! cargo run --example demo -- scenario NAME      # one scenario (dashboard-burst, slow-query, ...)
-//! cargo run --release --example demo -- serve --listen 127.0.0.1:8080 [--pool-max 20] [--guard full|generic|off]
+//! cargo run --release --example demo -- serve --listen 127.0.0.1:8080 [--pool-max 20] [--guard full|generic|off] [--kill-after 30s]
 //! cargo run --release --example demo -- overload # the overload benchmark: off vs generic vs full
 //! ```
 //!
@@ -69,6 +69,10 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     let options = AppOptions {
         pool_max: s.pool_max,
         mode: s.mode,
+        watchdog: poolguard::watchdog::WatchdogConfig {
+            kill_after: s.kill_after,
+            ..Default::default()
+        },
         ..AppOptions::default()
     };
     app::prepare_schema(&db.connect().await?).await?;
@@ -97,6 +101,9 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     drop(observability);
+    if let Some(w) = app.watchdog {
+        w.stop().await;
+    }
     drop(app.guard);
     drop(db);
     Ok(())

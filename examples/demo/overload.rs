@@ -107,6 +107,9 @@ async fn measure(
         samples.extend(h.await?);
     }
     server.abort();
+    if let Some(w) = app.watchdog {
+        w.stop().await;
+    }
     drop(app.guard);
     Ok(summarize(mode, &samples))
 }

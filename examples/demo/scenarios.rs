@@ -6,7 +6,8 @@ use crate::database::Database;
 use crate::load::{percentile, Class, Load, Outcome, Sample};
 use crate::report::ScenarioResult;
 use metrics_exporter_prometheus::PrometheusHandle;
-use poolguard::{GuardConfig, Level};
+use poolguard::watchdog::WatchdogConfig;
+use poolguard::{ClassTimeouts, GuardConfig, Level};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,24 @@ struct Plan {
     incident_at: Duration,
     /// How long the run lasts.
     total: Duration,
+    /// The watchdog in `full` mode.
+    watchdog: WatchdogConfig,
+}
+
+/// The watchdog at a replay's pace: it looks four times a second.
+fn quick_watchdog() -> WatchdogConfig {
+    WatchdogConfig {
+        interval: Duration::from_millis(250),
+        cancel_grace: Duration::from_secs(1),
+        ..WatchdogConfig::default()
+    }
 }
 
 /// A running app under test.
 struct Running {
     addr: SocketAddr,
     guard: Option<poolguard::Guard>,
+    watchdog: Option<poolguard::watchdog::WatchdogHandle>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -45,6 +58,7 @@ async fn start_app(
         mode,
         statement_timeout: plan.statement_timeout,
         guard_config: GuardConfig::default(),
+        watchdog: plan.watchdog.clone(),
     };
     let app = app::build(db.pg_config(), &options, metrics.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -60,6 +74,7 @@ async fn start_app(
     Ok(Running {
         addr,
         guard: app.guard,
+        watchdog: app.watchdog,
         server,
     })
 }
@@ -79,15 +94,25 @@ pub async fn run(
             standard_rate: 20.0,
             incident_at: Duration::from_secs(1),
             total: Duration::from_secs(7),
+            watchdog: quick_watchdog(),
         },
         "slow-query" => Plan {
             pool_max: 20,
-            // The seed's 30 s, scaled down tenfold like every duration of this replay.
-            statement_timeout: Duration::from_secs(3),
+            // The seed's 30 s statement timeout; the watchdog stops non-critical queries
+            // sooner (the seed's "auto-kill queries > 30 s", scaled down to 2 s here).
+            statement_timeout: Duration::from_secs(30),
             critical_rate: 40.0,
             standard_rate: 20.0,
             incident_at: Duration::from_secs(1),
             total: Duration::from_secs(8),
+            watchdog: WatchdogConfig {
+                kill_after: Duration::from_secs(3),
+                kill_after_by_class: ClassTimeouts {
+                    non_critical: Some(Duration::from_secs(2)),
+                    ..ClassTimeouts::default()
+                },
+                ..quick_watchdog()
+            },
         },
         other => return Err(format!("unknown scenario `{other}`").into()),
     };
@@ -181,6 +206,9 @@ pub async fn run(
     };
     running.server.abort();
     drop(observability);
+    if let Some(w) = running.watchdog {
+        w.stop().await;
+    }
     drop(running.guard);
     let result = ScenarioResult::from_samples(
         name,
