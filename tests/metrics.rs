@@ -55,13 +55,21 @@ async fn scrape_shows_the_known_sequence() {
     assert_eq!(value(&scrape, "poolguard_level"), 2.0);
     assert_eq!(value(&scrape, "poolguard_queue_depth"), 0.0);
     assert_eq!(
-        value(&scrape, "poolguard_level_transitions_total{to=\"critical\"}"),
+        value(
+            &scrape,
+            "poolguard_level_transitions_total{to=\"critical\"}"
+        ),
         1.0
     );
     // Histograms render as histograms with explicit buckets, not summaries.
-    assert!(scrape.contains("poolguard_acquire_wait_seconds_bucket{class=\"standard\",le=\"0.001\"}"));
+    assert!(
+        scrape.contains("poolguard_acquire_wait_seconds_bucket{class=\"standard\",le=\"0.001\"}")
+    );
     assert_eq!(
-        value(&scrape, "poolguard_acquire_wait_seconds_count{class=\"standard\"}"),
+        value(
+            &scrape,
+            "poolguard_acquire_wait_seconds_count{class=\"standard\"}"
+        ),
         9.0
     );
     assert!(scrape.contains("# HELP db_connection_pool_active"));
@@ -73,7 +81,10 @@ async fn scrape_shows_the_known_sequence() {
     let scrape = handle.render();
     assert_eq!(value(&scrape, "db_connection_pool_active"), 0.0);
     assert_eq!(
-        value(&scrape, "poolguard_connection_hold_seconds_count{class=\"standard\"}"),
+        value(
+            &scrape,
+            "poolguard_connection_hold_seconds_count{class=\"standard\"}"
+        ),
         9.0
     );
 }
