@@ -94,7 +94,7 @@ mod sizer;
 mod source;
 
 pub use plan::BatchPlan;
-pub use progress::{BatchPause, BatchProgress, Checkpoint};
+pub use progress::{BatchPause, BatchProgress, Checkpoint, ProgressLine};
 pub use run::{ApplyFuture, BudgetedBatch};
 pub use sizer::{ChunkDecision, ChunkSizer};
 pub use source::{BatchSource, BoxError};

@@ -115,7 +115,7 @@ impl<C> BatchProgress<C> {
 
     /// The progress line with another verb: `Captured 100 / 1,418 (1,318 remaining)`, and
     /// ` - All done!` once the operation is complete.
-    pub fn display_as<'a>(&'a self, verb: &'a str) -> impl fmt::Display + 'a {
+    pub fn display_as<'a>(&'a self, verb: &'a str) -> ProgressLine<'a, C> {
         ProgressLine {
             progress: self,
             verb,
@@ -129,7 +129,10 @@ impl<C> fmt::Display for BatchProgress<C> {
     }
 }
 
-struct ProgressLine<'a, C> {
+/// The progress line of a [`BatchProgress`] with a chosen verb; see
+/// [`BatchProgress::display_as`].
+#[derive(Debug)]
+pub struct ProgressLine<'a, C> {
     progress: &'a BatchProgress<C>,
     verb: &'a str,
 }
