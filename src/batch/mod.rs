@@ -27,7 +27,7 @@
 //!   acquisition after the first chunk ends the call the same way
 //!   ([`BatchPause::Rejected`]).
 //! - **Events**: every committed chunk publishes an
-//!   [`EventKind::BatchProgress`](crate::events::EventKind::BatchProgress)
+//!   [`EventKind::BatchProgress`]
 //!   (`[SELF-HEAL] spam-capture: Batch 1/15 completed: 100 items processed (100 / 1,418)`);
 //!   the last event of a call says whether the operation is complete
 //!   (`Operation complete: 1,418 items processed in 15 batches`) or why it paused.
