@@ -1,12 +1,14 @@
 //! The runner: chunks sized to the time budget, each in its own transaction on a guarded
 //! connection, stopping early when the budget or the pool says so.
 
+use super::chunk::one_chunk;
+use super::event::event;
+use super::outcome::{BatchError, BatchOutcome, BatchStage};
 use super::plan::BatchPlan;
 use super::progress::{BatchPause, BatchProgress, Checkpoint};
 use super::sizer::{ChunkDecision, ChunkSizer};
 use super::source::{BatchSource, BoxError};
-use super::{event, BatchError, BatchOutcome, BatchStage};
-use crate::{AcquireContext, BuildError, Criticality, Error, Guard, GuardedConn};
+use crate::{AcquireContext, BuildError, Criticality, Guard};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,15 +29,6 @@ pub struct BudgetedBatch {
     operation: Arc<str>,
     plan: BatchPlan,
     sizer: Arc<Mutex<ChunkSizer>>,
-}
-
-/// One committed chunk, as the loop sees it.
-struct Chunk<C, T> {
-    remaining: Option<u64>,
-    items: usize,
-    more: bool,
-    cursor: Option<C>,
-    value: Option<T>,
 }
 
 impl BudgetedBatch {
@@ -268,72 +261,4 @@ impl BudgetedBatch {
             );
         }
     }
-}
-
-/// One chunk in one transaction. Until it commits or rolls back, the connection counts as
-/// busy, so a drop in between cancels and discards it.
-async fn one_chunk<S, F, T>(
-    conn: &mut GuardedConn,
-    source: &mut S,
-    after: Option<&S::Cursor>,
-    count: bool,
-    limit: usize,
-    apply: &mut F,
-) -> Result<Chunk<S::Cursor, T>, (BatchStage, BoxError)>
-where
-    S: BatchSource,
-    F: for<'t> FnMut(&'t Transaction<'t>, &'t [S::Item]) -> ApplyFuture<'t, T> + Send,
-    T: Send,
-{
-    conn.begin_raw_work();
-    let tx = conn
-        .transaction()
-        .await
-        .map_err(|e| (BatchStage::Begin, Error::from_query(e).into()))?;
-    let fetched = async {
-        let remaining = match count {
-            true => source.remaining(&tx, after).await?,
-            false => None,
-        };
-        // One item more than the chunk tells whether anything follows.
-        let items = source.next_chunk(&tx, after, limit + 1).await?;
-        Ok::<_, BoxError>((remaining, items))
-    }
-    .await;
-    let (remaining, mut items) = match fetched {
-        Ok(v) => v,
-        Err(e) => {
-            if tx.rollback().await.is_ok() {
-                conn.end_raw_work();
-            }
-            return Err((BatchStage::Fetch, e));
-        }
-    };
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let value = if items.is_empty() {
-        None
-    } else {
-        let raw: &Transaction<'_> = &tx;
-        match apply(raw, &items).await {
-            Ok(value) => Some(value),
-            Err(e) => {
-                if tx.rollback().await.is_ok() {
-                    conn.end_raw_work();
-                }
-                return Err((BatchStage::Apply, e));
-            }
-        }
-    };
-    tx.commit()
-        .await
-        .map_err(|e| (BatchStage::Commit, Error::from_query(e).into()))?;
-    conn.end_raw_work();
-    Ok(Chunk {
-        remaining,
-        items: items.len(),
-        more,
-        cursor: items.last().map(S::cursor_of),
-        value,
-    })
 }
