@@ -1,6 +1,7 @@
 //! Self-heal events: one type for every action the guard takes, and the bounded bus that fans
 //! them out without ever blocking a request.
 
+use crate::batch::BatchPause;
 use crate::transition::BlockedPair;
 use crate::{Criticality, Level};
 use serde::{Deserialize, Serialize};
@@ -303,6 +304,25 @@ pub enum EventKind {
         /// Human-readable detail.
         message: String,
     },
+    /// A time-budgeted batch ([`crate::batch`]) committed a chunk; the last event of each
+    /// call also says whether the operation is complete or why the call paused.
+    BatchProgress {
+        /// The operation (e.g. `spam-capture`).
+        operation: String,
+        /// Chunks committed so far over all calls.
+        chunk: u64,
+        /// Items in the chunk this event is about (0 when no chunk committed since the
+        /// previous event).
+        chunk_size: usize,
+        /// Items committed so far over all calls.
+        processed: u64,
+        /// Items committed plus items left, if the source counts them.
+        total: Option<u64>,
+        /// Whether the operation is complete.
+        done: bool,
+        /// Why the call ended early, on its last event.
+        paused: Option<BatchPause>,
+    },
 }
 
 /// One self-heal event.
@@ -371,6 +391,10 @@ impl Event {
             },
             EventKind::ServerPressure { .. } => Severity::Warning,
             EventKind::Custom { severity, .. } => *severity,
+            EventKind::BatchProgress { paused, .. } => match paused {
+                Some(BatchPause::Pressure | BatchPause::Rejected) => Severity::Warning,
+                _ => Severity::Info,
+            },
         }
     }
 
@@ -526,6 +550,23 @@ impl Event {
                 (utilization * 100.0).round()
             ),
             EventKind::Custom { name, message, .. } => format!("{name}: {message}"),
+            EventKind::BatchProgress {
+                operation,
+                chunk,
+                chunk_size,
+                processed,
+                total,
+                done,
+                paused,
+            } => crate::batch::message(
+                operation,
+                *chunk,
+                *chunk_size,
+                *processed,
+                *total,
+                *done,
+                *paused,
+            ),
         }
     }
 }

@@ -5,6 +5,7 @@
 mod admission;
 #[cfg(feature = "axum")]
 mod axum;
+pub mod batch;
 mod breaker;
 mod config;
 mod criticality;

@@ -168,6 +168,19 @@ impl GuardedConn {
         self.tracked(self.client().simple_query(sql)).await
     }
 
+    /// Counts work driven through the raw client API (a transaction) as in flight until
+    /// [`end_raw_work`](Self::end_raw_work): if the caller is dropped in between, dropping
+    /// the connection cancels its query and discards it, which also rolls the transaction
+    /// back on the server.
+    pub(crate) fn begin_raw_work(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends what [`begin_raw_work`](Self::begin_raw_work) started.
+    pub(crate) fn end_raw_work(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn client(&self) -> &ClientWrapper {
         self.object
             .as_deref()
