@@ -158,7 +158,8 @@ fn acquire_vs_pool_get(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("acquire");
     group.bench_function("bare_pool_get", |b| {
-        b.to_async(&rt).iter(|| async { drop(pool.get().await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { drop(pool.get().await.unwrap()) })
     });
     group.bench_function("guard_acquire", |b| {
         b.to_async(&rt)

@@ -120,7 +120,16 @@ pub async fn prepare_schema(client: &tokio_postgres::Client) -> Result<(), tokio
                  SELECT 'message ' || g FROM generate_series(1, 200) g
                  WHERE NOT EXISTS (SELECT 1 FROM feed);",
         )
-        .await
+        .await?;
+    crate::spam::create_schema(client).await?;
+    let empty: i64 = client
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await?
+        .get(0);
+    if empty == 0 {
+        crate::spam::seed_messages(client, crate::spam::DEFAULT_READY_SPAM, 42).await?;
+    }
+    Ok(())
 }
 
 /// Builds the app over `pg` in `options.mode`.
@@ -172,12 +181,19 @@ pub async fn build(
         .route("/api/auth/session", get(session))
         .route("/api/tasks/assign", post(assign_task));
     let standard = Router::new().route("/api/messages", get(messages));
+    // Without the guard, the spam capture is the naive one: everything in one request, no
+    // validation.
+    let standard = match &guard {
+        Some(_) => standard,
+        None => standard.route("/api/spam/capture", post(naive_spam_capture)),
+    };
     let non_critical = Router::new().route("/api/reports/activity", get(activity_report));
     let api = match (&guard, options.mode) {
         (Some(g), _) => critical
             .route_layer(g.critical())
             .merge(standard.route_layer(g.standard()))
-            .merge(non_critical.route_layer(g.non_critical())),
+            .merge(non_critical.route_layer(g.non_critical()))
+            .merge(crate::spam::routes(g.clone(), crate::spam::policy()).with_state(())),
         (None, GuardMode::Generic) => critical.merge(standard).merge(non_critical).layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(generic_error))
@@ -351,6 +367,39 @@ async fn activity_report(
     Ok(Json(
         json!({ "assigned": rows[0].get::<_, i64>(0), "held_ms": ms }),
     ))
+}
+
+/// The spam capture as it was before: one request scans every matching READY *and* PROMOTED
+/// message and moves it to SPAM_REVIEW, without checking the transition.
+async fn naive_spam_capture(
+    Query(q): Query<HashMap<String, String>>,
+    db: Db,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let item_ms: f64 = q
+        .get("item_cost_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::spam::DEFAULT_ITEM_COST_MS as f64);
+    let patterns: Vec<String> = crate::spam::SPAM_PATTERNS
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let rows = db
+        .query(
+            "SELECT id FROM messages WHERE status IN ('READY', 'PROMOTED') AND body ILIKE ANY($1) ORDER BY id",
+            &[&patterns],
+        )
+        .await?;
+    let mut captured = 0u64;
+    for row in &rows {
+        let id: i64 = row.get(0);
+        db.query(
+            "UPDATE messages SET status = 'SPAM_REVIEW' WHERE id = $1 RETURNING pg_sleep($2::float8 / 1000.0)::text",
+            &[&id, &item_ms],
+        )
+        .await?;
+        captured += 1;
+    }
+    Ok(Json(json!({ "captured": captured, "done": true })))
 }
 
 /// `/health` for the unguarded modes: the pool status and a `SELECT 1` through the pool.

@@ -103,6 +103,17 @@ impl Load {
 
     /// Sends one request and classifies what came back.
     pub async fn send(&self, class: Class, method: &'static str, path: &str, user: &str) -> Sample {
+        self.send_with_body(class, method, path, user).await.0
+    }
+
+    /// [`Load::send`], also returning the response body (empty when there was none).
+    pub async fn send_with_body(
+        &self,
+        class: Class,
+        method: &'static str,
+        path: &str,
+        user: &str,
+    ) -> (Sample, String) {
         let sent = self.start.elapsed();
         let began = Instant::now();
         let req = http::Request::builder()
@@ -111,27 +122,41 @@ impl Load {
             .header("x-user-id", user)
             .body(Empty::new())
             .expect("valid request");
+        let mut body = String::new();
         let outcome = match tokio::time::timeout(self.patience, async {
             let resp = self.client.request(req).await?;
             let status = resp.status();
             let retry = resp.headers().contains_key("retry-after");
-            let _ = resp.into_body().collect().await;
-            Ok::<_, hyper_util::client::legacy::Error>((status, retry))
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry, bytes))
         })
         .await
         {
-            Ok(Ok((status, _))) if status.is_success() => Outcome::Ok,
-            Ok(Ok((status, true))) if status == 429 || status == 503 => Outcome::Deferred,
-            Ok(Ok((status, _))) => Outcome::Failed(status.as_u16()),
+            Ok(Ok((status, retry, bytes))) => {
+                body = String::from_utf8_lossy(&bytes).into_owned();
+                if status.is_success() {
+                    Outcome::Ok
+                } else if retry && (status == 429 || status == 503) {
+                    Outcome::Deferred
+                } else {
+                    Outcome::Failed(status.as_u16())
+                }
+            }
             Ok(Err(_)) | Err(_) => Outcome::TimedOut,
         };
         self.live[class_index(class)][outcome_index(outcome)].fetch_add(1, Ordering::Relaxed);
-        Sample {
+        let sample = Sample {
             class,
             sent,
             latency: began.elapsed(),
             outcome,
-        }
+        };
+        (sample, body)
     }
 
     /// Sends `rate` requests per second for `duration`, starting now, spread over `users`.

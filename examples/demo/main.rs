@@ -17,6 +17,7 @@ mod observability;
 mod overload;
 mod report;
 mod scenarios;
+mod spam;
 
 use app::{AppOptions, GuardMode};
 use cli::Command;

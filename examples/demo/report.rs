@@ -26,6 +26,10 @@ pub struct ScenarioResult {
     pub normal_after: Option<Duration>,
     /// Steps an operator would have to take (the app had not recovered by itself).
     pub manual_steps: u32,
+    /// Scenario-specific findings, printed under the verdict.
+    pub notes: Vec<String>,
+    /// A scenario-specific expectation `full` missed.
+    pub missed: Option<String>,
 }
 
 impl ScenarioResult {
@@ -79,6 +83,8 @@ impl ScenarioResult {
             recovered_after,
             normal_after,
             manual_steps: if healthy_at_end { 0 } else { 1 },
+            notes: Vec::new(),
+            missed: None,
         }
     }
 
@@ -93,6 +99,9 @@ impl ScenarioResult {
     pub fn missed_expectation(&self) -> Option<String> {
         if self.mode != GuardMode::Full {
             return None;
+        }
+        if let Some(why) = &self.missed {
+            return Some(why.clone());
         }
         if self.critical_success() < 99.0 {
             return Some(format!(
@@ -122,8 +131,9 @@ impl ScenarioResult {
             (GuardMode::Full, Some(why)) => format!("FAIL ({why})"),
             _ => "measured".to_string(),
         };
+        let notes: String = self.notes.iter().map(|n| format!("\n    {n}")).collect();
         format!(
-            "verdict {} [{}]: critical {:.1} % ({}/{}), {} errors seen, {} lost, {} deferred with Retry-After, {} -> {}",
+            "verdict {} [{}]: critical {:.1} % ({}/{}), {} errors seen, {} lost, {} deferred with Retry-After, {} -> {}{}",
             self.name,
             self.mode,
             self.critical_success(),
@@ -133,7 +143,8 @@ impl ScenarioResult {
             self.lost,
             self.deferred,
             recovered,
-            status
+            status,
+            notes
         )
     }
 }

@@ -12,7 +12,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Every scenario, in the order the demo runs them.
-pub const ALL: &[&str] = &["dashboard-burst", "slow-query"];
+pub const ALL: &[&str] = &[
+    "dashboard-burst",
+    "slow-query",
+    "leaked-connections",
+    "spam-capture",
+];
 
 /// What a scenario sets up around the app.
 struct Plan {
@@ -114,8 +119,29 @@ pub async fn run(
                 ..quick_watchdog()
             },
         },
+        "leaked-connections" => Plan {
+            pool_max: 20,
+            statement_timeout: Duration::from_secs(30),
+            critical_rate: 40.0,
+            standard_rate: 20.0,
+            incident_at: Duration::from_secs(1),
+            total: Duration::from_secs(7),
+            watchdog: quick_watchdog(),
+        },
+        "spam-capture" => Plan {
+            pool_max: 20,
+            statement_timeout: Duration::from_secs(30),
+            critical_rate: 40.0,
+            standard_rate: 10.0,
+            incident_at: Duration::from_millis(500),
+            total: Duration::from_secs(9),
+            watchdog: quick_watchdog(),
+        },
         other => return Err(format!("unknown scenario `{other}`").into()),
     };
+    if name == "spam-capture" {
+        reset_messages(db).await?;
+    }
     let running = start_app(db, metrics, &plan, mode).await?;
     let observability = match &running.guard {
         Some(g) => Some(crate::observability::attach(g, false)?),
@@ -154,37 +180,75 @@ pub async fn run(
     let progress = spawn_progress(load.clone(), plan.total);
 
     tokio::time::sleep(plan.incident_at).await;
-    let incident = match name {
+    let at = || load.start.elapsed().as_secs_f64();
+    let mut notes = Vec::new();
+    let mut missed = None;
+    let mut samples = Vec::new();
+    match name {
         "dashboard-burst" => {
             println!(
                 "  t={:.1}s  the dashboard opens: 160 report queries at once",
-                load.start.elapsed().as_secs_f64()
+                at()
             );
-            load.burst(
+            let burst = load.burst(
                 Class::NonCritical,
                 "GET",
                 "/api/reports/activity?ms=800".into(),
                 160,
                 "dashboard-user",
-            )
+            );
+            samples.extend(burst.await?);
         }
-        _ => {
+        "slow-query" => {
             println!(
                 "  t={:.1}s  25 report queries that would run for 120 s",
-                load.start.elapsed().as_secs_f64()
+                at()
             );
-            load.burst(
+            let burst = load.burst(
                 Class::NonCritical,
                 "GET",
                 "/api/reports/activity?ms=120000".into(),
                 25,
                 "analyst",
-            )
+            );
+            samples.extend(burst.await?);
         }
-    };
-
-    let mut samples = Vec::new();
-    for h in [critical, assign, standard, incident] {
+        "leaked-connections" => {
+            println!("  t={:.1}s  another process grabs every free server connection for 4 s; report traffic picks up", at());
+            let leak = leak_connections(db, Duration::from_secs(4));
+            let reports = load.stream(
+                Class::NonCritical,
+                "GET",
+                "/api/reports/activity?ms=300",
+                20.0,
+                plan.total - plan.incident_at,
+                20,
+            );
+            let held = leak.await??;
+            println!(
+                "  t={:.1}s  the other process let go of its {held} connections",
+                at()
+            );
+            notes.push(format!(
+                "another process held {held} server connections for 4 s"
+            ));
+            samples.extend(reports.await?);
+        }
+        _ => {
+            let capture = spam_capture(&load, mode).await?;
+            notes.extend(capture.notes);
+            missed = capture.missed;
+            samples.extend(capture.samples);
+            let (invalid, captured, blocked) = spam_outcome(db).await?;
+            notes.push(format!(
+                "{captured} READY messages moved to SPAM_REVIEW, {invalid} invalid PROMOTED -> SPAM_REVIEW stored, {blocked} PROMOTED left as they were"
+            ));
+            if mode == GuardMode::Full && invalid > 0 && missed.is_none() {
+                missed = Some(format!("{invalid} invalid transitions stored"));
+            }
+        }
+    }
+    for h in [critical, assign, standard] {
         samples.extend(h.await?);
     }
     progress.abort();
@@ -210,7 +274,7 @@ pub async fn run(
         w.stop().await;
     }
     drop(running.guard);
-    let result = ScenarioResult::from_samples(
+    let mut result = ScenarioResult::from_samples(
         name,
         mode,
         &samples,
@@ -218,6 +282,8 @@ pub async fn run(
         after.outcome == Outcome::Ok,
         back_to_normal.map(|t| t.saturating_sub(plan.incident_at)),
     );
+    result.notes = notes;
+    result.missed = missed;
     Ok((result, reports))
 }
 
@@ -274,4 +340,147 @@ pub fn baseline_p99(samples: &[Sample], incident_at: Duration) -> Duration {
         .filter(|s| s.class == Class::Critical && s.sent < incident_at)
         .collect();
     percentile(&before, 99.0).unwrap_or(Duration::from_millis(20))
+}
+
+/// Opens connections as another application until the server refuses, holds them for
+/// `hold`, then closes them. Returns how many it held.
+fn leak_connections(
+    db: &Database,
+    hold: Duration,
+) -> tokio::task::JoinHandle<Result<usize, tokio_postgres::Error>> {
+    let mut pg = db.pg_config();
+    pg.application_name("report-exporter");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 500 {
+            match pg.connect(tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    held.push(client);
+                }
+                Err(_) => break,
+            }
+        }
+        let n = held.len();
+        tokio::time::sleep(hold).await;
+        drop(held);
+        Ok(n)
+    })
+}
+
+/// The seed's platform limit, scaled down twofold with the per-item cost (5 ms, not 10 ms):
+/// the 1,418 items still need about 1.4 times the limit.
+const PLATFORM_LIMIT: Duration = Duration::from_secs(5);
+const ITEM_COST_MS: u64 = 5;
+
+struct Capture {
+    samples: Vec<Sample>,
+    notes: Vec<String>,
+    missed: Option<String>,
+}
+
+/// Restores the seeded messages and remembers each one's status before the capture.
+async fn reset_messages(db: &Database) -> Result<(), Box<dyn std::error::Error>> {
+    let client = db.connect().await?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS messages_before; TRUNCATE messages RESTART IDENTITY")
+        .await?;
+    crate::spam::seed_messages(&client, crate::spam::DEFAULT_READY_SPAM, 42).await?;
+    client
+        .batch_execute("CREATE TABLE messages_before AS SELECT id, status FROM messages")
+        .await?;
+    Ok(())
+}
+
+/// (invalid transitions stored, READY captured, PROMOTED spam left alone).
+async fn spam_outcome(db: &Database) -> Result<(i64, i64, i64), Box<dyn std::error::Error>> {
+    let client = db.connect().await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE b.status = 'PROMOTED' AND m.status = 'SPAM_REVIEW'),
+                    count(*) FILTER (WHERE b.status = 'READY' AND m.status = 'SPAM_REVIEW'),
+                    count(*) FILTER (WHERE b.status = 'PROMOTED' AND m.status = 'PROMOTED'
+                                     AND m.body ILIKE ANY($1))
+             FROM messages m JOIN messages_before b USING (id)",
+            &[&crate::spam::SPAM_PATTERNS.to_vec()],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+/// The user clicks "Capture spam" until it is done, each click bounded by the platform limit.
+async fn spam_capture(load: &Load, mode: GuardMode) -> Result<Capture, Box<dyn std::error::Error>> {
+    let mut user = load.clone();
+    user.patience = PLATFORM_LIMIT;
+    let mut samples = Vec::new();
+    let mut notes = Vec::new();
+    let mut cursor = String::new();
+    let mut clicks = 0;
+    let mut failed_clicks = 0;
+    let mut missed = None;
+    println!(
+        "  t={:.1}s  the user clicks \"Capture spam\": 1,418 items at {ITEM_COST_MS} ms each, {} s platform limit",
+        load.start.elapsed().as_secs_f64(),
+        PLATFORM_LIMIT.as_secs()
+    );
+    loop {
+        clicks += 1;
+        let path = match mode {
+            GuardMode::Full => format!(
+                "/api/spam/capture?budget_ms={}&item_cost_ms={ITEM_COST_MS}{cursor}",
+                PLATFORM_LIMIT.as_millis()
+            ),
+            _ => format!("/api/spam/capture?item_cost_ms={ITEM_COST_MS}"),
+        };
+        let (sample, body) = user
+            .send_with_body(Class::Standard, "POST", &path, "spam-admin")
+            .await;
+        samples.push(sample);
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match sample.outcome {
+            Outcome::Ok => {
+                let message = answer["message"].as_str().unwrap_or("done").to_string();
+                println!(
+                    "  t={:.1}s  click {clicks}: {} ({:.1} s) {}",
+                    load.start.elapsed().as_secs_f64(),
+                    message,
+                    sample.latency.as_secs_f64(),
+                    answer["report"]["summary"].as_str().unwrap_or("")
+                );
+                if answer["done"].as_bool().unwrap_or(true) {
+                    break;
+                }
+                let c = &answer["cursor"];
+                cursor = format!(
+                    "&after={}&processed={}&chunks={}",
+                    c["after"].as_i64().unwrap_or(0),
+                    c["processed"].as_u64().unwrap_or(0),
+                    c["chunks"].as_u64().unwrap_or(0)
+                );
+            }
+            other => {
+                failed_clicks += 1;
+                println!(
+                    "  t={:.1}s  click {clicks}: the user sees an error ({other:?} after {:.1} s); the work done so far is partial",
+                    load.start.elapsed().as_secs_f64(),
+                    sample.latency.as_secs_f64()
+                );
+                if mode == GuardMode::Full {
+                    missed = Some(format!("capture click {clicks} failed: {other:?}"));
+                }
+            }
+        }
+        if clicks >= 30 {
+            missed = Some("capture did not finish in 30 clicks".into());
+            break;
+        }
+    }
+    notes.push(format!(
+        "{clicks} clicks, {failed_clicks} of them answered with an error"
+    ));
+    Ok(Capture {
+        samples,
+        notes,
+        missed,
+    })
 }
