@@ -25,6 +25,18 @@ pub enum Action {
     StatementTimeouts,
     /// Queries of dropped requests were cancelled on the server.
     QueriesCancelled,
+    /// The watchdog cancelled queries running past `kill_after`.
+    SlowQueriesCancelled,
+    /// The watchdog terminated backends (cancel ignored, or idle in a transaction).
+    BackendsTerminated,
+    /// A connection was held past the leak threshold.
+    LeakReported,
+    /// The pool was resized by the auto-resizer.
+    PoolResized,
+    /// The server as a whole was nearly full; its pressure raised the level.
+    ServerPressure,
+    /// Invalid status transitions were blocked.
+    TransitionsBlocked,
     /// Another part of the application reported an action, by name.
     Other(String),
 }
@@ -43,6 +55,15 @@ impl Action {
             Action::RateLimited => "Rate limiting applied to the heaviest users".into(),
             Action::StatementTimeouts => "Runaway statements stopped by statement_timeout".into(),
             Action::QueriesCancelled => "Abandoned queries cancelled on the server".into(),
+            Action::SlowQueriesCancelled => "Slow queries cancelled by the watchdog".into(),
+            Action::BackendsTerminated => "Stuck backends terminated by the watchdog".into(),
+            Action::LeakReported => "Connection held past the leak threshold reported".into(),
+            Action::PoolResized => "Pool resized within the server's headroom".into(),
+            Action::ServerPressure => {
+                "Server-wide connection pressure detected (another process holds connections)"
+                    .into()
+            }
+            Action::TransitionsBlocked => "Invalid status transitions blocked".into(),
             Action::Other(name) => format!("Action reported: {name}"),
         }
     }

@@ -275,3 +275,57 @@ fn the_local_summary_reads_like_the_seed_alert() {
     }
     assert!(text.starts_with(expected_lines[0]));
 }
+
+#[test]
+fn watchdog_actions_and_their_routes_are_part_of_the_incident() {
+    use crate::events::{ActionOutcome, BackendInfo};
+    let mut t = IncidentTracker::default();
+    let at = |ms: u64| t0() + Duration::from_millis(ms);
+    let backend = BackendInfo {
+        pid: 42,
+        role: Some("app".into()),
+        application: Some("poolguard:non_critical:7".into()),
+        class: Some(Criticality::NonCritical),
+        route: Some("/api/reports/activity".into()),
+        fingerprint: "SELECT pg_sleep(?)".into(),
+    };
+    let events = [
+        Event {
+            at: at(0),
+            kind: EventKind::ServerPressure {
+                used: 95,
+                usable: 97,
+                utilization: 0.98,
+            },
+        },
+        Event {
+            at: at(100),
+            kind: EventKind::QueryCancelled {
+                backend: backend.clone(),
+                running: Duration::from_secs(31),
+                outcome: ActionOutcome::Done,
+            },
+        },
+        Event {
+            at: at(200),
+            kind: EventKind::BackendTerminated {
+                backend,
+                running: Duration::from_secs(36),
+                outcome: ActionOutcome::Done,
+            },
+        },
+    ];
+    for e in &events {
+        assert!(t.observe(e).is_none());
+    }
+    let active = t.active().expect("a Warning event opens an incident");
+    assert_eq!(
+        active.actions,
+        vec![
+            Action::ServerPressure,
+            Action::SlowQueriesCancelled,
+            Action::BackendsTerminated
+        ]
+    );
+    assert_eq!(active.routes, vec!["/api/reports/activity".to_string()]);
+}

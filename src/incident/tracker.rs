@@ -1,7 +1,7 @@
 //! The pure incident tracker: events in, closed incidents out. Time comes from the events.
 
 use super::model::{Action, Impact, Incident};
-use crate::events::{BreakerState, Event, EventKind, Severity};
+use crate::events::{ActionOutcome, BreakerState, Event, EventKind, Severity};
 use crate::Level;
 use std::time::{Duration, SystemTime};
 
@@ -177,6 +177,22 @@ impl IncidentTracker {
             EventKind::QueryAbandoned {
                 cancel_sent: true, ..
             } => action(Action::QueriesCancelled),
+            EventKind::QueryCancelled {
+                outcome: ActionOutcome::Done,
+                ..
+            } => action(Action::SlowQueriesCancelled),
+            EventKind::BackendTerminated {
+                outcome: ActionOutcome::Done,
+                ..
+            }
+            | EventKind::IdleInTransactionReaped {
+                outcome: ActionOutcome::Done,
+                ..
+            } => action(Action::BackendsTerminated),
+            EventKind::ConnectionLeak { .. } => action(Action::LeakReported),
+            EventKind::PoolResized { .. } => action(Action::PoolResized),
+            EventKind::ServerPressure { .. } => action(Action::ServerPressure),
+            EventKind::TransitionsBlocked { .. } => action(Action::TransitionsBlocked),
             EventKind::Custom { name, severity, .. } if *severity >= Severity::Warning => {
                 action(Action::Other(name.clone()))
             }
@@ -198,13 +214,12 @@ impl IncidentTracker {
             } if *peak_utilization > incident.peak_utilization => {
                 incident.peak_utilization = *peak_utilization;
             }
-            EventKind::StatementTimedOut { route: Some(r), .. }
-            | EventKind::QueryAbandoned { route: Some(r), .. }
-                if !incident.routes.contains(r) && incident.routes.len() < 32 =>
-            {
+            _ => {}
+        }
+        if let Some(r) = route_of(&event.kind) {
+            if !incident.routes.contains(r) && incident.routes.len() < 32 {
                 incident.routes.push(r.clone());
             }
-            _ => {}
         }
         self.push_timeline(incident, event);
     }
@@ -216,5 +231,18 @@ impl IncidentTracker {
             incident.timeline_omitted += 1;
         }
         incident.timeline.push(event.clone());
+    }
+}
+
+/// The route an event names, if any.
+fn route_of(kind: &EventKind) -> Option<&String> {
+    match kind {
+        EventKind::StatementTimedOut { route, .. }
+        | EventKind::QueryAbandoned { route, .. }
+        | EventKind::ConnectionLeak { route, .. } => route.as_ref(),
+        EventKind::QueryCancelled { backend, .. }
+        | EventKind::BackendTerminated { backend, .. }
+        | EventKind::IdleInTransactionReaped { backend, .. } => backend.route.as_ref(),
+        _ => None,
     }
 }
