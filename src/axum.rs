@@ -2,7 +2,7 @@
 //! `/metrics` routes.
 
 use crate::layer::RequestContext;
-use crate::{AcquireContext, Criticality, Error, Guard, GuardedConn};
+use crate::{error, AcquireContext, Criticality, Error, Guard, GuardedConn};
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -75,6 +75,10 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let reason = match &self {
             Error::Rejected(r) => return r.to_response(),
+            // The same SQLSTATE (57014) covers the timeout and a cancel (the watchdog's).
+            Error::StatementTimeout(e) if !error::stopped_by_statement_timeout(e) => {
+                "query_cancelled"
+            }
             Error::StatementTimeout(_) => "statement_timeout",
             Error::Db(_) => "database_error",
             Error::MissingLayer => "route_not_guarded",

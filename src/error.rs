@@ -6,14 +6,22 @@ use std::fmt;
 /// SQLSTATE of a statement stopped by `statement_timeout` (or a cancel request).
 pub const QUERY_CANCELED: &str = "57014";
 
+/// Whether a 57014 error came from `statement_timeout` (and not from a cancel request, such
+/// as the watchdog's).
+pub(crate) fn stopped_by_statement_timeout(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.message().contains("statement timeout"))
+}
+
 /// What can go wrong when acquiring a guarded connection or running a query on it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The guard refused the acquisition (answered 429 or 503 with `Retry-After`).
     Rejected(Rejection),
-    /// A statement ran past `statement_timeout` and Postgres stopped it (SQLSTATE 57014);
-    /// answered 504.
+    /// A statement was stopped by Postgres with SQLSTATE 57014: it ran past
+    /// `statement_timeout`, or it was cancelled (by the watchdog, say); answered 504 with
+    /// `statement_timeout` or `query_cancelled` as the reason.
     StatementTimeout(tokio_postgres::Error),
     /// Any other database error; answered 500.
     Db(tokio_postgres::Error),

@@ -38,7 +38,12 @@ pub fn attach(
             tracing::info!("no POOLGUARD_LLM_BASE_URL: incidents get the local rule-based summary")
         }
     }
-    let mut builder = Reporter::builder(ReporterConfig::default()).store(store.clone());
+    let config = ReporterConfig {
+        // POOLGUARD_LLM_DRY_RUN=1 writes the exact prompt instead of calling the endpoint.
+        dry_run: std::env::var("POOLGUARD_LLM_DRY_RUN").is_ok_and(|v| v == "1"),
+        ..ReporterConfig::default()
+    };
+    let mut builder = Reporter::builder(config).store(store.clone());
     if log_reports {
         builder = builder.sink(LogSink);
     }

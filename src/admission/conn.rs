@@ -89,9 +89,7 @@ impl GuardedConn {
         result.map_err(|e| {
             // A cancel (the watchdog's, or anyone's) is also SQLSTATE 57014; only Postgres's
             // own statement_timeout is reported as one.
-            let by_timeout = e
-                .as_db_error()
-                .is_some_and(|d| d.message().contains("statement timeout"));
+            let by_timeout = crate::error::stopped_by_statement_timeout(&e);
             let e = Error::from_query(e);
             if e.is_statement_timeout() && by_timeout {
                 self.report_statement_timeout();
