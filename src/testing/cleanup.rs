@@ -4,10 +4,10 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// Cleans up after a server whose [`TestCluster`](super::TestCluster) is never dropped (a `static`, a
-/// `process::exit`, a killed test process): a small `sh` process, in its own process group,
-/// waits for its stdin pipe to close, which the kernel does when this process ends; it
-/// then shuts the server down immediately and deletes the cluster directory.
+/// Cleans up after a server whose [`TestCluster`](super::TestCluster) is never dropped (a
+/// `static`, a `process::exit`, a killed test process): a small `sh` process, in its own
+/// process group, waits for its stdin pipe to close, which the kernel does when this process
+/// ends; it then shuts the server down immediately and deletes the cluster directory.
 #[derive(Debug)]
 pub(super) struct Watchdog {
     process: Child,
