@@ -1,0 +1,212 @@
+//! Validating a [`GuardConfig`] against a pool size, and the critical reserve it implies.
+
+use super::{BuildError, GuardConfig, UserLimits};
+use crate::Criticality;
+use std::time::Duration;
+
+fn ratio(field: &'static str, v: f64) -> Result<(), BuildError> {
+    if v.is_finite() && v > 0.0 && v <= 1.0 {
+        Ok(())
+    } else {
+        Err(BuildError::field(
+            field,
+            format!("must be in (0, 1], got {v}"),
+        ))
+    }
+}
+
+fn nonzero(field: &'static str, d: Duration) -> Result<(), BuildError> {
+    if d.is_zero() {
+        Err(BuildError::field(field, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+impl GuardConfig {
+    /// Checks every field against a pool of `max_size` connections; the error names the first
+    /// bad field.
+    pub fn validate(&self, max_size: usize) -> Result<(), BuildError> {
+        if max_size == 0 {
+            return Err(BuildError::field(
+                "max_size",
+                "the pool must hold at least one connection",
+            ));
+        }
+        ratio("warning_utilization", self.warning_utilization)?;
+        ratio("critical_utilization", self.critical_utilization)?;
+        ratio("critical_recovery", self.critical_recovery)?;
+        ratio("warning_recovery", self.warning_recovery)?;
+        if self.warning_utilization >= self.critical_utilization {
+            return Err(BuildError::field(
+                "warning_utilization",
+                format!(
+                    "must be below critical_utilization ({} >= {})",
+                    self.warning_utilization, self.critical_utilization
+                ),
+            ));
+        }
+        if self.critical_recovery >= self.critical_utilization {
+            return Err(BuildError::field(
+                "critical_recovery",
+                "must be below critical_utilization (hysteresis needs a gap)",
+            ));
+        }
+        if self.warning_recovery >= self.warning_utilization {
+            return Err(BuildError::field(
+                "warning_recovery",
+                "must be below warning_utilization (hysteresis needs a gap)",
+            ));
+        }
+        nonzero("min_dwell", self.min_dwell)?;
+        nonzero("starvation_after", self.starvation_after)?;
+        nonzero("max_queue_wait", self.max_queue_wait)?;
+        nonzero("pool_wait_timeout", self.pool_wait_timeout)?;
+        nonzero("pool_create_timeout", self.pool_create_timeout)?;
+        nonzero("pool_recycle_timeout", self.pool_recycle_timeout)?;
+        nonzero("breaker_ramp", self.breaker_ramp)?;
+        nonzero("sample_interval", self.sample_interval)?;
+        if self.queue_depth == 0 {
+            return Err(BuildError::field("queue_depth", "must be at least 1"));
+        }
+        if let Some(r) = self.critical_reserve {
+            if r >= max_size {
+                return Err(BuildError::field(
+                    "critical_reserve",
+                    format!("must be smaller than the pool ({r} >= max_size {max_size})"),
+                ));
+            }
+        }
+        for class in Criticality::ALL {
+            if self.class_statement_timeout.get(class) == Some(Duration::ZERO) {
+                return Err(BuildError::field(
+                    "class_statement_timeout",
+                    format!("{class}: zero would disable the timeout; leave it unset instead"),
+                ));
+            }
+        }
+        self.limits.validate()
+    }
+
+    /// The reserve for a pool of `max_size`: the configured value, or 10 % rounded up.
+    pub fn reserve_for(&self, max_size: usize) -> usize {
+        self.critical_reserve
+            .unwrap_or_else(|| max_size.div_ceil(10).max(1))
+            .min(max_size.saturating_sub(1))
+    }
+}
+
+impl UserLimits {
+    fn validate(&self) -> Result<(), BuildError> {
+        let fields = [
+            ("limits.rate_per_second", self.rate_per_second),
+            ("limits.burst", self.burst),
+            ("limits.in_flight", self.in_flight),
+            ("limits.tight_rate_per_second", self.tight_rate_per_second),
+            ("limits.tight_burst", self.tight_burst),
+            ("limits.tight_in_flight", self.tight_in_flight),
+        ];
+        for (field, v) in fields {
+            if v == 0 {
+                return Err(BuildError::field(field, "must be at least 1"));
+            }
+        }
+        if self.tight_in_flight > self.in_flight {
+            return Err(BuildError::field(
+                "limits.tight_in_flight",
+                "must not exceed limits.in_flight (it is the tighter cap)",
+            ));
+        }
+        if self.max_key_len < 8 {
+            return Err(BuildError::field(
+                "limits.max_key_len",
+                "must be at least 8",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<(), BuildError>) -> &'static str {
+        match r {
+            Err(BuildError::InvalidConfig { field, .. }) => field,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        GuardConfig::default().validate(20).unwrap();
+    }
+
+    #[test]
+    fn warning_at_or_above_critical_names_the_field() {
+        let c = GuardConfig {
+            warning_utilization: 0.95,
+            ..GuardConfig::default()
+        };
+        assert_eq!(field_of(c.validate(20)), "warning_utilization");
+    }
+
+    #[test]
+    fn ratios_outside_unit_interval_are_rejected() {
+        for bad in [0.0, -0.1, 1.5, f64::NAN] {
+            let c = GuardConfig {
+                critical_utilization: bad,
+                ..GuardConfig::default()
+            };
+            assert_eq!(
+                field_of(c.validate(20)),
+                "critical_utilization",
+                "value {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_pool_and_zero_waits_are_rejected() {
+        assert_eq!(field_of(GuardConfig::default().validate(0)), "max_size");
+        let c = GuardConfig {
+            max_queue_wait: Duration::ZERO,
+            ..GuardConfig::default()
+        };
+        assert_eq!(field_of(c.validate(20)), "max_queue_wait");
+        let c = GuardConfig {
+            pool_wait_timeout: Duration::ZERO,
+            ..GuardConfig::default()
+        };
+        assert_eq!(field_of(c.validate(20)), "pool_wait_timeout");
+    }
+
+    #[test]
+    fn recovery_must_leave_a_gap() {
+        let c = GuardConfig {
+            critical_recovery: 0.92,
+            ..GuardConfig::default()
+        };
+        assert_eq!(field_of(c.validate(20)), "critical_recovery");
+    }
+
+    #[test]
+    fn reserve_must_leave_room_for_others() {
+        let c = GuardConfig {
+            critical_reserve: Some(20),
+            ..GuardConfig::default()
+        };
+        assert_eq!(field_of(c.validate(20)), "critical_reserve");
+        assert_eq!(GuardConfig::default().reserve_for(20), 2);
+        assert_eq!(GuardConfig::default().reserve_for(3), 1);
+        assert_eq!(GuardConfig::default().reserve_for(1), 0);
+    }
+
+    #[test]
+    fn zero_limits_name_the_nested_field() {
+        let mut c = GuardConfig::default();
+        c.limits.tight_in_flight = 0;
+        assert_eq!(field_of(c.validate(20)), "limits.tight_in_flight");
+    }
+}

@@ -1,0 +1,297 @@
+//! [`EventKind`], what happened, and the small data types its variants carry.
+
+use super::Severity;
+use crate::batch::BatchPause;
+use crate::transition::BlockedPair;
+use crate::{Criticality, Level};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Requests answered by the guard in one summary window, per class
+/// (indexed non-critical, standard, critical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    /// Acquisitions granted a connection.
+    pub served: [u64; 3],
+    /// Requests answered 503 by the breaker or because the queue was full.
+    pub shed: [u64; 3],
+    /// Acquisitions that had to wait in the queue.
+    pub queued: [u64; 3],
+    /// Requests answered 429 by a per-user limit.
+    pub rate_limited: [u64; 3],
+    /// Acquisitions that waited past `max_queue_wait`, and statements that hit the timeout.
+    pub timed_out: [u64; 3],
+}
+
+impl OutcomeCounts {
+    /// Whether nothing but served requests happened.
+    pub fn is_quiet(&self) -> bool {
+        self.shed == [0; 3]
+            && self.queued == [0; 3]
+            && self.rate_limited == [0; 3]
+            && self.timed_out == [0; 3]
+    }
+
+    /// Adds another window's counts to these.
+    pub fn add(&mut self, other: &OutcomeCounts) {
+        for i in 0..3 {
+            self.served[i] += other.served[i];
+            self.shed[i] += other.shed[i];
+            self.queued[i] += other.queued[i];
+            self.rate_limited[i] += other.rate_limited[i];
+            self.timed_out[i] += other.timed_out[i];
+        }
+    }
+}
+
+/// The state of the non-critical breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Non-critical routes are served.
+    Closed,
+    /// Non-critical routes are answered 503 without touching the pool.
+    Open,
+    /// Non-critical routes are being let back in on a ramp.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// What became of a watchdog action on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// The signal was delivered.
+    Done,
+    /// Dry run: the watchdog only reports what it would have done.
+    DryRun,
+    /// The query or session ended (or moved on) before the signal was sent: nothing to do.
+    Gone,
+    /// The signal could not be delivered (no permission, lost connection).
+    Failed,
+}
+
+impl ActionOutcome {
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Done => "done",
+            ActionOutcome::DryRun => "dry_run",
+            ActionOutcome::Gone => "gone",
+            ActionOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The backend a watchdog action was about. Never carries a query's literal values: the query
+/// is reduced to its [fingerprint](crate::watchdog::fingerprint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// The backend's process id.
+    pub pid: i32,
+    /// The role it is connected as.
+    pub role: Option<String>,
+    /// Its `application_name`.
+    pub application: Option<String>,
+    /// The class of the acquisition holding it, when the guard tagged the connection.
+    pub class: Option<Criticality>,
+    /// The route or caller label holding it, when known.
+    pub route: Option<String>,
+    /// The query with its literals replaced by `?`.
+    pub fingerprint: String,
+}
+
+/// Why the watchdog resized the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeReason {
+    /// Acquisitions kept waiting: the pool grew by a step.
+    Waiting,
+    /// The pressure is over: the pool shrank back toward its original size.
+    Recovered,
+    /// The server ran short of connections: the pool gave some back.
+    ServerFull,
+}
+
+impl ResizeReason {
+    /// A stable lower-case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResizeReason::Waiting => "waiting",
+            ResizeReason::Recovered => "recovered",
+            ResizeReason::ServerFull => "server_full",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The pressure level changed.
+    LevelChanged {
+        /// Level before.
+        from: Level,
+        /// Level after.
+        to: Level,
+        /// Utilization that caused the change, in `[0, 1]`.
+        utilization: f64,
+        /// Connections in use (through the guard and outside it).
+        in_use: usize,
+        /// The pool's maximum size.
+        max_size: usize,
+        /// Acquisitions waiting.
+        waiting: usize,
+    },
+    /// The non-critical breaker changed state.
+    BreakerChanged {
+        /// The new state.
+        state: BreakerState,
+    },
+    /// What the guard did with requests over the last window (emitted only when something
+    /// other than serving happened).
+    RequestsSummary {
+        /// Length of the window.
+        #[serde(with = "crate::config::millis")]
+        window: Duration,
+        /// Counts by outcome and class.
+        counts: OutcomeCounts,
+    },
+    /// A statement ran into `statement_timeout` (SQLSTATE 57014) and was stopped by Postgres.
+    StatementTimedOut {
+        /// The class of the acquisition.
+        class: Criticality,
+        /// The route or caller label, if known.
+        route: Option<String>,
+    },
+    /// A request was dropped while its query ran; the query was cancelled on the server and
+    /// the connection discarded.
+    QueryAbandoned {
+        /// The class of the acquisition.
+        class: Criticality,
+        /// The route or caller label, if known.
+        route: Option<String>,
+        /// Whether the server-side cancel was delivered.
+        cancel_sent: bool,
+    },
+    /// The level returned to Normal after an episode of pressure.
+    Recovered {
+        /// Time from leaving Normal to returning to it.
+        #[serde(with = "crate::config::millis")]
+        after: Duration,
+        /// Highest utilization seen during the episode.
+        peak_utilization: f64,
+    },
+    /// A run of status updates ended with invalid transitions blocked by the policy.
+    TransitionsBlocked {
+        /// The operation that ran (e.g. `spam-capture`).
+        operation: String,
+        /// Transitions applied.
+        valid: u64,
+        /// Blocked attempts per `from -> to` pair, most frequent first.
+        blocked: Vec<BlockedPair>,
+        /// Attempts whose row did not exist.
+        not_found: u64,
+    },
+    /// The watchdog cancelled a query running past its limit (`pg_cancel_backend`).
+    QueryCancelled {
+        /// The backend.
+        backend: BackendInfo,
+        /// How long the query had run.
+        #[serde(with = "crate::config::millis")]
+        running: Duration,
+        /// Whether the cancel was sent.
+        outcome: ActionOutcome,
+    },
+    /// The watchdog terminated a backend whose query kept running after a cancel
+    /// (`pg_terminate_backend`).
+    BackendTerminated {
+        /// The backend.
+        backend: BackendInfo,
+        /// How long the query had run.
+        #[serde(with = "crate::config::millis")]
+        running: Duration,
+        /// Whether the backend was terminated.
+        outcome: ActionOutcome,
+    },
+    /// The watchdog terminated a session left idle inside a transaction.
+    IdleInTransactionReaped {
+        /// The backend (the fingerprint is of its last query).
+        backend: BackendInfo,
+        /// How long it had been idle in the transaction.
+        #[serde(with = "crate::config::millis")]
+        idle: Duration,
+        /// Whether the backend was terminated.
+        outcome: ActionOutcome,
+    },
+    /// A connection has been held through the guard longer than the leak threshold (reported
+    /// once per checkout).
+    ConnectionLeak {
+        /// The class of the acquisition.
+        class: Criticality,
+        /// The route or caller label holding it.
+        route: Option<String>,
+        /// The user it was acquired for.
+        user: Option<String>,
+        /// How long it had been held when noticed.
+        #[serde(with = "crate::config::millis")]
+        held: Duration,
+    },
+    /// The watchdog resized the pool.
+    PoolResized {
+        /// Size before.
+        from: usize,
+        /// Size after.
+        to: usize,
+        /// Why.
+        reason: ResizeReason,
+    },
+    /// The server as a whole is running out of connections (whoever holds them).
+    ServerPressure {
+        /// Client connections in use on the server.
+        used: u32,
+        /// Connections usable by ordinary roles (`max_connections` less reserved slots).
+        usable: u32,
+        /// `used / usable`.
+        utilization: f64,
+    },
+    /// A free-form event from another part of the library or the application.
+    Custom {
+        /// A short machine-readable name.
+        name: String,
+        /// The severity the emitter chose.
+        severity: Severity,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// A time-budgeted batch ([`crate::batch`]) committed a chunk; the last event of each
+    /// call also says whether the operation is complete or why the call paused.
+    BatchProgress {
+        /// The operation (e.g. `spam-capture`).
+        operation: String,
+        /// Chunks committed so far over all calls.
+        chunk: u64,
+        /// Items in the chunk this event is about (0 when no chunk committed since the
+        /// previous event).
+        chunk_size: usize,
+        /// Items committed so far over all calls.
+        processed: u64,
+        /// Items committed plus items left, if the source counts them.
+        total: Option<u64>,
+        /// Whether the operation is complete.
+        done: bool,
+        /// Why the call ended early, on its last event.
+        paused: Option<BatchPause>,
+    },
+}

@@ -1,0 +1,256 @@
+//! The `[SELF-HEAL]` text of each event.
+
+use super::{ActionOutcome, BackendInfo, BreakerState, Event, EventKind, ResizeReason};
+use crate::{Criticality, Level};
+use std::time::Duration;
+
+impl Event {
+    /// The `[SELF-HEAL]` log line for this event (without the prefix).
+    pub fn message(&self) -> String {
+        match &self.kind {
+            EventKind::LevelChanged {
+                from,
+                to,
+                utilization,
+                in_use,
+                max_size,
+                waiting,
+            } => {
+                let pct = (utilization * 100.0).round();
+                match (from, to) {
+                    (_, Level::Critical) => format!(
+                        "CRITICAL: Connection pool at {pct}% ({in_use}/{max_size}, {waiting} waiting) - Emergency measures: non-critical shed, standard queued, critical served first"
+                    ),
+                    (Level::Normal, Level::Warning) => format!(
+                        "Connection pool at {pct}% ({in_use}/{max_size}, {waiting} waiting) - Warning threshold: breaker open for non-critical routes, per-user limits tightened"
+                    ),
+                    (Level::Critical, Level::Warning) => format!(
+                        "Connection pool recovered to {pct}% ({in_use}/{max_size}) - queued work draining"
+                    ),
+                    (_, Level::Normal) => format!(
+                        "Connection pool at {pct}% ({in_use}/{max_size}) - Normal operations resumed"
+                    ),
+                    _ => format!("Level {from} -> {to} at {pct}% ({in_use}/{max_size})"),
+                }
+            }
+            EventKind::BreakerChanged { state } => match state {
+                BreakerState::Open => "Circuit breaker open for non-critical routes".to_string(),
+                BreakerState::HalfOpen => {
+                    "Circuit breaker half-open: non-critical routes let back in on a ramp"
+                        .to_string()
+                }
+                BreakerState::Closed => {
+                    "Circuit breaker closed: non-critical routes fully served".to_string()
+                }
+            },
+            EventKind::RequestsSummary { window, counts } => {
+                let sum = |a: &[u64; 3]| a.iter().sum::<u64>();
+                format!(
+                    "Last {} ms: {} served, {} shed, {} queued, {} rate-limited, {} timed out (critical: {} served, {} shed)",
+                    window.as_millis(),
+                    sum(&counts.served),
+                    sum(&counts.shed),
+                    sum(&counts.queued),
+                    sum(&counts.rate_limited),
+                    sum(&counts.timed_out),
+                    counts.served[Criticality::Critical.index()],
+                    counts.shed[Criticality::Critical.index()],
+                )
+            }
+            EventKind::StatementTimedOut { class, route } => format!(
+                "Statement timeout stopped a {class} query{}",
+                route_suffix(route)
+            ),
+            EventKind::QueryAbandoned {
+                class,
+                route,
+                cancel_sent,
+            } => format!(
+                "Request dropped mid-query ({class}{}): {}; connection discarded",
+                route_suffix(route),
+                if *cancel_sent {
+                    "server-side cancel sent"
+                } else {
+                    "cancel could not be sent"
+                }
+            ),
+            EventKind::Recovered {
+                after,
+                peak_utilization,
+            } => format!(
+                "System fully recovered after {:.1} s (peak {}%)",
+                after.as_secs_f64(),
+                (peak_utilization * 100.0).round()
+            ),
+            EventKind::TransitionsBlocked {
+                operation,
+                valid,
+                blocked,
+                not_found,
+            } => crate::transition::blocked_message(operation, *valid, blocked, *not_found),
+            EventKind::QueryCancelled {
+                backend,
+                running,
+                outcome,
+            } => action_message(
+                "cancel",
+                "Cancelled",
+                "query running",
+                *running,
+                backend,
+                *outcome,
+            ),
+            EventKind::BackendTerminated {
+                backend,
+                running,
+                outcome,
+            } => action_message(
+                "terminate",
+                "Terminated",
+                "backend ignoring cancel, query running",
+                *running,
+                backend,
+                *outcome,
+            ),
+            EventKind::IdleInTransactionReaped {
+                backend,
+                idle,
+                outcome,
+            } => action_message(
+                "terminate",
+                "Terminated",
+                "session idle in transaction for",
+                *idle,
+                backend,
+                *outcome,
+            ),
+            EventKind::ConnectionLeak {
+                class,
+                route,
+                user,
+                held,
+            } => format!(
+                "Possible connection leak: {class} connection held {:.1} s{}{}",
+                held.as_secs_f64(),
+                route_suffix(route),
+                user.as_deref()
+                    .map(|u| format!(" for user {u}"))
+                    .unwrap_or_default()
+            ),
+            EventKind::PoolResized { from, to, reason } => match reason {
+                ResizeReason::Waiting => {
+                    format!("Pool grown {from} -> {to}: acquisitions kept waiting")
+                }
+                ResizeReason::Recovered => {
+                    format!("Pool shrunk {from} -> {to}: pressure is over")
+                }
+                ResizeReason::ServerFull => {
+                    format!("Pool shrunk {from} -> {to}: the server is running out of connections")
+                }
+            },
+            EventKind::ServerPressure {
+                used,
+                usable,
+                utilization,
+            } => format!(
+                "Server connections at {}% ({used}/{usable}) across every client",
+                (utilization * 100.0).round()
+            ),
+            EventKind::Custom { name, message, .. } => format!("{name}: {message}"),
+            EventKind::BatchProgress {
+                operation,
+                chunk,
+                chunk_size,
+                processed,
+                total,
+                done,
+                paused,
+            } => crate::batch::message(
+                operation,
+                *chunk,
+                *chunk_size,
+                *processed,
+                *total,
+                *done,
+                *paused,
+            ),
+        }
+    }
+}
+
+/// `[SELF-HEAL] Cancelled query running 31.2 s (pid 1234, app poolguard): SELECT pg_sleep(?)`
+fn action_message(
+    verb: &str,
+    done: &str,
+    what: &str,
+    took: Duration,
+    backend: &BackendInfo,
+    outcome: ActionOutcome,
+) -> String {
+    let lead = match outcome {
+        ActionOutcome::Done => done.to_string(),
+        ActionOutcome::DryRun => format!("Dry run: would {verb}"),
+        ActionOutcome::Gone => format!("Did not need to {verb}"),
+        ActionOutcome::Failed => format!("Could not {verb}"),
+    };
+    let mut who = format!("pid {}", backend.pid);
+    if let Some(app) = &backend.application {
+        who.push_str(&format!(", app {app}"));
+    }
+    if let Some(route) = &backend.route {
+        who.push_str(&format!(", route {route}"));
+    }
+    format!(
+        "{lead} {what} {:.1} s ({who}): {}",
+        took.as_secs_f64(),
+        backend.fingerprint
+    )
+}
+
+fn route_suffix(route: &Option<String>) -> String {
+    route
+        .as_deref()
+        .map(|r| format!(" on {r}"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::level;
+    use crate::events::Severity;
+
+    #[test]
+    fn critical_message_reads_like_the_seed() {
+        let m = level(Level::Warning, Level::Critical).message();
+        assert!(
+            m.starts_with("CRITICAL: Connection pool at 92% (92/100"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_cancel_reads_like_a_self_heal_line() {
+        let e = Event::now(EventKind::QueryCancelled {
+            backend: BackendInfo {
+                pid: 1234,
+                role: Some("app".into()),
+                application: Some("poolguard".into()),
+                class: None,
+                route: None,
+                fingerprint: "SELECT pg_sleep(?)".into(),
+            },
+            running: Duration::from_millis(31_240),
+            outcome: ActionOutcome::Done,
+        });
+        assert_eq!(
+            e.message(),
+            "Cancelled query running 31.2 s (pid 1234, app poolguard): SELECT pg_sleep(?)"
+        );
+        assert_eq!(e.severity(), Severity::Warning);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "query_cancelled");
+        assert_eq!(json["outcome"], "done");
+        assert_eq!(json["backend"]["pid"], 1234);
+    }
+}

@@ -1,0 +1,66 @@
+//! [`GuardStatus`]: a snapshot of the guard and its pool.
+
+use super::inner::GuardInner;
+use crate::events::BreakerState;
+use crate::{Criticality, Level};
+
+/// A consistent-enough picture of the guard and its pool at one instant. Like deadpool's
+/// `Status`, the numbers are read at slightly different moments and need not add up exactly.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GuardStatus {
+    /// The pressure level.
+    pub level: Level,
+    /// The state of the non-critical breaker.
+    pub breaker: BreakerState,
+    /// The pool's maximum size.
+    pub max_size: usize,
+    /// Connections the pool currently holds (idle and in use).
+    pub size: usize,
+    /// Idle connections in the pool.
+    pub available: usize,
+    /// Connections in use: through the guard plus outside it.
+    pub in_use: usize,
+    /// Slots held through the guard.
+    pub granted: usize,
+    /// Connections in use that were taken from the pool outside the guard.
+    pub external: usize,
+    /// Acquisitions waiting in the guard's queue.
+    pub queued: usize,
+    /// Waiting acquisitions by class: non-critical, standard, critical.
+    pub queued_by_class: [usize; 3],
+    /// Waiters inside deadpool itself.
+    pub pool_waiting: usize,
+    /// Slots only critical work may use.
+    pub reserve: usize,
+    /// Pool utilization, `in_use / max_size`.
+    pub utilization: f64,
+    /// Server-wide utilization fed in by
+    /// [`Guard::report_server_utilization`](super::Guard::report_server_utilization).
+    pub server_utilization: f64,
+    /// Highest utilization seen since the guard was built.
+    pub peak_utilization: f64,
+}
+
+impl GuardInner {
+    pub(crate) fn status(&self) -> GuardStatus {
+        let pool = self.pool.status();
+        let s = self.lock();
+        GuardStatus {
+            level: s.level(),
+            breaker: self.breaker.state(),
+            max_size: s.max_size,
+            size: pool.size,
+            available: pool.available,
+            in_use: s.in_use(),
+            granted: s.granted,
+            external: s.external,
+            queued: s.queued(),
+            queued_by_class: Criticality::ALL.map(|c| s.queued_of(c)),
+            pool_waiting: pool.waiting,
+            reserve: s.reserve,
+            utilization: s.pool_utilization(),
+            server_utilization: s.server_utilization,
+            peak_utilization: s.peak_utilization,
+        }
+    }
+}
