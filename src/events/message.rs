@@ -17,20 +17,31 @@ impl Event {
                 waiting,
             } => {
                 let pct = (utilization * 100.0).round();
+                let pool_share = *in_use as f64 / (*max_size).max(1) as f64;
+                // The level follows the higher of pool and server-wide use: say which it is.
+                let (at, of) = if (utilization - pool_share).abs() > 0.005 {
+                    (
+                        format!("Server connections at {pct}%"),
+                        format!("pool {in_use}/{max_size}"),
+                    )
+                } else {
+                    (
+                        format!("Connection pool at {pct}%"),
+                        format!("{in_use}/{max_size}"),
+                    )
+                };
                 match (from, to) {
                     (_, Level::Critical) => format!(
-                        "CRITICAL: Connection pool at {pct}% ({in_use}/{max_size}, {waiting} waiting) - Emergency measures: non-critical shed, standard queued, critical served first"
+                        "CRITICAL: {at} ({of}, {waiting} waiting) - Emergency measures: non-critical shed, standard queued, critical served first"
                     ),
                     (Level::Normal, Level::Warning) => format!(
-                        "Connection pool at {pct}% ({in_use}/{max_size}, {waiting} waiting) - Warning threshold: breaker open for non-critical routes, per-user limits tightened"
+                        "{at} ({of}, {waiting} waiting) - Warning threshold: breaker open for non-critical routes, per-user limits tightened"
                     ),
-                    (Level::Critical, Level::Warning) => format!(
-                        "Connection pool recovered to {pct}% ({in_use}/{max_size}) - queued work draining"
-                    ),
-                    (_, Level::Normal) => format!(
-                        "Connection pool at {pct}% ({in_use}/{max_size}) - Normal operations resumed"
-                    ),
-                    _ => format!("Level {from} -> {to} at {pct}% ({in_use}/{max_size})"),
+                    (Level::Critical, Level::Warning) => {
+                        format!("Recovered to {at} ({of}) - queued work draining")
+                    }
+                    (_, Level::Normal) => format!("{at} ({of}) - Normal operations resumed"),
+                    _ => format!("Level {from} -> {to}: {at} ({of})"),
                 }
             }
             EventKind::BreakerChanged { state } => match state {
@@ -219,6 +230,23 @@ mod tests {
     use super::*;
     use crate::events::tests::level;
     use crate::events::Severity;
+
+    #[test]
+    fn server_driven_levels_say_so() {
+        let e = Event::now(EventKind::LevelChanged {
+            from: Level::Normal,
+            to: Level::Warning,
+            utilization: 0.95,
+            in_use: 2,
+            max_size: 20,
+            waiting: 0,
+        });
+        let m = e.message();
+        assert!(
+            m.starts_with("Server connections at 95% (pool 2/20, 0 waiting)"),
+            "{m}"
+        );
+    }
 
     #[test]
     fn critical_message_reads_like_the_seed() {
