@@ -28,6 +28,8 @@ pub struct Row {
     loaded_p50: Duration,
     loaded_p99: Duration,
     nc_served: usize,
+    /// Non-critical acquisitions that waited in the guard's queue (`full` only).
+    nc_queued: Option<u64>,
     nc_refused: usize,
     nc_failed: usize,
     nc_timed_out: usize,
@@ -68,6 +70,7 @@ async fn measure(
     };
     let app = app::build(db.pg_config(), &options, metrics.clone()).await?;
     let (addr, server) = serve(app.router).await?;
+    let mut events = app.guard.as_ref().map(|g| g.subscribe());
     let load = Load::new(addr, Duration::from_secs(5));
     let report = format!("/api/reports/activity?ms={REPORT_MS}");
     let report: &'static str = Box::leak(report.into_boxed_str());
@@ -110,8 +113,21 @@ async fn measure(
     if let Some(w) = app.watchdog {
         w.stop().await;
     }
+    // Let the last requests summary out, then count what the guard queued.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let nc_queued = events.as_mut().map(|sub| {
+        let mut queued = 0;
+        while let Some(e) = sub.try_recv() {
+            if let poolguard::events::EventKind::RequestsSummary { counts, .. } = e.kind {
+                queued += counts.queued[0];
+            }
+        }
+        queued
+    });
     drop(app.guard);
-    Ok(summarize(mode, &samples))
+    let mut row = summarize(mode, &samples);
+    row.nc_queued = nc_queued;
+    Ok(row)
 }
 
 fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
@@ -171,6 +187,7 @@ fn summarize(mode: GuardMode, samples: &[Sample]) -> Row {
             .iter()
             .filter(|s| s.outcome == Outcome::Ok)
             .count(),
+        nc_queued: None,
         nc_refused: rejected.len(),
         nc_failed: non_critical
             .iter()
@@ -210,11 +227,11 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         rows.push(measure(mode, &db, &metrics).await?);
     }
     println!();
-    println!("| guard | critical success (burst) | critical p50 / p99 unloaded (ms) | critical p50 / p99 burst (ms) | p99 ratio | non-critical served / refused / failed / timed out | rejection p50 (ms) | time to recover |");
+    println!("| guard | critical success (burst) | critical p50 / p99 unloaded (ms) | critical p50 / p99 burst (ms) | p99 ratio | non-critical served / queued / refused / failed / timed out | rejection p50 (ms) | time to recover |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {:.1} % ({}/{}) | {} / {} | {} / {} | {:.2}x | {} / {} / {} / {} | {} | {} |",
+            "| {} | {:.1} % ({}/{}) | {} / {} | {} / {} | {:.2}x | {} / {} / {} / {} / {} | {} | {} |",
             r.mode,
             r.critical_success(),
             r.critical_ok,
@@ -225,6 +242,7 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
             ms(r.loaded_p99),
             r.loaded_p99.as_secs_f64() / r.unloaded_p99.as_secs_f64().max(1e-6),
             r.nc_served,
+            r.nc_queued.map(|q| q.to_string()).unwrap_or_else(|| "-".into()),
             r.nc_refused,
             r.nc_failed,
             r.nc_timed_out,
