@@ -1,7 +1,7 @@
 //! The dashboard's JSON: one snapshot of the pool, the server, incidents, the 24-hour stats and
 //! recent events. Every free-text field goes through the [`Redactor`] while it is built.
 
-use super::stats::{kind_name, PreventionStats};
+use super::stats::PreventionStats;
 use super::store::DashboardStore;
 use crate::events::{BreakerState, Event, Severity};
 use crate::incident::{clock, impact_line, subject, AnalysisKind, Impact, Incident, IncidentStore};
@@ -221,7 +221,7 @@ impl EventView {
         Self {
             at: clock::rfc3339(event.at),
             severity: event.severity(),
-            kind: redactor.redact(&kind_name(&event.kind)),
+            kind: redactor.redact(&event.kind.tag()),
             message: redactor.redact(&event.message()),
         }
     }

@@ -38,7 +38,7 @@ pub struct PreventionStats {
 impl PreventionStats {
     /// Adds one event's contribution.
     pub fn record(&mut self, event: &Event) {
-        let name = kind_name(&event.kind);
+        let name = event.kind.tag();
         match &event.kind {
             EventKind::StatementTimedOut { .. } | EventKind::QueryAbandoned { .. } => {
                 self.timeouts_prevented += 1;
@@ -88,17 +88,6 @@ impl PreventionStats {
             *self.by_kind.entry(k.clone()).or_default() += v;
         }
     }
-}
-
-/// The serialized `kind` tag of an event (`level_changed`, `custom:<name>`, ...).
-pub(crate) fn kind_name(kind: &EventKind) -> String {
-    if let EventKind::Custom { name, .. } = kind {
-        return format!("custom:{name}");
-    }
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn hour_of(t: SystemTime) -> u64 {

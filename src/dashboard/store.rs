@@ -143,11 +143,7 @@ mod tests {
         }
         assert_eq!(store.len(), 3);
         assert_eq!(store.seen(), 10);
-        let names: Vec<String> = store
-            .recent(10)
-            .into_iter()
-            .map(|e| super::super::stats::kind_name(&e.kind))
-            .collect();
+        let names: Vec<String> = store.recent(10).into_iter().map(|e| e.kind.tag()).collect();
         assert_eq!(names, ["custom:e9", "custom:e8", "custom:e7"]);
         // The counters still saw all ten.
         assert_eq!(store.stats(SystemTime::now()).by_kind.len(), 10);

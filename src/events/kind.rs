@@ -295,3 +295,17 @@ pub enum EventKind {
         paused: Option<BatchPause>,
     },
 }
+
+impl EventKind {
+    /// The serialized `kind` tag (`level_changed`, `query_cancelled`, ...), or
+    /// `custom:<name>` for [`EventKind::Custom`]: a stable name for grouping and counting.
+    pub fn tag(&self) -> String {
+        if let EventKind::Custom { name, .. } = self {
+            return format!("custom:{name}");
+        }
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into())
+    }
+}

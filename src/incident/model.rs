@@ -1,6 +1,6 @@
 //! What an incident holds: its figures, the actions taken, the impact, and its analysis.
 
-use crate::events::{Event, EventKind, OutcomeCounts, Severity};
+use crate::events::{Event, OutcomeCounts, Severity};
 use crate::Level;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
@@ -208,7 +208,7 @@ impl Incident {
     /// A stable key for deduplication: the event kinds seen and the peak level, no times or
     /// figures, so two episodes of the same problem share it.
     pub fn signature(&self) -> String {
-        let mut kinds: Vec<String> = self.timeline.iter().map(|e| kind_name(&e.kind)).collect();
+        let mut kinds: Vec<String> = self.timeline.iter().map(|e| e.kind.tag()).collect();
         kinds.sort();
         kinds.dedup();
         format!(
@@ -218,15 +218,4 @@ impl Incident {
             kinds.join(",")
         )
     }
-}
-
-/// The serialized `kind` tag of an event kind (`level_changed`, `custom:<name>`, ...).
-pub(crate) fn kind_name(kind: &EventKind) -> String {
-    if let EventKind::Custom { name, .. } = kind {
-        return format!("custom:{name}");
-    }
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
 }
