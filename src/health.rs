@@ -125,11 +125,18 @@ impl Guard {
                 latency_ms: None,
                 error: Some(e.to_string()),
             },
-            Err(_) => DatabaseHealth {
-                status: "unhealthy",
-                latency_ms: None,
-                error: Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
-            },
+            Err(_) => {
+                // A connection that stopped answering may never report itself closed:
+                // start over with a fresh one next time.
+                if let Ok(mut slot) = self.inner.health_conn.try_lock() {
+                    *slot = None;
+                }
+                DatabaseHealth {
+                    status: "unhealthy",
+                    latency_ms: None,
+                    error: Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+                }
+            }
         }
     }
 }

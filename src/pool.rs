@@ -109,8 +109,27 @@ impl PoolOptions {
     }
 }
 
-/// Builds a pool over `pg` with the session settings of `options` on every connection and
-/// `RecyclingMethod::Clean`, so a recycled connection is returned to exactly those settings.
+/// Refuses to recycle a connection that is still inside a transaction (a handler ran
+/// `BEGIN` and returned early): in the implicit transaction of one simple query `now()` equals
+/// `statement_timestamp()`; inside an older open transaction it does not. The failed recycle
+/// makes deadpool discard the connection, and closing it rolls the transaction back on the
+/// server, so its writes are never committed by the next borrower.
+const REFUSE_OPEN_TRANSACTION: &str = "DO $$BEGIN IF now() <> statement_timestamp() THEN \
+    RAISE EXCEPTION 'connection returned inside a transaction'; END IF; END$$";
+
+/// The recycle statement: [`REFUSE_OPEN_TRANSACTION`], then deadpool's `Clean` sequence
+/// (`CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ...`), which returns
+/// the session to the startup settings while keeping prepared statements.
+fn recycle_sql() -> String {
+    let clean = RecyclingMethod::Clean.query().unwrap_or_default();
+    format!("{REFUSE_OPEN_TRANSACTION}; {clean}")
+}
+
+/// Builds a pool over `pg` with the session settings of `options` on every connection. On
+/// return to the pool a connection is checked and reset: one still inside a transaction is
+/// discarded, the others are returned to exactly the startup settings (`RESET ALL` and the
+/// rest of deadpool's `Clean` recycling). deadpool's own timeouts are set here too, as a
+/// backstop; the guard always passes its configured ones.
 ///
 /// The returned config is `pg` with the settings applied; the guard uses it for its own
 /// dedicated connections (health checks, watchdog).
@@ -124,7 +143,7 @@ pub fn build_pool(
         pg.clone(),
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Clean,
+            recycling_method: RecyclingMethod::Custom(recycle_sql()),
         },
     );
     let pool = Pool::builder(manager)

@@ -189,3 +189,36 @@ async fn a_request_dropped_mid_query_cancels_it_and_leaves_the_pool_exact() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_rolled_back() {
+    let pg = cluster(20).await;
+    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
+    let observer = pg.connect().await.unwrap();
+    observer
+        .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    {
+        // A handler that opens a transaction, writes, and returns without COMMIT or ROLLBACK.
+        let conn = guard.acquire(Criticality::Standard).await.unwrap();
+        conn.batch_execute("BEGIN; INSERT INTO ledger VALUES (1)")
+            .await
+            .unwrap();
+    }
+    // The next borrower (the pool holds one connection) is outside any transaction, and a
+    // COMMIT it sends cannot commit the earlier request's write.
+    let next = guard.acquire(Criticality::Standard).await.unwrap();
+    match next.batch_execute("SAVEPOINT probe").await {
+        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
+        other => panic!("the next borrower was inside a transaction: {other:?}"),
+    }
+    next.batch_execute("COMMIT").await.unwrap();
+    drop(next);
+    let rows: i64 = observer
+        .query_one("SELECT count(*) FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the abandoned transaction was rolled back");
+}

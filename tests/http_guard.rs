@@ -85,7 +85,7 @@ async fn non_critical_is_shed_at_warning_without_touching_the_pool() {
         guard.level() == Level::Normal
     })
     .await;
-    // Half-open: some requests get through during the ramp, all after it.
+    // Half-open for the 200 ms ramp; after it every request gets through again.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..5 {
         assert_eq!(http.get("/report", Some("u1")).await.status, 200);
@@ -176,6 +176,8 @@ async fn per_user_limits_answer_429_and_tighten_at_warning() {
     assert_eq!(&statuses[..30], &[200; 30][..]);
 }
 
+/// Huge, non-UTF-8-ish and missing keys are served without panics (the key is hashed or the
+/// peer address used; `limit::key` unit tests check the hashing itself).
 #[tokio::test]
 async fn hostile_user_keys_are_handled() {
     let pg = cluster(20).await;

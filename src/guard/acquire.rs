@@ -110,20 +110,23 @@ struct QueuedWaiter<'a> {
 }
 
 impl QueuedWaiter<'_> {
+    /// Takes the waiter out of the queue if it is still there (a grant already sent is
+    /// released by the receiver's drop).
     fn leave_queue(self) {
-        // Drop does the work.
+        drop(self);
     }
 }
 
 impl Drop for QueuedWaiter<'_> {
     fn drop(&mut self) {
-        let removed = self
-            .inner
-            .lock()
-            .cancel(self.class, &self.user, self.id, self.enqueued);
-        if removed {
+        let effects = {
+            let mut state = self.inner.lock();
             // Leaving the queue can lower the pressure.
-            let effects = self.inner.lock().observe(Instant::now());
+            state
+                .cancel(self.class, &self.user, self.id, self.enqueued)
+                .then(|| state.observe(Instant::now()))
+        };
+        if let Some(effects) = effects {
             self.inner.apply(effects);
         }
     }

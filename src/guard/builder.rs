@@ -24,9 +24,20 @@ pub struct GuardBuilder {
     pub(super) config: GuardConfig,
     pub(super) direct: Option<tokio_postgres::Config>,
     pub(super) event_capacity: usize,
+    /// Whether the pool resets session settings when a connection comes back (a pool from
+    /// [`build_pool`](crate::build_pool) does); per-class settings rely on it.
+    pub(super) resets_sessions: bool,
 }
 
 impl GuardBuilder {
+    /// Declares that the pool resets session settings (`RESET ALL`) when a connection comes
+    /// back, as deadpool's `Clean` recycling does. Per-class `statement_timeout` overrides
+    /// need it; pools from [`build_pool`](crate::build_pool) and [`Guard::connect`] have it.
+    pub fn pool_resets_sessions(mut self, resets: bool) -> Self {
+        self.resets_sessions = resets;
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: GuardConfig) -> Self {
         self.config = config;
@@ -52,6 +63,17 @@ impl GuardBuilder {
     pub fn build(self) -> Result<Guard, BuildError> {
         let max_size = self.pool.status().max_size;
         self.config.validate(max_size)?;
+        let overrides = crate::Criticality::ALL
+            .iter()
+            .any(|c| self.config.class_statement_timeout.get(*c).is_some());
+        if overrides && !self.resets_sessions {
+            return Err(BuildError::field(
+                "class_statement_timeout",
+                "needs a pool that resets session settings on recycle, or an override would \
+                 outlive its checkout: build the pool with build_pool / Guard::connect, or \
+                 declare it with pool_resets_sessions(true)",
+            ));
+        }
         if self.event_capacity == 0 {
             return Err(BuildError::field("event_capacity", "must be at least 1"));
         }
@@ -91,6 +113,8 @@ impl GuardBuilder {
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
             pending_gets: AtomicUsize::new(0),
+            queued_hint: AtomicUsize::new(0),
+            capacity_hint: AtomicUsize::new(max_size.saturating_sub(reserve)),
             health_conn: tokio::sync::Mutex::new(None),
             tag_prefix: OnceLock::new(),
             headroom: Mutex::new(None),
@@ -100,5 +124,46 @@ impl GuardBuilder {
         });
         runtime.spawn(crate::monitor::run_sampler(Arc::downgrade(&inner)));
         Ok(Guard { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BuildError, ClassTimeouts, Guard, GuardConfig};
+    use std::time::Duration;
+
+    fn pool_without_reset() -> deadpool_postgres::Pool {
+        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn class_overrides_need_a_pool_that_resets_sessions() {
+        let config = GuardConfig {
+            class_statement_timeout: ClassTimeouts {
+                non_critical: Some(Duration::from_millis(250)),
+                ..ClassTimeouts::default()
+            },
+            ..GuardConfig::default()
+        };
+        let refused = Guard::builder(pool_without_reset())
+            .config(config.clone())
+            .build();
+        assert!(matches!(
+            refused,
+            Err(BuildError::InvalidConfig {
+                field: "class_statement_timeout",
+                ..
+            })
+        ));
+        Guard::builder(pool_without_reset())
+            .config(config)
+            .pool_resets_sessions(true)
+            .build()
+            .unwrap();
     }
 }

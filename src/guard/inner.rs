@@ -34,6 +34,11 @@ pub(crate) struct GuardInner {
     /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
     /// but they are not starvation.
     pub(super) pending_gets: AtomicUsize,
+    /// The queue length and the slots open to non-critical work, as of the last sample:
+    /// enough for a `Retry-After` estimate, without taking the admission lock on every
+    /// refusal.
+    pub(super) queued_hint: AtomicUsize,
+    pub(super) capacity_hint: AtomicUsize,
     pub(crate) health_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// Set by the watchdog when it needs to tell connections apart: each checkout then sets
     /// `application_name` to `{prefix}:{class}:{registry id}`.
@@ -65,10 +70,8 @@ impl GuardInner {
     }
 
     pub(crate) fn retry_after(&self, kind: RejectionKind) -> Duration {
-        let (queued, capacity) = {
-            let s = self.lock();
-            (s.queued(), s.max_size.saturating_sub(s.reserve).max(1))
-        };
+        let queued = self.queued_hint.load(Ordering::Relaxed);
+        let capacity = self.capacity_hint.load(Ordering::Relaxed).max(1);
         let avg_hold = match self.avg_hold_us.load(Ordering::Relaxed) {
             0 => Duration::from_millis(50),
             us => Duration::from_micros(us),
@@ -113,12 +116,14 @@ impl GuardInner {
             .map(|h| (h.route.clone(), h.user.clone()))
     }
 
-    /// Changes the number of slots the guard hands out (after the pool was resized). The
-    /// reserve stays; more slots may grant waiters at once, fewer simply stop granting until
-    /// enough connections come back.
+    /// Changes the number of slots the guard hands out (after the pool was resized). A
+    /// reserve given as a share of the pool follows the new size; more slots may grant
+    /// waiters at once, fewer simply stop granting until enough connections come back.
     pub(crate) fn set_max_size(self: &Arc<Self>, max_size: usize) {
         let effects = {
             let mut s = self.lock();
+            // A reserve given as a share of the pool (the default) follows its size.
+            s.reserve = self.config.reserve_for(max_size);
             s.max_size = max_size.max(s.reserve + 1);
             s.observe(Instant::now())
         };
@@ -168,9 +173,14 @@ impl GuardInner {
             let _ = waiter.tx.send(Err(RejectionKind::Shed));
         }
         if let Some(t) = effects.transition {
-            self.level.store(t.to.to_u8(), Ordering::Release);
-            self.level_tx.send_replace(t.to);
-            self.metrics.level.set(t.to.as_gauge());
+            // Transitions are decided under the lock but carried out after it, so two of
+            // them can be carried out in the opposite order. Publish the level the machine
+            // is at now, never a stale one.
+            let current = self.lock().level();
+            self.level.store(current.to_u8(), Ordering::Release);
+            self.level_tx
+                .send_if_modified(|l| std::mem::replace(l, current) != current);
+            self.metrics.level.set(current.as_gauge());
             crate::metrics::level_entered(t.to);
             let s = self.status();
             self.events.publish(Event::now(EventKind::LevelChanged {
@@ -181,7 +191,7 @@ impl GuardInner {
                 max_size: s.max_size,
                 waiting: s.queued + s.pool_waiting,
             }));
-            if let Some(state) = self.breaker.on_level(t.to, Instant::now()) {
+            if let Some(state) = self.breaker.on_level(current, Instant::now()) {
                 self.events
                     .publish(Event::now(EventKind::BreakerChanged { state }));
             }
@@ -208,6 +218,9 @@ impl GuardInner {
         };
         self.apply(effects);
         let s = self.status();
+        self.queued_hint.store(s.queued, Ordering::Relaxed);
+        self.capacity_hint
+            .store(s.max_size.saturating_sub(s.reserve), Ordering::Relaxed);
         let m = &self.metrics;
         m.pool_active.set(s.in_use as f64);
         m.pool_max.set(s.max_size as f64);

@@ -42,6 +42,7 @@ impl Guard {
             config: GuardConfig::default(),
             direct: None,
             event_capacity: 1024,
+            resets_sessions: false,
         }
     }
 
@@ -52,7 +53,9 @@ impl Guard {
         options: &PoolOptions,
     ) -> Result<GuardBuilder, BuildError> {
         let (pool, pg) = build_pool(pg, options)?;
-        Ok(Guard::builder(pool).direct_connection(pg))
+        Ok(Guard::builder(pool)
+            .direct_connection(pg)
+            .pool_resets_sessions(true))
     }
 
     /// Acquires a connection as `class`, waiting in the priority queue if needed.

@@ -1,9 +1,9 @@
 //! The tower layer that puts a route under the guard.
 //!
 //! For each request, in `call` (never in `poll_ready`, which axum does not use for
-//! backpressure): the per-user limits (429 + `Retry-After` + `RateLimit-*`), then for
-//! non-critical routes the breaker (503 + `Retry-After`, without touching the pool), then the
-//! route's class and the caller's key go into the request extensions, where the
+//! backpressure): for non-critical routes the breaker first (503 + `Retry-After`, without
+//! touching the pool or spending the caller's quota), then the per-user limits (429 +
+//! `Retry-After` + `RateLimit-*`), then the route's class and the caller's key go into the request extensions, where the
 //! [`Conn`](crate::Conn) extractor and [`RequestContext`] readers find them. Rejections are
 //! responses, so the layer's error type stays the inner service's (`Infallible` for axum).
 

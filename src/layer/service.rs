@@ -42,6 +42,22 @@ where
         let inner = &guard.inner;
         let level = inner.level();
 
+        // The breaker first: a shed request costs no lock and spends none of the caller's
+        // quota.
+        if class == Criticality::NonCritical {
+            let (admitted, change) = inner.breaker.admit(level, Instant::now());
+            if let Some(state) = change {
+                inner
+                    .events
+                    .publish(Event::now(EventKind::BreakerChanged { state }));
+            }
+            if !admitted {
+                inner.count(class, Outcome::Shed);
+                let rejection = inner.rejection(RejectionKind::Shed, class);
+                return ResponseFuture::rejected(rejection.to_response());
+            }
+        }
+
         // An outer guard layer already checked the caller's limits: only the class changes.
         let permit = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
@@ -71,20 +87,6 @@ where
                 permit
             }
         };
-
-        if class == Criticality::NonCritical {
-            let (admitted, change) = inner.breaker.admit(level, Instant::now());
-            if let Some(state) = change {
-                inner
-                    .events
-                    .publish(Event::now(EventKind::BreakerChanged { state }));
-            }
-            if !admitted {
-                inner.count(class, Outcome::Shed);
-                let rejection = inner.rejection(RejectionKind::Shed, class);
-                return ResponseFuture::rejected(rejection.to_response());
-            }
-        }
 
         ResponseFuture::admitted(self.inner.call(req), permit)
     }

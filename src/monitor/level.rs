@@ -182,11 +182,6 @@ impl LevelMachine {
             to: self.level,
         })
     }
-
-    /// When the current calm period will have lasted the minimum dwell, if one is running.
-    pub fn calm_deadline(&self) -> Option<Instant> {
-        self.calm_since.map(|s| s + self.thresholds.min_dwell)
-    }
 }
 
 #[cfg(test)]
