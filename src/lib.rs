@@ -32,7 +32,7 @@ pub mod watchdog;
 pub use crate::axum::metrics_route;
 #[cfg(feature = "axum")]
 pub use crate::axum::Conn;
-pub use admission::GuardedConn;
+pub use admission::{GuardedConn, GuardedTransaction};
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
 pub use criticality::Criticality;
 pub use error::{Error, QUERY_CANCELED};

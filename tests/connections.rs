@@ -222,3 +222,72 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
         .get(0);
     assert_eq!(rows, 0, "the abandoned transaction was rolled back");
 }
+
+#[tokio::test]
+async fn a_request_dropped_inside_a_tracked_transaction_rolls_it_back_on_the_server() {
+    let pg = cluster(20).await;
+    let options = PoolOptions {
+        application_name: "tx-drop-test".into(),
+        ..pool_options(2)
+    };
+    let guard = guard_with(&pg, options, GuardConfig::default()).await;
+    let observer = pg.connect().await.unwrap();
+    observer
+        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // Committed: the write lands and the connection goes back to the pool.
+    let mut conn = guard.acquire(Criticality::Standard).await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders VALUES (1)", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    drop(conn);
+    assert_eq!(
+        guard.pool().status().size,
+        1,
+        "a committed connection is reused"
+    );
+
+    // Dropped mid-transaction, mid-query (through the transaction's own query API).
+    let g = guard.clone();
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), async move {
+        let mut conn = g.acquire(Criticality::Standard).await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO orders VALUES (2)", &[])
+            .await
+            .unwrap();
+        tx.query("SELECT pg_sleep(60)", &[]).await
+    })
+    .await;
+    assert!(gave_up.is_err(), "the caller gave up");
+
+    eventually(
+        "the sleeping query is gone",
+        Duration::from_secs(10),
+        || async {
+            backends(&observer, "tx-drop-test", "active").await == 0
+                && backends(&observer, "tx-drop-test", "idle in transaction").await == 0
+                && backends(&observer, "tx-drop-test", "idle in transaction (aborted)").await == 0
+        },
+    )
+    .await;
+    let ids: Vec<i32> = observer
+        .query("SELECT id FROM orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![1],
+        "the abandoned transaction's write was rolled back"
+    );
+    let s = guard.status();
+    assert_eq!((s.granted, s.queued), (0, 0));
+    let pool = guard.pool().status();
+    assert_eq!(pool.available, pool.size);
+}

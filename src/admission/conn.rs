@@ -1,6 +1,6 @@
 //! The connection the guard hands out.
 
-use super::SlotPermit;
+use super::{GuardedTransaction, SlotPermit};
 use crate::events::{Event, EventKind};
 use crate::limit::UserKey;
 use crate::{Criticality, Error};
@@ -166,17 +166,13 @@ impl GuardedConn {
         self.tracked(self.client().simple_query(sql)).await
     }
 
-    /// Counts work driven through the raw client API (a transaction) as in flight until
-    /// [`end_raw_work`](Self::end_raw_work): if the caller is dropped in between, dropping
-    /// the connection cancels its query and discards it, which also rolls the transaction
-    /// back on the server.
-    pub(crate) fn begin_raw_work(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Ends what [`begin_raw_work`](Self::begin_raw_work) started.
-    pub(crate) fn end_raw_work(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    /// Opens a transaction that is tracked as a whole: see [`GuardedTransaction`].
+    pub async fn transaction(&mut self) -> Result<GuardedTransaction<'_>, Error> {
+        let client = self
+            .object
+            .as_deref_mut()
+            .expect("the object is present until drop");
+        GuardedTransaction::begin(client, &self.in_flight).await
     }
 
     fn client(&self) -> &ClientWrapper {

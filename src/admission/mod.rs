@@ -10,8 +10,10 @@ mod held;
 mod permit;
 mod queue;
 mod state;
+mod transaction;
 
 pub use conn::GuardedConn;
 pub(crate) use held::Leak;
 pub(crate) use permit::SlotPermit;
 pub(crate) use state::{AdmissionState, Admit, Effects};
+pub use transaction::GuardedTransaction;

@@ -3,7 +3,7 @@
 use super::outcome::BatchStage;
 use super::run::ApplyFuture;
 use super::source::{BatchSource, BoxError};
-use crate::{Error, GuardedConn};
+use crate::GuardedConn;
 use tokio_postgres::Transaction;
 
 /// One committed chunk, as the loop sees it.
@@ -30,11 +30,10 @@ where
     F: for<'t> FnMut(&'t Transaction<'t>, &'t [S::Item]) -> ApplyFuture<'t, T> + Send,
     T: Send,
 {
-    conn.begin_raw_work();
     let tx = conn
         .transaction()
         .await
-        .map_err(|e| (BatchStage::Begin, Error::from_query(e).into()))?;
+        .map_err(|e| (BatchStage::Begin, e.into()))?;
     let fetched = async {
         let remaining = match count {
             true => source.remaining(&tx, after).await?,
@@ -48,9 +47,8 @@ where
     let (remaining, mut items) = match fetched {
         Ok(v) => v,
         Err(e) => {
-            if tx.rollback().await.is_ok() {
-                conn.end_raw_work();
-            }
+            // A failed rollback leaves the connection marked busy: it is discarded.
+            let _ = tx.rollback().await;
             return Err((BatchStage::Fetch, e));
         }
     };
@@ -63,17 +61,14 @@ where
         match apply(raw, &items).await {
             Ok(value) => Some(value),
             Err(e) => {
-                if tx.rollback().await.is_ok() {
-                    conn.end_raw_work();
-                }
+                let _ = tx.rollback().await;
                 return Err((BatchStage::Apply, e));
             }
         }
     };
     tx.commit()
         .await
-        .map_err(|e| (BatchStage::Commit, Error::from_query(e).into()))?;
-    conn.end_raw_work();
+        .map_err(|e| (BatchStage::Commit, e.into()))?;
     Ok(Chunk {
         remaining,
         items: items.len(),
