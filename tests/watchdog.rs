@@ -184,6 +184,64 @@ async fn another_applications_query_is_untouched_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_scope_is_the_exact_application_name_and_its_tags_not_a_prefix() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(&guard, quick_watchdog());
+    let connect = |name: &'static str| {
+        let mut cfg = pg.pg_config();
+        cfg.application_name(name);
+        async move {
+            let (client, connection) = cfg.connect(NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client
+        }
+    };
+    // The guard's application name is "poolguard".
+    let other = connect("poolguard-other").await;
+    let same = connect("poolguard").await;
+    let tagged = connect("poolguard:non_critical:1").await;
+    let (other, same, tagged) = tokio::join!(
+        other.simple_query("SELECT pg_sleep(4)"),
+        same.simple_query("SELECT pg_sleep(30)"),
+        tagged.simple_query("SELECT pg_sleep(30)"),
+    );
+    other.expect("a backend of another application is left alone");
+    let same = same.expect_err("the pool's own application name is in scope");
+    let tagged = tagged.expect_err("a tag of the pool's application name is in scope");
+    for err in [&same, &tagged] {
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+            "{err}"
+        );
+    }
+    let acted: Vec<Option<String>> = drain(&mut sub, |k| {
+        matches!(
+            k,
+            EventKind::QueryCancelled { .. } | EventKind::BackendTerminated { .. }
+        )
+    })
+    .into_iter()
+    .filter_map(|e| match e.kind {
+        EventKind::QueryCancelled { backend, .. }
+        | EventKind::BackendTerminated { backend, .. } => Some(backend.application),
+        _ => None,
+    })
+    .collect();
+    assert!(
+        !acted.contains(&Some("poolguard-other".to_string())),
+        "{acted:?}"
+    );
+    assert!(acted.contains(&Some("poolguard".to_string())), "{acted:?}");
+    assert!(
+        acted.contains(&Some("poolguard:non_critical:1".to_string())),
+        "{acted:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_reports_and_kills_nothing() {
     let pg = cluster(30).await;
     let guard = guard(&pg, 4, quick_config()).await;
