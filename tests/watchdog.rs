@@ -242,6 +242,27 @@ async fn the_default_scope_is_the_exact_application_name_and_its_tags_not_a_pref
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_stops_the_watchdog_when_its_future_completes() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let watchdog = Watchdog::builder(&guard)
+        .config(quick_watchdog())
+        .build()
+        .expect("watchdog config is valid");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(watchdog.run_until(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!task.is_finished(), "the watchdog runs until told to stop");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the watchdog stopped")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_reports_and_kills_nothing() {
     let pg = cluster(30).await;
     let guard = guard(&pg, 4, quick_config()).await;
