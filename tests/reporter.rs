@@ -244,8 +244,9 @@ async fn a_stuck_endpoint_times_out_without_blocking_publishers_and_the_reporter
         .unwrap();
     // The reporter is now waiting on the stuck server: publishing must not wait with it.
     let took = publish_burst(&rig.bus, 2000);
+    // Publishing never waits on the reporter; the bound leaves room for a loaded machine.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(10),
         "publishing 2000 events took {took:?}"
     );
 
@@ -291,8 +292,9 @@ async fn failing_endpoint(mode: Mode, expected: &str) {
         .unwrap()
         .unwrap();
     let took = publish_burst(&rig.bus, 2000);
+    // Publishing never waits on the reporter; the bound leaves room for a loaded machine.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(10),
         "publishing 2000 events took {took:?}"
     );
     let report = next(&mut rig.reports).await;

@@ -95,7 +95,8 @@ async fn a_slow_query_is_cancelled_and_the_caller_sees_57014() {
     let took = started.elapsed();
     eprintln!("cancelled after {took:?} (kill_after 1 s, interval 200 ms)");
     assert!(is_57014(&err), "{err}");
-    assert!(took < Duration::from_secs(6), "took {took:?}");
+    // Well under the query's 30 s, with room for a loaded machine.
+    assert!(took < Duration::from_secs(12), "took {took:?}");
     let e = wait_event(&mut sub, Duration::from_secs(5), "a cancel event", |k| {
         matches!(k, EventKind::QueryCancelled { .. })
     })
@@ -361,7 +362,8 @@ async fn the_watchdog_keeps_working_after_a_postgres_restart() {
     let started = Instant::now();
     let err = conn.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
     assert!(is_57014(&err), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(6));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "took {took:?}");
     assert!(!watchdog.is_finished());
     watchdog.stop().await;
 }
@@ -614,7 +616,9 @@ async fn a_class_limit_applies_to_that_class_only_and_names_the_route() {
     );
     assert!(is_57014(&slow_report.unwrap_err()));
     slow_standard.expect("the standard query is under its 20 s limit");
-    assert!(started.elapsed() < Duration::from_secs(6));
+    // The non-critical query (30 s) was cancelled long before the standard one's 20 s limit.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "took {took:?}");
     let e = wait_event(&mut sub, Duration::from_secs(2), "a cancel event", |k| {
         matches!(k, EventKind::QueryCancelled { .. })
     })
