@@ -189,8 +189,10 @@ async fn finishes_every_item_across_calls_each_within_budget() -> TestResult {
         let p = &out.progress;
         println!("{p} in {} ms, {} chunks", took.as_millis(), p.chunks);
         calls.push((took, p.processed_this_call, p.chunks));
+        // The budget decides where a call pauses (asserted below); this only catches a
+        // call that runs far past it, with room for a loaded machine.
         assert!(
-            took <= Duration::from_millis(BUDGET_MS + 250),
+            took <= Duration::from_millis(BUDGET_MS + 1000),
             "call took {took:?} over a {BUDGET_MS} ms budget"
         );
         assert_eq!(p.total(), Some(N as u64), "{p}");
@@ -228,17 +230,34 @@ async fn a_dropped_call_rolls_back_its_chunk_and_resumes_without_repeats() -> Te
     let mut sub = guard.subscribe();
     let batch = BudgetedBatch::new("touch-items", plan(10_000, 40, 1000))?;
 
-    // 40 items at 5 ms, then one chunk with the rest (1.3 s): dropped inside it.
+    // 40 items at 5 ms, then one chunk with the rest (1.3 s): dropped inside it, as soon as
+    // the first chunk's checkpoint is stored.
     let mut source = Items;
-    let run = batch.run(
+    let mut run = Box::pin(batch.run(
         &guard,
         Criticality::Standard,
         &mut source,
         Checkpoint::start(),
         |tx, ids| Box::pin(work(tx, ids, 5.0, None)),
-    );
-    let dropped = tokio::time::timeout(Duration::from_millis(700), run).await;
-    assert!(dropped.is_err(), "the call should still be running");
+    ));
+    let first_committed = async {
+        while !stored_checkpoint(&client)
+            .await
+            .is_ok_and(|cp| cp.processed > 0)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            _ = &mut run => true,
+            () = first_committed => false,
+        }
+    })
+    .await
+    .expect("the first chunk is committed");
+    assert!(!finished, "the call should still be running");
+    drop(run);
 
     let cp = stored_checkpoint(&client).await?;
     assert!(cp.processed > 0 && cp.processed < N as u64, "{cp:?}");

@@ -59,7 +59,9 @@ pub fn attach(
         guard.clone(),
         store.clone(),
         DashboardConfig {
-            bearer_token: std::env::var("POOLGUARD_ADMIN_TOKEN").ok(),
+            bearer_token: std::env::var("POOLGUARD_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty()),
             ..DashboardConfig::default()
         },
     );

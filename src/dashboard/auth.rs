@@ -1,4 +1,12 @@
 //! Who may see the dashboard: a bearer token when one is configured, loopback peers otherwise.
+//!
+//! A configured token that is empty or only whitespace is a misconfiguration, not "no token":
+//! it never authorises anything, so every request gets 401 (the router logs an error once).
+//!
+//! The loopback fallback trusts the TCP peer address. Behind a reverse proxy on the same host
+//! every public request arrives from loopback, so without a token a request that carries
+//! `Forwarded`, `X-Forwarded-For` or `X-Real-IP` is refused (403): it came through a proxy and
+//! its real origin is unknown. Configure a token to serve the dashboard through a proxy.
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -21,6 +29,18 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
+}
+
+/// Whether a configured token can be used at all: an empty or whitespace-only one cannot.
+pub(crate) fn token_is_usable(token: &str) -> bool {
+    !token.trim().is_empty()
+}
+
+/// Headers a reverse proxy adds to say who the original client was.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+fn came_through_proxy(headers: &HeaderMap) -> bool {
+    PROXY_HEADERS.iter().any(|h| headers.contains_key(*h))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -64,9 +84,11 @@ impl IntoResponse for Denied {
 
 /// Decides whether a request may see the dashboard.
 ///
-/// With a token: [`Denied::Unauthorized`] unless the request presents it. Without a token:
-/// [`Denied::Forbidden`] unless the peer (from `ConnectInfo<SocketAddr>`) is a loopback
-/// address; a server started without connect info is refused too, naming the fix.
+/// With a token: [`Denied::Unauthorized`] unless the request presents it; an empty or
+/// whitespace-only configured token refuses everyone. Without a token: [`Denied::Forbidden`]
+/// unless the peer (from `ConnectInfo<SocketAddr>`) is a loopback address and the request
+/// carries no proxy header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`); a server started
+/// without connect info is refused too, naming the fix.
 pub(crate) fn authorize(
     token: Option<&str>,
     sources: TokenSources,
@@ -75,6 +97,7 @@ pub(crate) fn authorize(
     peer: Option<&ConnectInfo<SocketAddr>>,
 ) -> Result<(), Denied> {
     match token {
+        Some(expected) if !token_is_usable(expected) => Err(Denied::Unauthorized),
         Some(expected) => {
             let from_query = match sources {
                 TokenSources::HeaderOrQuery => query_token(uri),
@@ -85,6 +108,10 @@ pub(crate) fn authorize(
                 _ => Err(Denied::Unauthorized),
             }
         }
+        None if came_through_proxy(headers) => Err(Denied::Forbidden(
+            "the dashboard has no token configured and does not answer requests forwarded by a \
+             proxy (Forwarded, X-Forwarded-For or X-Real-IP present): set a token\n",
+        )),
         None => match peer {
             Some(ConnectInfo(addr)) if addr.ip().is_loopback() => Ok(()),
             Some(_) => Err(Denied::Forbidden(
@@ -187,6 +214,66 @@ mod tests {
         assert_eq!(
             status(authorize(None, h, &headers(None), &plain, None)),
             403
+        );
+    }
+
+    #[test]
+    fn an_empty_or_blank_token_authorises_nobody() {
+        let plain: Uri = "/admin/self-healing".parse().unwrap();
+        let empty_query: Uri = "/admin/self-healing?token=".parse().unwrap();
+        let blank_query: Uri = "/admin/self-healing?token=%20%20".parse().unwrap();
+        let local = ConnectInfo(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4000));
+        let q = TokenSources::HeaderOrQuery;
+        for configured in ["", " ", "  \t"] {
+            let t = Some(configured);
+            for auth in [None, Some("Bearer "), Some("Bearer  "), Some("Bearer x")] {
+                for uri in [&plain, &empty_query, &blank_query] {
+                    for peer in [None, Some(&local)] {
+                        assert_eq!(
+                            status(authorize(t, q, &headers(auth), uri, peer)),
+                            401,
+                            "configured {configured:?}, auth {auth:?}, uri {uri}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!token_is_usable(""));
+        assert!(!token_is_usable(" \t\n"));
+        assert!(token_is_usable("s3cret"));
+    }
+
+    #[test]
+    fn without_a_token_requests_through_a_proxy_are_refused() {
+        let plain: Uri = "/".parse().unwrap();
+        let local = ConnectInfo(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 4000));
+        let h = TokenSources::Header;
+        for (name, value) in [
+            ("forwarded", "for=203.0.113.9"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("X-Real-IP", "203.0.113.9"),
+        ] {
+            let mut hs = headers(None);
+            hs.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            assert_eq!(
+                status(authorize(None, h, &hs, &plain, Some(&local))),
+                403,
+                "{name}"
+            );
+            // A token still decides when one is configured, proxy or not.
+            hs.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+            assert_eq!(
+                status(authorize(Some("s3cret"), h, &hs, &plain, Some(&local))),
+                200,
+                "{name} with a token"
+            );
+        }
+        assert_eq!(
+            status(authorize(None, h, &headers(None), &plain, Some(&local))),
+            200
         );
     }
 

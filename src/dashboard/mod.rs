@@ -19,6 +19,12 @@
 //!
 //! Without a token the dashboard answers loopback peers only (403 otherwise), which needs the
 //! peer address: serve the app with `into_make_service_with_connect_info::<SocketAddr>()`.
+//! Behind a reverse proxy on the same host every request would look like loopback, so without
+//! a token requests carrying `Forwarded`, `X-Forwarded-For` or `X-Real-IP` are refused (403):
+//! set a token to serve the dashboard through a proxy.
+//!
+//! An empty or whitespace-only token is treated as a misconfiguration: it authorises nobody
+//! (every request gets 401) and [`Dashboard::router`] logs an error.
 //!
 //! ```no_run
 //! use poolguard::dashboard::{Dashboard, DashboardConfig};
@@ -79,7 +85,8 @@ pub const STATUS_PATH: &str = "/admin/self-healing/status";
 #[derive(Clone, PartialEq, Eq)]
 pub struct DashboardConfig {
     /// The token every admin route requires as `Authorization: Bearer <token>` (the page also
-    /// as `?token=`). `None`: loopback peers only.
+    /// as `?token=`). `None`: loopback peers only, and no request forwarded by a proxy. An
+    /// empty or whitespace-only token authorises nobody (401 to every request).
     pub bearer_token: Option<String>,
     /// Recent events kept and shown. Default 200.
     pub recent_events: usize,
@@ -184,13 +191,19 @@ impl Dashboard {
 
     /// The page at [`PAGE_PATH`] and the JSON at [`STATUS_PATH`], to `.merge` into the app.
     /// Without a token this logs a warning that the dashboard is unauthenticated and answers
-    /// loopback clients only.
+    /// loopback clients only; with an empty or whitespace-only token it logs an error, since
+    /// such a token refuses every request.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        if self.inner.config.bearer_token.is_none() {
-            tracing::warn!(
+        match self.inner.config.bearer_token.as_deref() {
+            None => tracing::warn!(
                 target: "poolguard::dashboard",
                 "the self-healing dashboard has no bearer token: it is unauthenticated and answers loopback clients only"
-            );
+            ),
+            Some(t) if !auth::token_is_usable(t) => tracing::error!(
+                target: "poolguard::dashboard",
+                "the self-healing dashboard bearer token is empty: every request will be refused with 401; set a non-empty token or none"
+            ),
+            Some(_) => {}
         }
         let page = self.clone();
         let status = self.clone();

@@ -2,7 +2,7 @@
 //! (feature `llm`; `https://` with feature `llm-tls`).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -12,6 +12,10 @@ type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connec
 #[cfg(not(feature = "llm-tls"))]
 type Connector = hyper_util::client::legacy::connect::HttpConnector;
 
+/// The most of a response body that is read (1 MiB); a longer one is
+/// [`HttpError::TooLarge`].
+pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// Why an HTTP exchange failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HttpError {
@@ -19,6 +23,8 @@ pub(crate) enum HttpError {
     Connect(String),
     Timeout(Duration),
     Io(String),
+    /// The response body was longer than this many bytes; reading stopped there.
+    TooLarge(usize),
 }
 
 /// A POST client with one connection pool.
@@ -42,7 +48,8 @@ impl HttpClient {
         }
     }
 
-    /// POSTs `body` as JSON; returns the status and the whole response body. `timeout` covers
+    /// POSTs `body` as JSON; returns the status and the whole response body, which may be at
+    /// most [`MAX_RESPONSE_BYTES`] long ([`HttpError::TooLarge`] otherwise). `timeout` covers
     /// connecting, sending and reading. A connect error is retried once, nothing else is.
     pub(crate) async fn post_json(
         &self,
@@ -92,11 +99,16 @@ impl HttpClient {
                     }
                 })?;
                 let status = resp.status().as_u16();
-                let bytes = resp
-                    .into_body()
+                let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                     .collect()
                     .await
-                    .map_err(|e| HttpError::Io(e.to_string()))?
+                    .map_err(|e| {
+                        if e.is::<LengthLimitError>() {
+                            HttpError::TooLarge(MAX_RESPONSE_BYTES)
+                        } else {
+                            HttpError::Io(e.to_string())
+                        }
+                    })?
                     .to_bytes();
                 Ok((status, bytes))
             }

@@ -96,6 +96,8 @@ pub enum LlmError {
     },
     /// The body was not a chat-completions response.
     Malformed(String),
+    /// The response body was longer than this many bytes (1 MiB); it was not read further.
+    TooLarge(usize),
 }
 
 impl fmt::Display for LlmError {
@@ -109,6 +111,9 @@ impl fmt::Display for LlmError {
                 write!(f, "LLM endpoint answered {status}: {body}")
             }
             LlmError::Malformed(e) => write!(f, "LLM response not understood: {e}"),
+            LlmError::TooLarge(limit) => {
+                write!(f, "LLM response larger than {limit} bytes")
+            }
         }
     }
 }
@@ -122,6 +127,7 @@ impl From<HttpError> for LlmError {
             HttpError::Connect(e) => LlmError::Connect(e),
             HttpError::Timeout(d) => LlmError::Timeout(d),
             HttpError::Io(e) => LlmError::Io(e),
+            HttpError::TooLarge(limit) => LlmError::TooLarge(limit),
         }
     }
 }

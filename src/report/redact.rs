@@ -28,8 +28,9 @@ impl std::error::Error for PatternError {}
 
 /// The built-in rules, in the order they run: each is (pattern, replacement).
 const RULES: &[(&str, &str)] = &[
-    // Connection strings: keep the scheme and host, drop `user:password@`.
-    (r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@]+@", "${1}[REDACTED]@"),
+    // Connection strings: keep the scheme and host, drop `user:password@`, up to the last
+    // `@` before the host (a password may contain an unencoded `@`).
+    (r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/]*@", "${1}[REDACTED]@"),
     (r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]+", "Bearer [REDACTED]"),
     (
         r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
@@ -52,6 +53,15 @@ const RULES: &[(&str, &str)] = &[
         r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}",
         "[EMAIL]",
     ),
+    // PostgreSQL error details carry row values: `Key (ssn)=(123-45-6789) already exists`,
+    // `Key (user_id)=(42) is not present in table "users"`, `Failing row contains (...)`.
+    // Keep the column names, drop the values (which may contain parentheses).
+    (
+        r"(?i)\b(key \([^)]*\)=)\(.*?\)(\s+(?:already exists|is not present|is still referenced|conflicts with))",
+        "${1}([REDACTED])${2}",
+    ),
+    (r"(?i)\b(key \([^)]*\)=)\([^)\n]*\)", "${1}([REDACTED])"),
+    (r"(?i)\b(failing row contains )\(.*\)", "${1}([REDACTED])"),
 ];
 
 /// Runs after the SQL pass: long secrets that no rule above named.
@@ -82,11 +92,15 @@ impl Default for Redactor {
             rules: compile(RULES),
             late: compile(LATE_RULES),
             base64: Regex::new(r"[A-Za-z0-9+/_\-]{40,}={0,2}").expect("base64 rule compiles"),
-            sql: Regex::new(
-                r"(?i)\b(?:select\s|insert\s+into\s|update\s+\S+\s+set\s|delete\s+from\s)[^\n;]*",
-            )
+            // A statement runs to a `;` outside quotes, a blank line or the end of the text;
+            // it goes on over line breaks (multi-line SQL) and through quoted literals (which
+            // may hold `;` or line breaks, or be cut off by a truncated query text).
+            sql: Regex::new(concat!(
+                r"(?i)\b(?:select\s|insert\s+into\s|update\s+\S+\s+set\s|delete\s+from\s)",
+                r"(?:'(?:[^']|'')*(?:'|\z)|[^;'\n]|\n[^\S\n]*(?:'(?:[^']|'')*(?:'|\z)|[^\s;']))*",
+            ))
             .expect("sql rule compiles"),
-            sql_string: Regex::new(r"'(?:[^']|'')*'").expect("sql string rule compiles"),
+            sql_string: Regex::new(r"'(?:[^']|'')*(?:'|\z)").expect("sql string rule compiles"),
             sql_number: Regex::new(r"(^|[^\w$.])-?\d+(?:\.\d+)?\b")
                 .expect("sql number rule compiles"),
             custom: Vec::new(),
@@ -184,7 +198,9 @@ mod tests {
                 parts.next().expect("sample"),
                 parts.next().expect("secrets"),
             );
-            let out = r.redact(sample);
+            // `\n` in a sample stands for a line break (multi-line SQL, error details).
+            let sample = sample.replace("\\n", "\n");
+            let out = r.redact(&sample);
             for secret in secrets.split(" || ") {
                 assert!(
                     !out.contains(secret),
@@ -204,6 +220,7 @@ mod tests {
             "kv_secret",
             "hex",
             "base64",
+            "pg_detail",
         ] {
             assert!(categories.contains(cat), "corpus lacks {cat}");
         }
@@ -226,6 +243,25 @@ mod tests {
         assert_eq!(
             out,
             "pool at 92% while SELECT * FROM users WHERE id = ? AND name = ? AND x = $1"
+        );
+    }
+
+    #[test]
+    fn multi_line_sql_and_error_details_keep_their_shape() {
+        let out = redact(
+            "SELECT *\n  FROM users\n  WHERE name = 'Ann;\nLee'\n    AND id = 42;\n\npool at 92%",
+        );
+        assert_eq!(
+            out,
+            "SELECT *\n  FROM users\n  WHERE name = ?\n    AND id = ?;\n\npool at 92%"
+        );
+        assert_eq!(
+            redact("Key (ssn)=(123-45-6789) already exists."),
+            "Key (ssn)=([REDACTED]) already exists."
+        );
+        assert_eq!(
+            redact("dial postgres://user:p@ss@db.internal/orders failed"),
+            "dial postgres://[REDACTED]@db.internal/orders failed"
         );
     }
 

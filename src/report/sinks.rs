@@ -229,6 +229,9 @@ impl Sink for WebhookSink {
             {
                 Ok((s, _)) if (200..300).contains(&s) => Ok(()),
                 Ok((s, _)) => Err(SinkError(format!("webhook answered {s}"))),
+                Err(super::http::HttpError::TooLarge(limit)) => Err(SinkError(format!(
+                    "webhook response larger than {limit} bytes"
+                ))),
                 Err(e) => Err(SinkError(format!("webhook: {e:?}"))),
             }
         })

@@ -52,7 +52,11 @@ impl Selector {
     pub(crate) fn new(scope: &Scope, application: Option<&str>) -> Option<Self> {
         Some(match scope {
             Scope::Application => Selector {
-                filter: "left(application_name, length($1)) = $1",
+                // Exactly the pool's name, or the name then `:` (the per-checkout tags
+                // `{app}:{class}:{id}`); not every name that merely starts with it. No LIKE:
+                // `_` is a wildcard there and allowed in application names.
+                filter: "(application_name = $1::text \
+                          OR left(application_name, length($1::text) + 1) = ($1::text || ':'))",
                 param: Some(application?.to_string()),
             },
             Scope::Role(role) => Selector {

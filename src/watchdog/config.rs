@@ -10,9 +10,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
-    /// Backends whose `application_name` equals or starts with the pool's application name
-    /// (so `poolguard`, `poolguard:standard:17` and `poolguard-worker` are in scope). The
-    /// default: the watchdog never touches another application's sessions.
+    /// Backends whose `application_name` is the pool's application name, or that name
+    /// followed by `:` (so `poolguard` and the tag `poolguard:standard:17` are in scope, but
+    /// `poolguard-worker` is not). The default: the watchdog never touches another
+    /// application's sessions.
     #[default]
     Application,
     /// Backends connected as this role, whatever their application.

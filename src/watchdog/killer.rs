@@ -54,64 +54,74 @@ impl SlowQueryKiller {
                 continue;
             }
             let key = (backend.pid, started);
-            match self.acted.get(&key).copied() {
-                Some(acted) if acted.terminated => {}
-                Some(acted) if acted.cancelled_at.elapsed() < config.cancel_grace => {}
-                Some(_) => {
-                    if *budget == 0 {
-                        continue;
-                    }
-                    *budget -= 1;
-                    let outcome = if config.dry_run {
-                        ActionOutcome::DryRun
-                    } else {
-                        activity::send(client, Signal::TerminateQuery, backend).await
-                    };
-                    if outcome == ActionOutcome::Done {
-                        metrics::counter!(BACKENDS_TERMINATED, "reason" => "ignored_cancel")
-                            .increment(1);
-                    }
-                    if let Some(a) = self.acted.get_mut(&key) {
-                        a.terminated = true;
-                    }
-                    inner
-                        .events
-                        .publish(Event::now(EventKind::BackendTerminated {
-                            backend: tag::describe(backend, inner),
-                            running: backend.running,
-                            outcome,
-                        }));
+            let signal = match self.acted.get(&key).copied() {
+                Some(acted) if acted.terminated => continue,
+                Some(acted) if acted.cancelled_at.elapsed() < config.cancel_grace => continue,
+                Some(_) => Signal::TerminateQuery,
+                None => Signal::CancelQuery,
+            };
+            if *budget == 0 {
+                continue;
+            }
+            *budget -= 1;
+            self.act(client, inner, config, backend, key, signal).await;
+        }
+    }
+
+    /// Sends `signal` (a cancel, or a termination after an ignored cancel) to `backend`, or
+    /// only reports it in dry run; records it and publishes the event.
+    async fn act(
+        &mut self,
+        client: &Client,
+        inner: &GuardInner,
+        config: &WatchdogConfig,
+        backend: &Backend,
+        key: QueryKey,
+        signal: Signal,
+    ) {
+        let outcome = if config.dry_run {
+            ActionOutcome::DryRun
+        } else {
+            activity::send(client, signal, backend).await
+        };
+        let info = tag::describe(backend, inner);
+        let running = backend.running;
+        let kind = match signal {
+            Signal::CancelQuery => {
+                if outcome == ActionOutcome::Done {
+                    metrics::counter!(QUERIES_CANCELLED, "reason" => "slow_query").increment(1);
                 }
-                None => {
-                    if *budget == 0 {
-                        continue;
-                    }
-                    *budget -= 1;
-                    let outcome = if config.dry_run {
-                        ActionOutcome::DryRun
-                    } else {
-                        activity::send(client, Signal::CancelQuery, backend).await
-                    };
-                    if outcome == ActionOutcome::Done {
-                        metrics::counter!(QUERIES_CANCELLED, "reason" => "slow_query").increment(1);
-                    }
-                    if outcome != ActionOutcome::Gone {
-                        self.acted.insert(
-                            key,
-                            Acted {
-                                cancelled_at: Instant::now(),
-                                terminated: false,
-                            },
-                        );
-                    }
-                    inner.events.publish(Event::now(EventKind::QueryCancelled {
-                        backend: tag::describe(backend, inner),
-                        running: backend.running,
-                        outcome,
-                    }));
+                if outcome != ActionOutcome::Gone {
+                    self.acted.insert(
+                        key,
+                        Acted {
+                            cancelled_at: Instant::now(),
+                            terminated: false,
+                        },
+                    );
+                }
+                EventKind::QueryCancelled {
+                    backend: info,
+                    running,
+                    outcome,
                 }
             }
-        }
+            Signal::TerminateQuery | Signal::TerminateIdle => {
+                if outcome == ActionOutcome::Done {
+                    metrics::counter!(BACKENDS_TERMINATED, "reason" => "ignored_cancel")
+                        .increment(1);
+                }
+                if let Some(a) = self.acted.get_mut(&key) {
+                    a.terminated = true;
+                }
+                EventKind::BackendTerminated {
+                    backend: info,
+                    running,
+                    outcome,
+                }
+            }
+        };
+        inner.events.publish(Event::now(kind));
     }
 
     /// Forgets everything (after a reconnect: pids and start times are from another server

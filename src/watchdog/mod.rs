@@ -94,11 +94,25 @@ impl Watchdog {
         }
     }
 
-    /// Runs until the guard is dropped. For a watchdog you can stop, use
-    /// [`WatchdogBuilder::spawn`].
+    /// Runs until the guard is dropped; nothing else stops it. To stop it earlier, use
+    /// [`run_until`](Watchdog::run_until) or [`WatchdogBuilder::spawn`] (whose handle stops it).
     pub async fn run(self) {
-        let (_stop, rx) = watch::channel(false);
-        self.runner.run(rx).await;
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until the guard is dropped or `shutdown` completes, whichever comes first. On
+    /// shutdown it finishes the check in progress and withdraws its server-wide reading from
+    /// the guard's level before returning.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, rx) = watch::channel(false);
+        let run = self.runner.run(rx);
+        tokio::pin!(run);
+        tokio::select! {
+            () = &mut run => return,
+            () = shutdown => {}
+        }
+        stop.send_replace(true);
+        run.await;
     }
 }
 

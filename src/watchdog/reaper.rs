@@ -1,8 +1,9 @@
 //! The idle-in-transaction reaper: a session of ours left `idle in transaction` (or aborted)
 //! longer than the bound holds a connection, locks and a snapshot for nothing; its backend is
-//! terminated. The connection is then closed on the client side as well, so the pool's
-//! recycling (which checks `is_closed()` and runs `RESET ALL`) discards it instead of handing
-//! it out again.
+//! terminated. The server then ends the session and closes its socket; nothing here touches
+//! the client side. The pooled connection sees its socket closed, and when it is returned the
+//! pool's recycle check (which looks at `is_closed()` before running its clean-up statements)
+//! finds it closed and discards it instead of handing it out again.
 
 use super::activity::{self, Backend, Signal};
 use super::tag;
