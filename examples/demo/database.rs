@@ -27,6 +27,11 @@ impl Database {
         Ok(Self { cluster })
     }
 
+    /// Whether this is a server we do not own (`DATABASE_URL`).
+    pub fn is_external(&self) -> bool {
+        self.cluster.is_external()
+    }
+
     pub fn pg_config(&self) -> tokio_postgres::Config {
         self.cluster.pg_config()
     }
