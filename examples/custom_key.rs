@@ -82,13 +82,10 @@ fn get_with(path: &str, header: (&str, &str)) -> Request {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (pg, _cluster): (tokio_postgres::Config, _) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url.parse()?, None),
-        Err(_) => {
-            let cluster = TestCluster::start().await?;
-            (cluster.pg_config(), Some(cluster))
-        }
-    };
+    // The database: a fresh one on DATABASE_URL when set, otherwise a throwaway local
+    // server; both go away with `cluster`.
+    let cluster = TestCluster::start().await?;
+    let pg = cluster.pg_config();
     let options = PoolOptions {
         max_size: 20,
         ..PoolOptions::default()

@@ -26,14 +26,10 @@ async fn activity_report(conn: Conn) -> Result<String, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The database: DATABASE_URL, or a local server that lives as long as `_cluster`.
-    let (pg, _cluster): (tokio_postgres::Config, _) = match std::env::var("DATABASE_URL") {
-        Ok(url) => (url.parse()?, None),
-        Err(_) => {
-            let cluster = TestCluster::start().await?;
-            (cluster.pg_config(), Some(cluster))
-        }
-    };
+    // The database: a fresh one on DATABASE_URL when set, otherwise a throwaway local
+    // server; both go away with `cluster`.
+    let cluster = TestCluster::start().await?;
+    let pg = cluster.pg_config();
 
     // The integration itself.
     let options = PoolOptions {
