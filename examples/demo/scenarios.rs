@@ -35,6 +35,22 @@ struct Plan {
     watchdog: WatchdogConfig,
 }
 
+impl Default for Plan {
+    /// What every replay shares: pool 20, the seed's 30 s statement timeout, critical traffic
+    /// 40/s and standard 20/s, the incident 1 s in, 7 s in all.
+    fn default() -> Self {
+        Self {
+            pool_max: 20,
+            statement_timeout: Duration::from_secs(30),
+            critical_rate: 40.0,
+            standard_rate: 20.0,
+            incident_at: Duration::from_secs(1),
+            total: Duration::from_secs(7),
+            watchdog: quick_watchdog(),
+        }
+    }
+}
+
 /// The watchdog at a replay's pace: it looks four times a second.
 fn quick_watchdog() -> WatchdogConfig {
     WatchdogConfig {
@@ -92,24 +108,11 @@ pub async fn run(
     metrics: &PrometheusHandle,
 ) -> Result<(ScenarioResult, Vec<String>), Box<dyn std::error::Error>> {
     let plan = match name {
-        "dashboard-burst" => Plan {
-            pool_max: 20,
-            statement_timeout: Duration::from_secs(30),
-            critical_rate: 40.0,
-            standard_rate: 20.0,
-            incident_at: Duration::from_secs(1),
-            total: Duration::from_secs(7),
-            watchdog: quick_watchdog(),
-        },
+        "dashboard-burst" | "leaked-connections" => Plan::default(),
         "slow-query" => Plan {
-            pool_max: 20,
-            // The seed's 30 s statement timeout; the watchdog stops non-critical queries
-            // sooner (the seed's "auto-kill queries > 30 s", scaled down to 2 s here).
-            statement_timeout: Duration::from_secs(30),
-            critical_rate: 40.0,
-            standard_rate: 20.0,
-            incident_at: Duration::from_secs(1),
             total: Duration::from_secs(8),
+            // The seed's "auto-kill queries > 30 s", scaled down: the watchdog stops
+            // non-critical queries after 2 s, the rest after 3 s.
             watchdog: WatchdogConfig {
                 kill_after: Duration::from_secs(3),
                 kill_after_by_class: ClassTimeouts {
@@ -118,24 +121,13 @@ pub async fn run(
                 },
                 ..quick_watchdog()
             },
-        },
-        "leaked-connections" => Plan {
-            pool_max: 20,
-            statement_timeout: Duration::from_secs(30),
-            critical_rate: 40.0,
-            standard_rate: 20.0,
-            incident_at: Duration::from_secs(1),
-            total: Duration::from_secs(7),
-            watchdog: quick_watchdog(),
+            ..Plan::default()
         },
         "spam-capture" => Plan {
-            pool_max: 20,
-            statement_timeout: Duration::from_secs(30),
-            critical_rate: 40.0,
             standard_rate: 10.0,
             incident_at: Duration::from_millis(500),
             total: Duration::from_secs(9),
-            watchdog: quick_watchdog(),
+            ..Plan::default()
         },
         other => return Err(format!("unknown scenario `{other}`").into()),
     };
