@@ -176,13 +176,13 @@ impl GuardInner {
             // Transitions are decided under the lock but carried out after it, so two of
             // them can be carried out in the opposite order. Publish the level the machine
             // is at now, never a stale one.
-            let current = self.lock().level();
+            let s = self.status();
+            let current = s.level;
             self.level.store(current.to_u8(), Ordering::Release);
             self.level_tx
                 .send_if_modified(|l| std::mem::replace(l, current) != current);
             self.metrics.level.set(current.as_gauge());
             crate::metrics::level_entered(t.to);
-            let s = self.status();
             self.events.publish(Event::now(EventKind::LevelChanged {
                 from: t.from,
                 to: t.to,

@@ -17,7 +17,6 @@ use crate::pool::{build_pool, PoolOptions};
 use crate::rejection::RejectionKind;
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -78,7 +77,7 @@ impl Guard {
 
     /// The current level (an atomic read).
     pub fn level(&self) -> Level {
-        Level::from_u8(self.inner.level.load(Ordering::Acquire))
+        self.inner.level()
     }
 
     /// A receiver that sees every level change.
@@ -128,8 +127,8 @@ impl Guard {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The estimated time until a refused request of `class` is worth retrying, from the
-    /// current queue and the average hold time.
+    /// The estimated time until a request refused for `kind` is worth retrying, from the
+    /// queue length at the last sample and the average hold time.
     pub fn retry_after(&self, kind: RejectionKind) -> Duration {
         self.inner.retry_after(kind)
     }
