@@ -38,24 +38,6 @@ async fn post(addr: SocketAddr, path: &str, body: serde_json::Value) -> (u16, St
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A history of every stored status change, filled by a trigger.
-async fn record_history(client: &Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute(
-            "CREATE TABLE history (seq bigserial PRIMARY KEY, id bigint, old text, new text);
-             CREATE FUNCTION record_history() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF OLD.status IS DISTINCT FROM NEW.status THEN
-                 INSERT INTO history (id, old, new) VALUES (OLD.id, OLD.status, NEW.status);
-               END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER zz_history AFTER UPDATE ON messages
-               FOR EACH ROW EXECUTE FUNCTION record_history();",
-        )
-        .await
-}
-
 struct Run {
     calls: Vec<CaptureResponse>,
     took: Vec<Duration>,
@@ -130,7 +112,9 @@ async fn app(ready_spam: usize) -> (poolguard::testing::TestCluster, Client, Gua
     spam::create_schema(&client).await.unwrap();
     let seeded = spam::seed_messages(&client, ready_spam, 7).await.unwrap();
     assert_eq!(seeded.ready_spam, ready_spam);
-    record_history(&client).await.unwrap();
+    common::record_status_history(&client, "messages")
+        .await
+        .unwrap();
     let guard = common::guard(&cluster, 6, common::quick_config()).await;
     let addr = common::serve(spam::routes(guard.clone(), spam::policy())).await;
     (cluster, client, guard, addr)

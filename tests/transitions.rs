@@ -1,6 +1,8 @@
 //! The transition guard against a real PostgreSQL server: guarded updates, concurrent
 //! writers, hostile identifiers, the trigger and the report.
 
+mod common;
+
 use poolguard::events::{EventBus, EventKind};
 use poolguard::testing::TestCluster;
 use poolguard::transition::{
@@ -27,19 +29,10 @@ fn policy() -> Arc<TransitionPolicy> {
 async fn messages(client: &Client, ready: i64, promoted: i64) -> TestResult {
     client
         .batch_execute(
-            "CREATE TABLE messages (id bigint PRIMARY KEY, status text NOT NULL, body text);
-             CREATE TABLE history (seq bigserial PRIMARY KEY, id bigint, old text, new text);
-             CREATE FUNCTION record_history() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF OLD.status IS DISTINCT FROM NEW.status THEN
-                 INSERT INTO history (id, old, new) VALUES (OLD.id, OLD.status, NEW.status);
-               END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER zz_history AFTER UPDATE ON messages
-               FOR EACH ROW EXECUTE FUNCTION record_history();",
+            "CREATE TABLE messages (id bigint PRIMARY KEY, status text NOT NULL, body text)",
         )
         .await?;
+    common::record_status_history(client, "messages").await?;
     client
         .execute(
             "INSERT INTO messages (id, status)

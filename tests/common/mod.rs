@@ -144,3 +144,25 @@ pub async fn backends(client: &tokio_postgres::Client, app: &str, state: &str) -
         .unwrap()
         .get(0)
 }
+
+/// A `history (seq, id, old, new)` table that a trigger on `table` fills with every stored
+/// change of its `status` column: the ground truth for "no invalid transition was stored".
+pub async fn record_status_history(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE history (seq bigserial PRIMARY KEY, id bigint, old text, new text);
+             CREATE FUNCTION record_history() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF OLD.status IS DISTINCT FROM NEW.status THEN
+                 INSERT INTO history (id, old, new) VALUES (OLD.id, OLD.status, NEW.status);
+               END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER zz_history AFTER UPDATE ON {table}
+               FOR EACH ROW EXECUTE FUNCTION record_history();"
+        ))
+        .await
+}
