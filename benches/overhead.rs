@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench overhead`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
@@ -35,20 +38,6 @@ async fn bare(State(pool): State<Pool>) -> Result<&'static str, (http::StatusCod
 async fn guarded(conn: Conn) -> Result<&'static str, Error> {
     conn.query_one("SELECT 1", &[]).await?;
     Ok("1")
-}
-
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    addr
 }
 
 struct Measured {
@@ -138,8 +127,8 @@ fn main() {
             .build()
             .unwrap();
         let (bare_pool, _) = poolguard::build_pool(cluster.pg_config(), &options).unwrap();
-        let bare_addr = serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
-        let guarded_addr = serve(
+        let bare_addr = common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
+        let guarded_addr = common::serve(
             Router::new()
                 .route("/q", get(guarded))
                 .route_layer(guard.standard()),
