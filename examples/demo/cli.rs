@@ -1,38 +1,75 @@
-//! Command-line parsing for the demo (no dependencies: a handful of flags).
+//! The demo's command line (clap): what to run and the options of `serve`.
 
 use crate::app::GuardMode;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage:
-  demo                              replay every seed incident with --guard off and full
-  demo scenario NAME                replay one: dashboard-burst | slow-query | leaked-connections | spam-capture
-  demo serve [--listen ADDR] [--pool-max N] [--guard full|generic|off] [--kill-after DURATION]
-  demo overload                     the overload benchmark (off, generic, full under one load)
-  demo help
-
-DATABASE_URL selects the server; without it a throwaway local PostgreSQL is started.";
+/// poolguard's reference app and incident replay.
+///
+/// DATABASE_URL selects the server; without it a throwaway local PostgreSQL is started.
+#[derive(Debug, Parser)]
+#[command(name = "demo", version)]
+pub struct Cli {
+    /// What to run; without a command every seed incident is replayed, off vs full.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
 
 /// What to run.
-#[derive(Debug)]
+#[derive(Debug, Subcommand)]
 pub enum Command {
-    Help,
+    /// Replay one seed incident with --guard off and full.
+    Scenario {
+        /// dashboard-burst | slow-query | leaked-connections | spam-capture
+        #[arg(value_parser = parse_scenario)]
+        name: String,
+    },
+    /// Serve the reference app over HTTP.
     Serve(Serve),
-    /// Replay these scenarios.
-    Replay(Vec<String>),
-    /// The overload benchmark.
+    /// The overload benchmark (off, generic, full under one load).
     Overload,
 }
 
+impl Cli {
+    /// The scenarios to replay when no command or `scenario NAME` was given.
+    pub fn replay_names(&self) -> Option<Vec<String>> {
+        match &self.command {
+            None => Some(
+                crate::scenarios::ALL
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            Some(Command::Scenario { name }) => Some(vec![name.clone()]),
+            _ => None,
+        }
+    }
+}
+
 /// `serve` options.
-#[derive(Debug)]
+#[derive(Debug, Args)]
 pub struct Serve {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    pub pool_max: usize,
+    /// The most connections the pool opens.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pool_max: u32,
+    /// How the app protects its pool: off, generic or full.
+    #[arg(long = "guard", default_value = "full")]
     pub mode: GuardMode,
-    /// The watchdog cancels queries running longer than this (default 30 s).
+    /// The watchdog cancels queries running longer than this (500ms, 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub kill_after: Duration,
+}
+
+fn parse_scenario(name: &str) -> Result<String, String> {
+    if crate::scenarios::ALL.contains(&name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!("one of: {}", crate::scenarios::ALL.join(", ")))
+    }
 }
 
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
@@ -53,54 +90,4 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
-    match args.next().as_deref() {
-        None => Ok(Command::Replay(
-            crate::scenarios::ALL
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        )),
-        Some("help") | Some("--help") | Some("-h") => Ok(Command::Help),
-        Some("serve") => parse_serve(args).map(Command::Serve),
-        Some("overload") => Ok(Command::Overload),
-        Some("scenario") => {
-            let name = args.next().ok_or("scenario needs a NAME")?;
-            if !crate::scenarios::ALL.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown scenario `{name}`; one of: {}",
-                    crate::scenarios::ALL.join(", ")
-                ));
-            }
-            Ok(Command::Replay(vec![name]))
-        }
-        Some(other) => Err(format!("unknown command `{other}`")),
-    }
-}
-
-fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<Serve, String> {
-    let mut serve = Serve {
-        listen: "127.0.0.1:8080".parse().expect("valid default"),
-        pool_max: 20,
-        mode: GuardMode::Full,
-        kill_after: Duration::from_secs(30),
-    };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => serve.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
-            "--pool-max" => {
-                serve.pool_max = value()?.parse().map_err(|e| format!("--pool-max: {e}"))?;
-                if serve.pool_max == 0 {
-                    return Err("--pool-max must be at least 1".into());
-                }
-            }
-            "--guard" => serve.mode = value()?.parse()?,
-            "--kill-after" => serve.kill_after = parse_duration(&value()?)?,
-            other => return Err(format!("unknown flag `{other}`")),
-        }
-    }
-    Ok(serve)
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --example demo                       # replay every seed incident, off vs full
 //! cargo run --example demo -- scenario NAME      # one scenario (dashboard-burst, slow-query, ...)
-//! cargo run --release --example demo -- serve --listen 127.0.0.1:8080 [--pool-max 20] [--guard full|generic|off] [--kill-after 30s]
+//! cargo run --release --example demo -- serve --help   # the reference app over HTTP (see its options)
 //! cargo run --release --example demo -- overload # the overload benchmark: off vs generic vs full
 //! ```
 //!
@@ -20,27 +20,19 @@ mod scenarios;
 mod spam;
 
 use app::{AppOptions, GuardMode};
-use cli::Command;
+use clap::Parser;
+use cli::{Cli, Command};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     init_logging();
-    let command = match cli::parse(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
-    let result = match command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            Ok(true)
-        }
-        Command::Serve(s) => serve(s).await.map(|_| true),
-        Command::Replay(names) => replay(&names).await,
-        Command::Overload => overload::run().await,
+    let result = match (cli.replay_names(), cli.command) {
+        (Some(names), _) => replay(&names).await,
+        (None, Some(Command::Serve(s))) => serve(s).await.map(|_| true),
+        (None, Some(Command::Overload)) => overload::run().await,
+        (None, _) => unreachable!("every other command is a replay"),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -57,18 +49,21 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,tokio_postgres=warn,deadpool=warn,deadpool.postgres=error")
     });
+    // Colour only for a person at a terminal; a file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_target(false)
         .compact()
         .init();
 }
 
 async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
-    let db = database::Database::open(s.pool_max as u32 + 10).await?;
+    let db = database::Database::open(s.pool_max + 10).await?;
     let metrics = poolguard::metrics::install_prometheus()?;
     let options = AppOptions {
-        pool_max: s.pool_max,
+        pool_max: s.pool_max as usize,
         mode: s.mode,
         watchdog: poolguard::watchdog::WatchdogConfig {
             kill_after: s.kill_after,
