@@ -66,7 +66,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use binaries::{find_binaries, find_binaries_in, PgBinaries};
 pub use error::ClusterError;
-pub use options::ClusterOptions;
+pub use options::{ClusterOptions, ServerTls};
 
 use external::{connect_config, ExternalDatabase};
 use server::LocalServer;
@@ -107,6 +107,14 @@ impl TestCluster {
             _ => Target::Local(LocalServer::start(opts).await?),
         };
         Ok(TestCluster { target })
+    }
+
+    /// Starts a local server with `opts` even when `DATABASE_URL` is set (for what an
+    /// existing server cannot be made to do, such as serving TLS with a test's certificate).
+    pub async fn start_local(opts: ClusterOptions) -> Result<TestCluster, ClusterError> {
+        Ok(TestCluster {
+            target: Target::Local(LocalServer::start(opts).await?),
+        })
     }
 
     /// The connection URL, `postgres://postgres@127.0.0.1:PORT/postgres` for a local server.
