@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 /// | `ceiling` | 0 (no ceiling but the share) |
 ///
 /// Each interval, with `budget = usable - others - margin` and N instances of the service
-/// connected: `share = budget / N - (this instance's connections outside its pool)`. A pool
+/// connected: `share = (budget - join) / N - (this instance's connections outside its pool)`,
+/// where `join = min_size + 1` keeps room for one more replica to join (its watchdog session
+/// and its starting pool) before the others have seen it. A pool
 /// above its share shrinks to it at once (connections in use close when returned); one below
 /// grows by at most `step`, and at most by its part (1/N) of the budget still unused, and only
 /// once the instance count has held for two readings, so replicas that have not yet seen a
@@ -122,10 +124,15 @@ impl BudgetPlanner {
             .saturating_sub(cfg.margin as usize)
     }
 
+    /// What the running replicas share: the budget less room for one replica to join.
+    fn shared_budget(cfg: &ConnectionBudget, input: &BudgetInput) -> usize {
+        Self::service_budget(cfg, input).saturating_sub(cfg.min_size + 1)
+    }
+
     /// This replica's share: its part of the budget, less its connections outside the pool.
     pub(crate) fn share(cfg: &ConnectionBudget, input: &BudgetInput) -> usize {
         let overhead = (input.own as usize).saturating_sub(input.pool_open);
-        let mut share = (Self::service_budget(cfg, input) / input.instances.max(1))
+        let mut share = (Self::shared_budget(cfg, input) / input.instances.max(1))
             .saturating_sub(overhead)
             .max(cfg.min_size);
         if cfg.ceiling > 0 {
@@ -146,7 +153,7 @@ impl BudgetPlanner {
         if current == share || !settled {
             return None;
         }
-        let unused = Self::service_budget(cfg, input).saturating_sub(input.service as usize);
+        let unused = Self::shared_budget(cfg, input).saturating_sub(input.service as usize);
         let grow = cfg
             .step
             .min(unused / input.instances.max(1))
@@ -170,7 +177,8 @@ mod tests {
     }
 
     fn input(current: usize, instances: usize, service: u32) -> BudgetInput {
-        // usable 97, others 12, margin 5: the service may hold 80.
+        // usable 97, others 12, margin 5: the service may hold 80; 77 once 3 are kept for a
+        // joining replica (min_size 2 and its watchdog session).
         BudgetInput {
             current,
             pool_open: current,
@@ -186,7 +194,7 @@ mod tests {
     fn grows_in_steps_to_the_share_once_the_count_settles_and_never_above() {
         let mut p = BudgetPlanner::default();
         let c = cfg();
-        // 3 instances: 80 / 3 = 26, less the watchdog session = 25.
+        // 3 instances: 77 / 3 = 25, less the watchdog session = 24.
         assert_eq!(
             p.decide(&c, &input(2, 3, 30)),
             None,
@@ -196,29 +204,29 @@ mod tests {
         let mut size = 6;
         for _ in 0..10 {
             if let Some(to) = p.decide(&c, &input(size, 3, 30)) {
-                assert!(to <= 25 && to > size);
+                assert!(to <= 24 && to > size);
                 size = to;
             }
         }
-        assert_eq!(size, 25);
+        assert_eq!(size, 24);
     }
 
     #[test]
     fn a_new_instance_makes_the_others_shrink_at_once() {
         let mut p = BudgetPlanner::default();
         let c = cfg();
-        p.decide(&c, &input(25, 3, 78));
-        // 4 instances: 80 / 4 - 1 = 19.
-        assert_eq!(p.decide(&c, &input(25, 4, 78)), Some(19));
+        p.decide(&c, &input(24, 3, 75));
+        // 4 instances: 77 / 4 - 1 = 18.
+        assert_eq!(p.decide(&c, &input(24, 4, 75)), Some(18));
     }
 
     #[test]
     fn growth_takes_only_this_replicas_part_of_the_unused_budget() {
         let mut p = BudgetPlanner::default();
         let c = cfg();
-        // 4 instances, 74 of 80 held: 6 unused, a quarter of it is 1.
-        p.decide(&c, &input(10, 4, 74));
-        assert_eq!(p.decide(&c, &input(10, 4, 74)), Some(11));
-        assert_eq!(p.decide(&c, &input(11, 4, 80)), None, "nothing unused");
+        // 4 instances, 71 of 77 held: 6 unused, a quarter of it is 1.
+        p.decide(&c, &input(10, 4, 71));
+        assert_eq!(p.decide(&c, &input(10, 4, 71)), Some(11));
+        assert_eq!(p.decide(&c, &input(11, 4, 77)), None, "nothing unused");
     }
 }
