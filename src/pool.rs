@@ -128,7 +128,7 @@ impl PoolOptions {
             _ => ours,
         };
         pg.options(&options);
-        pg.application_name(&identity.application_name());
+        pg.application_name(identity.application_name());
         pg.connect_timeout(self.connect_timeout);
     }
 }
