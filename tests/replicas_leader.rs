@@ -163,3 +163,51 @@ async fn only_the_leader_reaps_an_idle_transaction_of_an_instance_that_is_gone()
         "{reaped:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_raises_server_pressure_while_every_replica_escalates() {
+    // max_connections 30 less 3 superuser slots: 27 usable.
+    let pg = cluster(30).await;
+    if pg.is_external() {
+        eprintln!("DATABASE_URL is set: the server's max_connections is not ours; skipped");
+        return;
+    }
+    let all = replicas(&pg, 3, false).await;
+    let mut subs: Vec<_> = all.iter().map(|(g, _)| g.subscribe()).collect();
+    eventually("one leader", Duration::from_secs(10), || async {
+        leaders(&all).len() == 1
+    })
+    .await;
+    let mut others = Vec::new();
+    for _ in 0..21 {
+        others.push(pg.connect().await.unwrap());
+    }
+    eventually(
+        "every replica escalates",
+        Duration::from_secs(10),
+        || async {
+            all.iter()
+                .all(|(g, _)| g.level() != poolguard::Level::Normal)
+        },
+    )
+    .await;
+    tokio::time::sleep(INTERVAL * 5).await;
+    let raised: Vec<usize> = subs
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, sub)| {
+            let mut any = false;
+            while let Some(e) = sub.try_recv() {
+                any |= matches!(e.kind, EventKind::ServerPressure { .. });
+            }
+            any.then_some(i)
+        })
+        .collect();
+    assert_eq!(
+        raised.len(),
+        1,
+        "one replica speaks for the server: {raised:?}"
+    );
+    assert!(all[raised[0]].1.is_leader());
+    drop(others);
+}

@@ -53,6 +53,11 @@ impl Leadership {
         Ok(got)
     }
 
+    /// Whether it leads (as of its last refresh).
+    pub(crate) fn held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
     /// The session is gone, and the lock with it.
     pub(crate) fn lost(&mut self) {
         if self.held.swap(false, Ordering::AcqRel) {

@@ -21,7 +21,7 @@
 //! in its own database, and names another instance's backend as such in events (wider
 //! scopes). The watchdogs of a service elect one leader with `pg_try_advisory_lock` on their
 //! own sessions ([`WatchdogHandle::is_leader`]); the leader reaps idle transactions of
-//! instances whose watchdog is gone, and a new leader takes over within one interval of the
+//! instances whose watchdog is gone and alone raises the server-pressure event, and a new leader takes over within one interval of the
 //! old one's session ending. The kill budget is split between the live watchdogs.
 //!
 //! Through a pooler, give the watchdog a direct URL to PostgreSQL

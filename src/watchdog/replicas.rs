@@ -64,6 +64,12 @@ impl Replicas {
         Ok(kills)
     }
 
+    /// Whether this watchdog speaks for the server (raises the server-pressure event): the
+    /// leader, or every watchdog when none is elected.
+    pub(crate) fn announces(&self) -> bool {
+        self.leadership.as_ref().is_none_or(Leadership::held)
+    }
+
     /// The watchdog's session ended: the lead went with it.
     pub(crate) fn lost(&mut self) {
         if let Some(leadership) = &mut self.leadership {

@@ -172,7 +172,8 @@ impl Runner {
             return Ok(());
         };
         let h = h?;
-        self.alarm.publish(inner, h);
+        let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
+        self.alarm.publish(inner, h, announce);
         let Ok(backends) = tokio::time::timeout(limit, self.selector.scan(client)).await else {
             timed_out();
             return Ok(());
