@@ -321,3 +321,51 @@ async fn the_watchdog_connects_over_tls_and_cancels_a_slow_query() {
         .get(0);
     assert!(ssl, "the watchdog's own session is on TLS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_uses_its_own_url_and_its_tls() {
+    let server = tls_server().await;
+    // The pool in plain text, the watchdog over verify-full: its session shows which URL it used.
+    let guard = Guard::connect_url(
+        &server.url("127.0.0.1", "sslmode=disable"),
+        &options("own-url"),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let bad = Watchdog::builder(&guard).url("postgres://h/db?sslmode=maybe");
+    assert!(
+        matches!(
+            bad,
+            Err(poolguard::BuildError::InvalidConfig {
+                field: "sslmode",
+                ..
+            })
+        ),
+        "{bad:?}"
+    );
+    let _watchdog = Watchdog::builder(&guard)
+        .url(&server.verify_full("localhost"))
+        .unwrap()
+        .config(WatchdogConfig {
+            interval: Duration::from_millis(200),
+            ..WatchdogConfig::default()
+        })
+        .spawn()
+        .unwrap();
+    open_all(&guard).await;
+    let observer = server.cluster.connect().await.unwrap();
+    eventually("the watchdog connects", Duration::from_secs(10), || async {
+        observer
+            .query_opt(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'poolguard:own-url:watchdog'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_some_and(|r| r.get::<_, bool>(0))
+    })
+    .await;
+    assert_eq!(ssl_of_backends(&server, "own-url").await, vec![false; 4]);
+}
