@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
+use poolguard::tls::TlsConnector;
 use poolguard::watchdog::{Watchdog, WatchdogConfig, WatchdogHandle};
 use poolguard::{Conn, Guard, GuardConfig, PoolOptions};
 use serde_json::json;
@@ -72,6 +73,8 @@ pub struct AppOptions {
     pub instance: Option<String>,
     /// The watchdog's own direct URL (`None`: the pool's server).
     pub watchdog_url: Option<String>,
+    /// How the guarded pool opens TLS (`DATABASE_URL`'s `sslmode`; plain for a local server).
+    pub tls: TlsConnector,
 }
 
 impl Default for AppOptions {
@@ -84,6 +87,7 @@ impl Default for AppOptions {
             watchdog: WatchdogConfig::default(),
             instance: None,
             watchdog_url: None,
+            tls: TlsConnector::plain(),
         }
     }
 }
@@ -153,7 +157,7 @@ pub async fn build(
     };
     let guard = match options.mode {
         GuardMode::Full => Some(
-            Guard::connect(pg.clone(), &pool_options)?
+            Guard::connect_tls(pg.clone(), options.tls.clone(), &pool_options)?
                 .config(options.guard_config.clone())
                 .build()?,
         ),
@@ -164,7 +168,7 @@ pub async fn build(
         // The bare pool as a team would set it up by default: no session timeouts, deadpool's
         // default (unbounded) wait.
         None => {
-            let manager = deadpool_postgres::Manager::new(pg.clone(), tokio_postgres::NoTls);
+            let manager = deadpool_postgres::Manager::new(pg.clone(), options.tls.clone());
             Pool::builder(manager).max_size(options.pool_max).build()?
         }
     };

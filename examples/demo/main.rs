@@ -71,6 +71,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
         },
         instance: s.instance.clone(),
         watchdog_url: s.watchdog_url.clone(),
+        tls: db.tls(),
         ..AppOptions::default()
     };
     app::prepare_schema(&db.connect().await?).await?;
