@@ -15,6 +15,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_postgres::Client;
 
+/// One watchdog's part of the service's kill budget: `max / watchdogs`, at least 1, so N
+/// watchdogs together never spend more than `max` per interval (or N when `max < N`).
+pub(crate) fn kill_share(max: usize, watchdogs: usize) -> usize {
+    (max / watchdogs.max(1)).max(1)
+}
+
 /// The replica duties of one watchdog.
 #[derive(Debug)]
 pub(crate) struct Replicas {
@@ -46,7 +52,7 @@ impl Replicas {
         h: &ServerHeadroom,
     ) -> Result<usize, tokio_postgres::Error> {
         let census = census::read(client, &self.identity).await?;
-        let mut kills = (config.max_kills_per_interval / census.watchdogs()).max(1);
+        let mut kills = kill_share(config.max_kills_per_interval, census.watchdogs());
         if let Some(leadership) = &mut self.leadership {
             if leadership.refresh(client).await? {
                 self.orphans
@@ -75,5 +81,19 @@ impl Replicas {
         if let Some(leadership) = &mut self.leadership {
             leadership.lost();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kill_share;
+
+    #[test]
+    fn the_kill_budget_is_split_between_live_watchdogs() {
+        assert_eq!(kill_share(10, 1), 10);
+        assert_eq!(kill_share(10, 3), 3);
+        assert!(3 * kill_share(10, 3) <= 10);
+        assert_eq!(kill_share(2, 5), 1, "every watchdog may still act");
+        assert_eq!(kill_share(10, 0), 10);
     }
 }
