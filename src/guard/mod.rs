@@ -54,7 +54,7 @@ impl Guard {
         let (pool, pg) = build_pool(pg, options)?;
         Ok(Guard::builder(pool)
             .direct_connection(pg)
-            .pool_resets_sessions(true))
+            .pool_resets_sessions(options.session_settings.owns_session()))
     }
 
     /// Acquires a connection as `class`, waiting in the priority queue if needed.
