@@ -68,6 +68,8 @@ pub struct AppOptions {
     /// The watchdog (slow-query killer, idle-transaction reaper, server headroom), in `full`
     /// mode.
     pub watchdog: WatchdogConfig,
+    /// Per-user limits shared in this Redis, in `full` mode.
+    pub redis: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -78,6 +80,7 @@ impl Default for AppOptions {
             statement_timeout: Duration::from_secs(30),
             guard_config: GuardConfig::default(),
             watchdog: WatchdogConfig::default(),
+            redis: None,
         }
     }
 }
@@ -165,6 +168,15 @@ pub async fn build(
         ),
         _ => None,
     };
+    if let (Some(guard), Some(url)) = (&guard, &options.redis) {
+        let shared = guard
+            .share_limits(poolguard::limit::redis::RedisLimits::new(url.as_str()))
+            .await?;
+        tracing::info!(
+            instance = shared.instance(),
+            "per-user limits shared in Redis at {url}"
+        );
+    }
     let watchdog = match &guard {
         Some(g) => Some(
             Watchdog::builder(g)

@@ -62,6 +62,9 @@ pub struct Serve {
     /// The watchdog cancels queries running longer than this (500ms, 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub kill_after: Duration,
+    /// Share per-user limits with the other replicas in this Redis (redis://host:port/).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 fn parse_scenario(name: &str) -> Result<String, String> {
