@@ -22,6 +22,7 @@ struct ReplicaSpec {
     redis_url: String,
     instance: String,
     shared: bool,
+    rate: u32,
     in_flight: u32,
 }
 
@@ -43,10 +44,11 @@ impl Replica {
             .env(
                 "POOLGUARD_REPLICA",
                 format!(
-                    "{}|{}|{}|{}",
+                    "{}|{}|{}|{}|{}",
                     spec.redis_url,
                     spec.instance,
                     u8::from(spec.shared),
+                    spec.rate,
                     spec.in_flight
                 ),
             )
@@ -85,12 +87,8 @@ fn replica_process() {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let (redis_url, instance, shared, in_flight) = (
-        parts[0],
-        parts[1],
-        parts[2] == "1",
-        parts[3].parse().unwrap(),
-    );
+    let (redis_url, instance, shared) = (parts[0], parts[1], parts[2] == "1");
+    let (rate, in_flight): (u32, u32) = (parts[3].parse().unwrap(), parts[4].parse().unwrap());
     std::thread::spawn(|| {
         let mut sink = String::new();
         let _ = std::io::stdin().read_line(&mut sink);
@@ -104,10 +102,10 @@ fn replica_process() {
             .unwrap()
             .config(GuardConfig {
                 limits: UserLimits {
-                    rate_per_second: RATE,
+                    rate_per_second: rate,
                     burst: BURST,
                     in_flight,
-                    tight_rate_per_second: RATE,
+                    tight_rate_per_second: rate,
                     tight_burst: BURST,
                     tight_in_flight: in_flight,
                     ..UserLimits::default()
@@ -120,8 +118,9 @@ fn replica_process() {
             let mut limits = RedisLimits::new(redis_url);
             limits.instance = instance.to_string();
             limits.heartbeat_interval = Duration::from_millis(200);
-            limits.heartbeat_ttl = Duration::from_secs(1);
-            limits.timeout = Duration::from_millis(200);
+            limits.heartbeat_ttl = Duration::from_millis(1500);
+            // Generous for a loaded test machine: a timeout would switch to the fallback.
+            limits.timeout = Duration::from_millis(500);
             let shared = guard.share_limits(limits).await.unwrap();
             // Start serving once Redis is in use, not on the fallback of a slow start.
             let started = Instant::now();
@@ -179,13 +178,14 @@ async fn load(replicas: &[Replica], user: &str) -> u64 {
     served
 }
 
-fn three(redis: &TestRedis, shared: bool, in_flight: u32) -> Vec<Replica> {
+fn three(redis: &TestRedis, shared: bool, rate: u32, in_flight: u32) -> Vec<Replica> {
     (0..3)
         .map(|i| {
             Replica::start(&ReplicaSpec {
                 redis_url: redis.url(),
                 instance: format!("replica-{i}"),
                 shared,
+                rate,
                 in_flight,
             })
         })
@@ -198,12 +198,12 @@ async fn three_replica_processes_hold_one_users_limit_together() {
     // What the limit allows over the load: the burst, then RATE per second.
     let allowed = f64::from(BURST) + f64::from(RATE) * LOAD_FOR.as_secs_f64();
 
-    let shared = three(&redis, true, 1000);
+    let shared = three(&redis, true, RATE, 1000);
     let served_shared = load(&shared, "alice").await;
     drop(shared);
 
     // The same three replicas with in-process limits: each gives the user the full quota.
-    let local = three(&redis, false, 1000);
+    let local = three(&redis, false, RATE, 1000);
     let served_local = load(&local, "alice").await;
     drop(local);
 
@@ -234,12 +234,37 @@ async fn three_replica_processes_hold_one_users_limit_together() {
 #[tokio::test]
 async fn in_flight_slots_of_a_killed_replica_are_released() {
     let redis = TestRedis::start().await.expect("start redis-server");
-    let mut replicas = three(&redis, true, 2);
+    // A rate that polling never reaches: only the in-flight cap refuses.
+    let mut replicas = three(&redis, true, 100_000, 2);
     // Replica 0 holds both of bob's in-flight slots.
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(hold_slow_request(replicas[0].addr, "bob").await);
     }
+    // Both reach Redis before anyone else asks (a concurrent request could take the
+    // second slot first).
+    let redis_client = redis::Client::open(redis.url()).unwrap();
+    let redis_conn = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    eventually(
+        "both of bob's slots held in Redis",
+        Duration::from_secs(10),
+        || {
+            let mut conn = redis_conn.clone();
+            async move {
+                let held: i64 = redis::cmd("ZCARD")
+                    .arg("poolguard:in-flight:bob")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                held == 2
+            }
+        },
+    )
+    .await;
+    drop(redis_conn);
     let other = HttpClient::new(replicas[1].addr);
     eventually(
         "both slots held across replicas",
@@ -250,7 +275,7 @@ async fn in_flight_slots_of_a_killed_replica_are_released() {
     let reply = other.get("/work", Some("bob")).await;
     assert!(reply.body.contains("in_flight_limit"), "{}", reply.body);
 
-    // SIGKILL: replica 0 never releases them; its heartbeat expires after 1 s.
+    // SIGKILL: replica 0 never releases them; its heartbeat expires after 1.5 s.
     replicas[0].kill();
     let killed = Instant::now();
     eventually(
