@@ -112,7 +112,8 @@ async fn redis_stopped_mid_load_falls_back_locally_and_the_shared_limit_returns(
     );
     assert!(!stats.available);
     assert!(stats.fallback_checks > 0, "{stats:?}");
-    assert!(stats.timeouts + stats.errors > 0, "{stats:?}");
+    // The outage is found by a request's failed round trip or by the heartbeat, whichever
+    // comes first; after that no request asks Redis until it answers a heartbeat again.
     assert!(down > 0, "requests are served while Redis is down");
     assert!(
         down as f64 <= 1.1 * allowed,

@@ -111,12 +111,11 @@ impl TestPgBouncer {
              listen_addr = 127.0.0.1\nlisten_port = {}\nunix_socket_dir =\n\
              auth_type = trust\nauth_file = {}\npool_mode = {}\n\
              default_pool_size = {}\nmax_client_conn = 500\n\
-             admin_users = {user}\nlogfile = {}\n",
+             admin_users = {user}\n",
             process.port,
             userlist.display(),
             options.pool_mode.as_str(),
             options.default_pool_size,
-            process.root.join("pgbouncer-own.log").display(),
         );
         for (name, value) in &options.settings {
             ini.push_str(&format!("{name} = {value}\n"));
@@ -160,9 +159,7 @@ impl TestPgBouncer {
     /// PgBouncer's log so far (it names refused startup parameters, closed server
     /// connections, ...).
     pub fn log(&self) -> String {
-        let own = std::fs::read_to_string(self.process.root.join("pgbouncer-own.log"))
-            .unwrap_or_default();
-        format!("{own}{}", self.process.log_tail())
+        std::fs::read_to_string(self.process.log_file()).unwrap_or_default()
     }
 
     /// The directory PgBouncer runs in.

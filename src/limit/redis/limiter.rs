@@ -380,9 +380,8 @@ impl Drop for SharedPermit {
         ) else {
             return;
         };
-        if !limiter.available.load(Ordering::Acquire) {
-            return;
-        }
+        // Tried even while the fallback answers: a slot left behind would count against the
+        // user until its lease ends (this replica's heartbeat keeps it from being pruned).
         let key = format!("{}in-flight:{}", limiter.config.key_prefix, self.key);
         let member = std::mem::take(&mut self.member);
         let timeout = limiter.config.timeout;
