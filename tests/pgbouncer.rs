@@ -247,3 +247,46 @@ async fn set_after_connect_holds_through_session_pooling_and_recycling() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn per_class_timeout_overrides_are_refused_under_role_defaults() {
+    // Per-class overrides are session `SET`s, which transaction pooling would leak into
+    // other clients' server connections: refused at build, naming the field.
+    let options = PoolOptions {
+        session_settings: SessionSettings::RoleDefaults,
+        ..pool_options(2)
+    };
+    let pg: tokio_postgres::Config = "postgres://app@127.0.0.1:9/app".parse().unwrap();
+    let config = GuardConfig {
+        class_statement_timeout: poolguard::ClassTimeouts {
+            non_critical: Some(Duration::from_millis(250)),
+            ..poolguard::ClassTimeouts::default()
+        },
+        ..GuardConfig::default()
+    };
+    let refused = Guard::connect(pg.clone(), &options)
+        .unwrap()
+        .config(config.clone())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            poolguard::BuildError::InvalidConfig {
+                field: "class_statement_timeout",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    // The session modes keep them.
+    let options = PoolOptions {
+        session_settings: SessionSettings::SetAfterConnect,
+        ..options
+    };
+    assert!(Guard::connect(pg, &options)
+        .unwrap()
+        .config(config)
+        .build()
+        .is_ok());
+}
