@@ -123,7 +123,10 @@ impl Guard {
             Ok(Err(e)) => DatabaseHealth {
                 status: "unhealthy",
                 latency_ms: None,
-                error: Some(e.to_string()),
+                error: Some(match e.as_db_error() {
+                    Some(db) => format!("{e}: {} (SQLSTATE {})", db.message(), db.code().code()),
+                    None => e.to_string(),
+                }),
             },
             Err(_) => {
                 // A connection that stopped answering may never report itself closed:

@@ -7,6 +7,7 @@ mod admission;
 mod axum;
 pub mod batch;
 mod breaker;
+mod cancel;
 mod config;
 mod criticality;
 #[cfg(feature = "admin")]
@@ -24,6 +25,7 @@ pub mod monitor;
 mod pool;
 mod rejection;
 pub mod report;
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -75,6 +75,8 @@ pub struct AppOptions {
     pub watchdog_url: Option<String>,
     /// How the guarded pool opens TLS (`DATABASE_URL`'s `sslmode`; plain for a local server).
     pub tls: TlsConnector,
+    /// Per-user limits shared in this Redis, in `full` mode.
+    pub redis: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -88,6 +90,7 @@ impl Default for AppOptions {
             instance: None,
             watchdog_url: None,
             tls: TlsConnector::plain(),
+            redis: None,
         }
     }
 }
@@ -172,6 +175,15 @@ pub async fn build(
             Pool::builder(manager).max_size(options.pool_max).build()?
         }
     };
+    if let (Some(guard), Some(url)) = (&guard, &options.redis) {
+        let shared = guard
+            .share_limits(poolguard::limit::redis::RedisLimits::new(url.as_str()))
+            .await?;
+        tracing::info!(
+            instance = shared.instance(),
+            "per-user limits shared in Redis at {url}"
+        );
+    }
     let watchdog = match &guard {
         Some(g) => {
             let mut builder = Watchdog::builder(g).config(options.watchdog.clone());

@@ -70,6 +70,9 @@ pub struct Serve {
     /// honours sslmode and sslrootcert.
     #[arg(long, value_name = "URL")]
     pub watchdog_url: Option<String>,
+    /// Share per-user limits with the other replicas in this Redis (redis://host:port/).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 fn parse_scenario(name: &str) -> Result<String, String> {

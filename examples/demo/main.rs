@@ -65,6 +65,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     let options = AppOptions {
         pool_max: s.pool_max as usize,
         mode: s.mode,
+        redis: s.redis.clone(),
         watchdog: poolguard::watchdog::WatchdogConfig {
             kill_after: s.kill_after,
             ..Default::default()

@@ -228,6 +228,7 @@ fn abandon(
     let client = Object::take(object);
     let token = client.cancel_token();
     let tls = inner.tls.clone();
+    let direct = inner.direct.clone();
     inner.metrics.abandoned.increment(1);
     let events = inner.events.clone();
     let report = move |cancel_sent: bool| {
@@ -240,7 +241,7 @@ fn abandon(
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             handle.spawn(async move {
-                let sent = token.cancel_query(tls).await.is_ok();
+                let sent = crate::cancel::send_cancel(&token, direct.as_ref(), &tls).await;
                 drop(client);
                 report(sent);
             });

@@ -129,6 +129,8 @@ impl GuardBuilder {
             health_conn: tokio::sync::Mutex::new(None),
             tag_prefix: OnceLock::new(),
             headroom: Mutex::new(None),
+            #[cfg(feature = "redis")]
+            shared_limits: OnceLock::new(),
             pool: self.pool,
             direct: self.direct,
             tls: self.tls,

@@ -49,6 +49,9 @@ pub(crate) struct GuardInner {
     pub(crate) tag_prefix: OnceLock<String>,
     /// The last server-wide connection count the watchdog read.
     pub(crate) headroom: Mutex<Option<crate::watchdog::ServerHeadroom>>,
+    /// The per-user limits shared in Redis, once [`Guard::share_limits`](crate::Guard::share_limits) ran.
+    #[cfg(feature = "redis")]
+    pub(crate) shared_limits: OnceLock<Arc<crate::limit::redis::RedisLimiter>>,
 }
 
 impl GuardInner {

@@ -71,7 +71,7 @@ impl Guard {
         let (pool, pg, identity) = build_pool_as(pg, &tls, options)?;
         let mut builder = Guard::builder(pool)
             .direct_connection(pg)
-            .pool_resets_sessions(true)
+            .pool_resets_sessions(options.session_settings.owns_session())
             .tls(tls);
         builder.identity = Some(identity);
         Ok(builder)

@@ -2,6 +2,7 @@
 
 use super::{GuardLayer, RequestContext, ResponseFuture};
 use crate::events::{Event, EventKind};
+use crate::limit::check::{check_user, LimitCheck};
 use crate::metrics::Outcome;
 use crate::rejection::RejectionKind;
 use crate::Criticality;
@@ -69,12 +70,17 @@ where
                     .layer
                     .extractor
                     .extract(req.headers(), req.extensions());
+                let mut pending = None;
                 let permit = match &user {
-                    Some(key) => match inner.limits.check(key, level, class) {
-                        Ok(permit) => Some(permit),
-                        Err(rejection) => {
+                    Some(key) => match check_user(inner, key, level, class) {
+                        LimitCheck::Ready(Ok(permit)) => Some(permit),
+                        LimitCheck::Ready(Err(rejection)) => {
                             inner.count(class, Outcome::RateLimited);
                             return ResponseFuture::rejected(rejection.to_response());
+                        }
+                        LimitCheck::Pending(check) => {
+                            pending = Some(check);
+                            None
                         }
                     },
                     None => None,
@@ -84,6 +90,11 @@ where
                     user,
                     guard: guard.clone(),
                 });
+                if let Some(check) = pending {
+                    // The inner future is made now but first polled once the check admits
+                    // the request (axum's handlers do nothing before they are polled).
+                    return ResponseFuture::checking(check, self.inner.call(req));
+                }
                 permit
             }
         };
