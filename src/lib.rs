@@ -6,8 +6,8 @@ mod admission;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod batch;
-mod breaker;
 mod config;
+pub mod controller;
 mod criticality;
 #[cfg(feature = "admin")]
 pub mod dashboard;

@@ -82,9 +82,9 @@ impl Impact {
     fn total(a: &[u64; 3]) -> u64 {
         a.iter().sum()
     }
-    /// Requests answered 503.
+    /// Requests answered 503 (shed at once, queue full, pool unavailable).
     pub fn shed(&self) -> u64 {
-        Self::total(&self.counts.shed)
+        Self::total(&self.counts.refused())
     }
     /// Acquisitions that waited in the queue.
     pub fn queued(&self) -> u64 {

@@ -41,6 +41,7 @@ pub(crate) fn summary(
             queued,
             rate_limited: limited,
             timed_out,
+            ..OutcomeCounts::default()
         },
     }
 }

@@ -1,10 +1,7 @@
 //! The service made by [`GuardLayer`].
 
 use super::{GuardLayer, RequestContext, ResponseFuture};
-use crate::events::{Event, EventKind};
 use crate::metrics::Outcome;
-use crate::rejection::RejectionKind;
-use crate::Criticality;
 use http::{Request, Response};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -40,31 +37,26 @@ where
         let class = self.layer.class;
         let guard = &self.layer.guard;
         let inner = &guard.inner;
-        let level = inner.level();
+        let now = Instant::now();
+        let deadline = self.layer.deadline_for(req.headers(), now);
 
-        // The breaker first: a shed request costs no lock and spends none of the caller's
-        // quota.
-        if class == Criticality::NonCritical {
-            let (admitted, change) = inner.breaker.admit(level, Instant::now());
-            if let Some(state) = change {
-                inner
-                    .events
-                    .publish(Event::now(EventKind::BreakerChanged { state }));
-            }
-            if !admitted {
-                inner.count(class, Outcome::Shed);
-                let rejection = inner.rejection(RejectionKind::Shed, class);
-                return ResponseFuture::rejected(rejection.to_response());
-            }
+        // A request that cannot start before its deadline is told at once: no lock, no
+        // pool, none of the caller's quota spent.
+        if let Some(rejection) = inner.deadline_refusal(class, deadline, now) {
+            inner.count(class, Outcome::Shed);
+            return ResponseFuture::rejected(rejection.to_response());
         }
 
-        // An outer guard layer already checked the caller's limits: only the class changes.
+        // An outer guard layer already checked the caller's limits: only the class and the
+        // deadline change.
         let permit = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
+                ctx.deadline = deadline;
                 None
             }
             None => {
+                let level = inner.level();
                 let user = self
                     .layer
                     .extractor
@@ -83,6 +75,7 @@ where
                     class,
                     user,
                     guard: guard.clone(),
+                    deadline,
                 });
                 permit
             }
