@@ -23,6 +23,7 @@ pub mod monitor;
 mod pool;
 mod rejection;
 pub mod report;
+pub mod single_flight;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transition;

@@ -122,6 +122,7 @@ impl GuardBuilder {
             health_conn: tokio::sync::Mutex::new(None),
             tag_prefix: OnceLock::new(),
             headroom: Mutex::new(None),
+            shared_queries: Default::default(),
             pool: self.pool,
             direct: self.direct,
             config: self.config,

@@ -59,6 +59,8 @@ pub(crate) struct GuardInner {
     pub(crate) tag_prefix: OnceLock<String>,
     /// The last server-wide connection count the watchdog read.
     pub(crate) headroom: Mutex<Option<crate::watchdog::ServerHeadroom>>,
+    /// Identical read-only queries in flight, for [`Guard::query_shared`](super::Guard::query_shared).
+    pub(crate) shared_queries: crate::single_flight::SingleFlight,
 }
 
 fn breaker_to_u8(b: BreakerState) -> u8 {

@@ -15,11 +15,13 @@ use crate::admission::GuardedConn;
 use crate::events::{EventBus, EventSubscriber};
 use crate::pool::{build_pool, PoolOptions};
 use crate::rejection::RejectionKind;
+use crate::single_flight::SharedRows;
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
 
 /// Guards a deadpool-postgres pool: decides who gets a connection, when, and who is told to
 /// come back later. Cheap to clone; every clone is the same guard.
@@ -96,6 +98,62 @@ impl Guard {
     /// caller left before its turn is never granted one, so it does not count here.
     pub fn grants_total(&self) -> u64 {
         self.inner.lock().grants_total()
+    }
+
+    /// Runs a read-only query for all identical concurrent callers at once: the first caller
+    /// acquires a connection as `class` and runs `sql` with `params`; callers asking the same
+    /// (same SQL, same parameters) while it runs wait for it, take no slot, and share its rows.
+    /// Different parameters never share; nothing is cached once the query returns. See
+    /// [`single_flight`](crate::single_flight).
+    ///
+    /// Only for statements without side effects: the rows of one execution go to everyone.
+    ///
+    /// ```no_run
+    /// # async fn widget(guard: poolguard::Guard, team: i64) -> Result<(), poolguard::Error> {
+    /// use poolguard::{AcquireContext, Criticality};
+    /// let rows = guard
+    ///     .query_shared(
+    ///         Criticality::NonCritical,
+    ///         AcquireContext::default(),
+    ///         "SELECT count(*) FROM tasks WHERE team = $1",
+    ///         &[&team],
+    ///     )
+    ///     .await?;
+    /// let open: i64 = rows[0].get(0);
+    /// # let _ = open; Ok(()) }
+    /// ```
+    pub async fn query_shared(
+        &self,
+        class: Criticality,
+        context: AcquireContext,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<SharedRows, Error> {
+        let deadline = Instant::now() + self.inner.config.max_queue_wait;
+        self.query_shared_until(class, context, deadline, sql, params)
+            .await
+    }
+
+    /// [`query_shared`](Guard::query_shared) whose acquisition (if this caller runs the
+    /// query) starts by `deadline`.
+    pub async fn query_shared_until(
+        &self,
+        class: Criticality,
+        context: AcquireContext,
+        deadline: Instant,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<SharedRows, Error> {
+        let key = crate::single_flight::key(sql, params);
+        let (rows, _ran) = self
+            .inner
+            .shared_queries
+            .run(key, || async {
+                let conn = self.inner.acquire(class, context, deadline).await?;
+                conn.query(sql, params).await
+            })
+            .await?;
+        Ok(rows)
     }
 
     /// The current level (an atomic read).
