@@ -119,9 +119,10 @@ async fn a_waiter_past_its_deadline_is_answered_before_the_deadline_not_after() 
         answered_after < deadline_in / 2,
         "answered at once, not at the deadline: {answered_after:?}"
     );
+    // Retry-After: when its start (about 3 s away) would fit its 2.5 s deadline.
     assert!(
-        r.retry_after >= Duration::from_millis(2500),
-        "Retry-After comes from the estimate (about 3 s): {:?}",
+        r.retry_after >= Duration::from_millis(400) && r.retry_after <= Duration::from_secs(2),
+        "Retry-After comes from the estimate: {:?}",
         r.retry_after
     );
     assert_eq!(refused.status(), 503);

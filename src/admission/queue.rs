@@ -95,6 +95,11 @@ impl FairQueue {
         }
     }
 
+    /// How many waiters `user` has here.
+    pub(crate) fn len_of(&self, user: &Option<UserKey>) -> usize {
+        self.by_user.get(user).map_or(0, |q| q.waiters.len())
+    }
+
     /// Removes the waiter `id` of `user` (its caller gave up); returns it if it was here.
     pub(crate) fn remove(&mut self, user: &Option<UserKey>, id: u64) -> Option<Waiter> {
         let queue = self.by_user.get_mut(user)?;

@@ -72,6 +72,8 @@ pub(crate) struct AdmissionSettings {
     pub(crate) warning_utilization: f64,
     /// Most waiters per class.
     pub(crate) queue_depth: usize,
+    /// Most waiters per class of one user (an anonymous caller counts as one user).
+    pub(crate) user_queue_depth: usize,
     pub(crate) ramp: Duration,
 }
 
@@ -186,7 +188,8 @@ impl AdmissionState {
     }
 
     /// The state of the non-critical gate: open (deferred, not straight to the pool) above
-    /// Normal, half-open while the start ramp runs, closed otherwise.
+    /// Normal, half-open while the start ramp runs (or is held at Critical), closed
+    /// otherwise.
     pub(crate) fn breaker(&self, now: Instant) -> BreakerState {
         if self.level() != Level::Normal {
             BreakerState::Open
@@ -213,16 +216,27 @@ impl AdmissionState {
         }
     }
 
-    /// Whether one more acquisition of `class` may start now, by capacity and level alone.
-    fn may_start(&self, class: Criticality, now: Instant) -> bool {
-        if class == Criticality::NonCritical && self.level() == Level::Critical {
-            return false;
+    /// Slots in use as non-critical work must see them: the pool's, or the server's share
+    /// of this pool when another process holds the server (a report would need a
+    /// connection the server does not have).
+    fn in_use_for(&self, class: Criticality) -> usize {
+        let pool = self.in_use();
+        if class != Criticality::NonCritical {
+            return pool;
         }
+        let server = (self.server_utilization * self.settings.max_size as f64).ceil() as usize;
+        pool.max(server)
+    }
+
+    /// Whether one more acquisition of `class` may start now, by capacity alone (at every
+    /// level: non-critical work keeps under the warning line by its budget).
+    fn may_start(&self, class: Criticality, now: Instant) -> bool {
         self.capacity.may_start(
             class,
-            self.in_use(),
+            self.in_use_for(class),
             self.granted[class.index()],
             self.ramp.share(now),
+            self.ramp.floor(now),
         )
     }
 
@@ -247,7 +261,7 @@ impl AdmissionState {
 
     /// The slots that drain `class`'s queue: its budget given what the other classes use.
     fn draining_slots(&self, class: Criticality) -> usize {
-        let others = self.in_use() - self.granted[class.index()];
+        let others = self.in_use_for(class) - self.granted[class.index()];
         self.capacity.budget(class, others).max(1)
     }
 
@@ -266,11 +280,18 @@ impl AdmissionState {
         self.expected_start(class, self.ahead_of_newcomer(class))
     }
 
-    /// A refusal of `kind` for a waiter expected to start `estimate` from now.
-    fn refusal(&mut self, kind: RejectionKind, estimate: Option<Duration>) -> Refusal {
+    /// A refusal of `kind` for a waiter expected to start `estimate` from now that would
+    /// wait at most `allowed`: it is told to come back once its start would fit.
+    fn refusal(
+        &mut self,
+        kind: RejectionKind,
+        estimate: Option<Duration>,
+        allowed: Duration,
+    ) -> Refusal {
+        let estimate = estimate.unwrap_or(UNKNOWN_RETRY);
         Refusal {
             kind,
-            retry_after: self.jitter.retry_after(estimate.unwrap_or(UNKNOWN_RETRY)),
+            retry_after: self.jitter.come_back_after(estimate, allowed),
         }
     }
 
@@ -288,12 +309,16 @@ impl AdmissionState {
         }
         let ahead = self.ahead_of_newcomer(class);
         let estimate = self.expected_start(class, ahead);
-        if self.queues[class.index()].len() >= self.settings.queue_depth {
-            let r = self.refusal(RejectionKind::QueueFull, estimate);
+        let queue = &self.queues[class.index()];
+        let allowed = deadline.saturating_duration_since(now);
+        if queue.len() >= self.settings.queue_depth
+            || (user.is_some() && queue.len_of(&user) >= self.settings.user_queue_depth)
+        {
+            let r = self.refusal(RejectionKind::QueueFull, estimate, allowed);
             return (Admit::Rejected(r), Effects::default());
         }
-        if estimate.is_some_and(|e| now + e > deadline) {
-            let r = self.refusal(RejectionKind::Shed, estimate);
+        if estimate.is_some_and(|e| e > allowed) {
+            let r = self.refusal(RejectionKind::Shed, estimate, allowed);
             return (Admit::Rejected(r), Effects::default());
         }
         let id = self.next_id;
@@ -370,14 +395,15 @@ impl AdmissionState {
             let Some(estimate) = self.expected_start(class, ahead) else {
                 break;
             };
-            if now + estimate <= tail.deadline {
+            let allowed = tail.deadline.saturating_duration_since(now);
+            if estimate <= allowed {
                 break;
             }
             let Some(w) = self.queues[class.index()].pop_last() else {
                 break;
             };
             self.ages.remove(&(w.enqueued, w.id));
-            let r = self.refusal(RejectionKind::Shed, Some(estimate));
+            let r = self.refusal(RejectionKind::Shed, Some(estimate), allowed);
             effects.refusals.push((w, r));
         }
     }
@@ -415,10 +441,17 @@ impl AdmissionState {
                 _ => {}
             }
             match t.to {
-                // Nothing non-critical starts at Critical; when the level falls it comes
-                // back on the ramp.
-                Level::Critical => self.ramp.stop(),
-                _ if t.from == Level::Critical => self.ramp.start(now),
+                // At Critical, reports that run keep their slots; beyond them only a tenth of
+                // the budget may start until the level falls.
+                Level::Critical => {
+                    let running = self.granted[Criticality::NonCritical.index()];
+                    self.ramp.hold(running)
+                }
+                // Out of Critical, what non-critical work did not run comes back on the ramp.
+                _ if t.from == Level::Critical => {
+                    let running = self.granted[Criticality::NonCritical.index()];
+                    self.ramp.start(now, running)
+                }
                 _ => {}
             }
             // A level change can open room for waiters (e.g. out of Critical).
@@ -440,7 +473,7 @@ impl AdmissionState {
             if w.deadline <= now {
                 // Never started after its deadline.
                 let estimate = self.expected_start(class, self.queues[class.index()].len());
-                let r = self.refusal(RejectionKind::QueueTimeout, estimate);
+                let r = self.refusal(RejectionKind::QueueTimeout, estimate, Duration::ZERO);
                 effects.refusals.push((w, r));
                 continue;
             }

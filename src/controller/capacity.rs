@@ -61,8 +61,16 @@ impl ClassCapacity {
 
     /// Whether one more acquisition of `class` may start now, with `in_use` slots in use in
     /// total and `own` of them held by `class`, under a non-critical share of `share` (the
-    /// [`StartRamp`](super::StartRamp), `1.0` outside a ramp).
-    pub fn may_start(&self, class: Criticality, in_use: usize, own: usize, share: f64) -> bool {
+    /// [`StartRamp`](super::StartRamp), `1.0` outside a ramp) that never goes below `floor`
+    /// running (what was already running when the ramp began).
+    pub fn may_start(
+        &self,
+        class: Criticality,
+        in_use: usize,
+        own: usize,
+        share: f64,
+        floor: usize,
+    ) -> bool {
         if in_use >= self.ceiling(class) {
             return false;
         }
@@ -71,7 +79,7 @@ impl ClassCapacity {
         }
         let budget = self.budget(class, in_use.saturating_sub(own));
         let ramped = ((budget as f64) * share.clamp(0.0, 1.0)).floor() as usize;
-        own < ramped.max(1).min(budget)
+        own < ramped.max(floor).max(1).min(budget)
     }
 }
 
@@ -86,8 +94,8 @@ mod tests {
         assert_eq!(c.non_critical_ceiling, 16);
         assert_eq!(c.ceiling(Criticality::Standard), 18);
         assert_eq!(c.ceiling(Criticality::Critical), 20);
-        assert!(c.may_start(Criticality::NonCritical, 15, 15, 1.0));
-        assert!(!c.may_start(Criticality::NonCritical, 16, 16, 1.0));
+        assert!(c.may_start(Criticality::NonCritical, 15, 15, 1.0, 0));
+        assert!(!c.may_start(Criticality::NonCritical, 16, 16, 1.0, 0));
     }
 
     #[test]
@@ -95,13 +103,13 @@ mod tests {
         let c = ClassCapacity::new(20, 2, 0.85);
         // Three standard and one critical slot in use: non-critical gets 12.
         assert_eq!(c.budget(Criticality::NonCritical, 4), 12);
-        assert!(c.may_start(Criticality::NonCritical, 15, 11, 1.0));
-        assert!(!c.may_start(Criticality::NonCritical, 16, 12, 1.0));
+        assert!(c.may_start(Criticality::NonCritical, 15, 11, 1.0, 0));
+        assert!(!c.may_start(Criticality::NonCritical, 16, 12, 1.0, 0));
         // Standard still goes up to the reserve, critical to the last slot.
-        assert!(c.may_start(Criticality::Standard, 17, 13, 1.0));
-        assert!(!c.may_start(Criticality::Standard, 18, 14, 1.0));
-        assert!(c.may_start(Criticality::Critical, 19, 1, 1.0));
-        assert!(!c.may_start(Criticality::Critical, 20, 1, 1.0));
+        assert!(c.may_start(Criticality::Standard, 17, 13, 1.0, 0));
+        assert!(!c.may_start(Criticality::Standard, 18, 14, 1.0, 0));
+        assert!(c.may_start(Criticality::Critical, 19, 1, 1.0, 0));
+        assert!(!c.may_start(Criticality::Critical, 20, 1, 1.0, 0));
     }
 
     #[test]
@@ -118,10 +126,13 @@ mod tests {
     fn a_ramp_share_limits_non_critical_starts() {
         let c = ClassCapacity::new(20, 2, 0.85);
         // Half the budget of 16 during a ramp: 8 may run.
-        assert!(c.may_start(Criticality::NonCritical, 7, 7, 0.5));
-        assert!(!c.may_start(Criticality::NonCritical, 8, 8, 0.5));
+        assert!(c.may_start(Criticality::NonCritical, 7, 7, 0.5, 0));
+        assert!(!c.may_start(Criticality::NonCritical, 8, 8, 0.5, 0));
+        // Work already running when the ramp began keeps its slots.
+        assert!(c.may_start(Criticality::NonCritical, 11, 11, 0.1, 12));
+        assert!(!c.may_start(Criticality::NonCritical, 12, 12, 0.1, 12));
         // A ramp never stops non-critical work entirely.
-        assert!(c.may_start(Criticality::NonCritical, 0, 0, 0.0));
-        assert!(!c.may_start(Criticality::NonCritical, 1, 1, 0.0));
+        assert!(c.may_start(Criticality::NonCritical, 0, 0, 0.0, 0));
+        assert!(!c.may_start(Criticality::NonCritical, 1, 1, 0.0, 0));
     }
 }

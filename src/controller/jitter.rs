@@ -43,6 +43,24 @@ impl RetryJitter {
         Self::spread(estimate, random)
     }
 
+    /// When a caller refused because its expected start (`estimate`) lay past the wait it
+    /// allows (`allowed`) should come back: once the queue ahead of it has drained by the
+    /// difference, so that its retry is queued and started in time, plus a jitter bounded by
+    /// [`bound(estimate)`](RetryJitter::bound).
+    pub fn come_back_after(&mut self, estimate: Duration, allowed: Duration) -> Duration {
+        let random = self.next();
+        Self::spread_wait(estimate.saturating_sub(allowed), estimate, random)
+    }
+
+    /// `wait` plus the jitter `random` picks within `[0, bound(estimate)]`.
+    pub fn spread_wait(wait: Duration, estimate: Duration, random: u64) -> Duration {
+        let bound = Self::bound(estimate).as_nanos() as u64;
+        if bound == 0 {
+            return wait;
+        }
+        wait + Duration::from_nanos(random % (bound + 1))
+    }
+
     /// `estimate` plus the jitter that `random` (any uniformly distributed value) picks
     /// within `[0, bound(estimate)]`: for callers that bring their own randomness.
     pub fn spread(estimate: Duration, random: u64) -> Duration {
@@ -72,6 +90,17 @@ mod tests {
             .filter(|d| **d > estimate + Duration::from_millis(250))
             .count();
         assert!((300..700).contains(&late), "about half late: {late}");
+    }
+
+    #[test]
+    fn a_refused_caller_comes_back_when_its_start_fits_its_deadline() {
+        let mut j = RetryJitter::new(3);
+        // Expected to start in 7 s, willing to wait 5 s: back in 2 s, spread over 875 ms.
+        for _ in 0..1000 {
+            let d = j.come_back_after(Duration::from_secs(7), Duration::from_secs(5));
+            assert!(d >= Duration::from_secs(2), "{d:?}");
+            assert!(d <= Duration::from_millis(2875), "{d:?}");
+        }
     }
 
     #[test]

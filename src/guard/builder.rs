@@ -91,6 +91,7 @@ impl GuardBuilder {
             reserve,
             warning_utilization: c.warning_utilization,
             queue_depth: c.queue_depth,
+            user_queue_depth: c.user_queue_depth,
             ramp: c.breaker_ramp,
         };
         // Any varying value seeds the Retry-After jitter.

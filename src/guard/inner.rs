@@ -142,18 +142,20 @@ impl GuardInner {
         now: Instant,
     ) -> Option<Rejection> {
         let estimate = self.estimate(class)?;
-        (now + estimate > deadline).then(|| Rejection {
+        let allowed = deadline.saturating_duration_since(now);
+        (estimate > allowed).then(|| Rejection {
             kind: RejectionKind::Shed,
             class,
-            retry_after: self.jittered(estimate),
+            retry_after: self.jittered(estimate.saturating_sub(allowed), estimate),
         })
     }
 
-    /// `estimate` with the bounded jitter, from a counter spread by a multiplicative hash.
-    fn jittered(&self, estimate: Duration) -> Duration {
+    /// `wait` with the jitter bounded by `estimate`, from a counter spread by a
+    /// multiplicative hash.
+    fn jittered(&self, wait: Duration, estimate: Duration) -> Duration {
         let n = self.jitter_seq.fetch_add(1, Ordering::Relaxed);
         let random = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-        RetryJitter::spread(estimate, random).min(MAX_RETRY)
+        RetryJitter::spread_wait(wait, estimate, random).min(MAX_RETRY)
     }
 
     /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate.
@@ -171,7 +173,7 @@ impl GuardInner {
             RejectionKind::PoolUnavailable => estimate.max(DEFAULT_RETRY),
             _ => estimate,
         };
-        self.jittered(estimate).min(MAX_RETRY)
+        self.jittered(estimate, estimate)
     }
 
     pub(crate) fn retry_after(&self, kind: RejectionKind) -> Duration {

@@ -1,6 +1,7 @@
 //! The service made by [`GuardLayer`].
 
 use super::{GuardLayer, RequestContext, ResponseFuture};
+use crate::criticality::Criticality;
 use crate::metrics::Outcome;
 use http::{Request, Response};
 use std::task::{Context, Poll};
@@ -61,7 +62,11 @@ where
                     .layer
                     .extractor
                     .extract(req.headers(), req.extensions());
-                let permit = match &user {
+                // Non-critical work is bounded by its slot budget, its deadline and each
+                // user's share of its queue: a dashboard's widgets are deferred, not refused
+                // by the per-user caps that protect the other routes.
+                let limited = user.as_ref().filter(|_| class != Criticality::NonCritical);
+                let permit = match limited {
                     Some(key) => match inner.limits.check(key, level, class) {
                         Ok(permit) => Some(permit),
                         Err(rejection) => {
