@@ -86,7 +86,11 @@ async fn non_critical_is_deferred_at_warning_without_touching_the_pool_then_serv
 
     drop(held);
     for r in reports {
-        assert_eq!(r.await.unwrap(), 200, "a deferred report is served, not refused");
+        assert_eq!(
+            r.await.unwrap(),
+            200,
+            "a deferred report is served, not refused"
+        );
     }
     eventually("back to normal", Duration::from_secs(5), || async {
         guard.level() == Level::Normal

@@ -137,7 +137,7 @@ pub async fn run(
     }
     let running = start_app(db, metrics, &plan, mode).await?;
     let observability = match &running.guard {
-        Some(g) => Some(crate::observability::attach(g, false)?),
+        Some(g) => Some(crate::observability::attach(g, false, REPLAY_QUIET)?),
         None => None,
     };
     let load = Load::new(running.addr, Duration::from_secs(3));
@@ -265,7 +265,7 @@ pub async fn run(
         _ => None,
     };
     let reports = match &observability {
-        Some(o) => o.reports(Duration::from_secs(3)).await,
+        Some(o) => o.reports(REPLAY_QUIET + Duration::from_secs(3)).await,
         None => Vec::new(),
     };
     running.server.abort();
@@ -292,6 +292,10 @@ pub async fn run(
     result.missed = missed;
     Ok((result, reports))
 }
+
+/// The incident quiet period in the replays (shorter than the default 10 s, so each replay
+/// ends soon after its incident): an incident closes once the level stayed Normal this long.
+const REPLAY_QUIET: Duration = Duration::from_secs(2);
 
 /// The dashboard's widgets, each one report query.
 const DASHBOARD_WIDGETS: usize = 160;
