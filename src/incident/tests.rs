@@ -260,7 +260,7 @@ fn the_local_summary_reads_like_the_seed_alert() {
     let expected_lines = [
         "[AUTO-RESOLVED] Connection Pool Critical - System Self-Healed",
         "The system detected high connection pool usage (95%) at 09:40:20 UTC.",
-        "- Circuit breaker activated for non-critical endpoints",
+        "- Non-critical endpoints deferred (queued, not refused)",
         "- Rate limiting applied to the heaviest users",
         "System recovered automatically in 0.8 seconds.",
         "Impact: 5 shed (503), 10 queued, 2 rate-limited (429), 1 timed out. Critical requests were all served.",
