@@ -27,10 +27,10 @@ async fn identical_queries_share_one_execution_and_different_parameters_never_do
     let pg = cluster(30).await;
     let guard = guard(&pg, 10, GuardConfig::default()).await;
     let before = guard.grants_total();
-    let calls: Vec<_> = (0..30)
+    let calls: Vec<_> = (0..30i32)
         .map(|i| {
             let g = guard.clone();
-            tokio::spawn(async move { ask(&g, (i % 2) as i32).await })
+            tokio::spawn(async move { ask(&g, i % 2).await })
         })
         .collect();
     let mut answers = Vec::new();
