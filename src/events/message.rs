@@ -57,15 +57,15 @@ impl Event {
             EventKind::RequestsSummary { window, counts } => {
                 let sum = |a: &[u64; 3]| a.iter().sum::<u64>();
                 format!(
-                    "Last {} ms: {} served, {} shed, {} queued, {} rate-limited, {} timed out (critical: {} served, {} shed)",
+                    "Last {} ms: {} served, {} refused (503), {} deferred, {} rate-limited, {} timed out (critical: {} served, {} refused)",
                     window.as_millis(),
                     sum(&counts.served),
-                    sum(&counts.shed),
+                    sum(&counts.refused()),
                     sum(&counts.queued),
                     sum(&counts.rate_limited),
                     sum(&counts.timed_out),
                     counts.served[Criticality::Critical.index()],
-                    counts.shed[Criticality::Critical.index()],
+                    counts.refused()[Criticality::Critical.index()],
                 )
             }
             EventKind::StatementTimedOut { class, route } => format!(
