@@ -85,9 +85,10 @@ impl Observability {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let incidents = self.store.all();
-            let pending = incidents
-                .iter()
-                .any(|i| i.is_active() || (i.closed_at.is_some() && i.analysis.is_none()));
+            let pending = self.store.active().is_some()
+                || incidents
+                    .iter()
+                    .any(|i| i.closed_at.is_some() && i.analysis.is_none());
             if !pending || tokio::time::Instant::now() >= deadline {
                 return incidents
                     .iter()

@@ -58,7 +58,7 @@ pub struct Row {
     incidents: Option<usize>,
     /// From the end of the overload (no new reports) to Normal.
     normal_after_burst: Option<Duration>,
-    /// From the last report of the overload served to Normal.
+    /// From the last answer to a report client of the overload (its last retry) to Normal.
     normal_after_backlog: Option<Duration>,
     /// From Normal to the incident's close.
     incident_closed_after: Option<Duration>,
@@ -160,6 +160,24 @@ async fn measure(
     }
     server.abort();
 
+    // The incident closes once the level has stayed Normal for the quiet period: watch for it.
+    let mut closed_seen = None;
+    let incidents = match &observability {
+        Some(o) => {
+            let limit = Instant::now() + DEFAULT_QUIET_PERIOD + Duration::from_secs(10);
+            while Instant::now() < limit {
+                if o.store.active().is_none() && !o.store.all().is_empty() {
+                    closed_seen = Some(std::time::SystemTime::now());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut all = o.store.all();
+            all.extend(o.store.active());
+            Some(all)
+        }
+        None => None,
+    };
     // Level changes and the moment the level was last back at Normal.
     let mut transitions = Vec::new();
     let mut last_normal = None;
@@ -173,16 +191,6 @@ async fn measure(
             }
         }
     }
-    let incidents = match &observability {
-        Some(o) => {
-            // The incident closes once the level has stayed Normal for the quiet period.
-            let _ = o
-                .reports(DEFAULT_QUIET_PERIOD + Duration::from_secs(3))
-                .await;
-            Some(o.store.all())
-        }
-        None => None,
-    };
     if let Some(w) = app.watchdog {
         w.stop().await;
     }
@@ -193,20 +201,19 @@ async fn measure(
     let wall = |d: Duration| std::time::SystemTime::now() - (load.start.elapsed() - d);
     let normal_after = |from: Duration| {
         last_normal
-            .and_then(|n| n.duration_since(wall(from)).ok())
+            .map(|n| n.duration_since(wall(from)).unwrap_or_default())
             .filter(|_| mode == GuardMode::Full)
     };
-    let incident_closed_after = incidents.as_ref().and_then(|all| {
-        let closed = all.iter().filter_map(|i| i.closed_at).max()?;
-        let normal = last_normal?;
-        closed.duration_since(normal).ok()
-    });
+    let incident_closed_after = closed_seen
+        .zip(last_normal)
+        .and_then(|(closed, normal)| closed.duration_since(normal).ok());
     let mut row = summarize(mode, &samples, &burst_samples, burst_start, burst_end);
     row.reports = reports;
     row.transitions = app_is_full(mode).then_some(transitions.len());
     row.incidents = incidents.map(|i| i.len());
     row.normal_after_burst = normal_after(burst_end);
-    row.normal_after_backlog = reports.last_served.and_then(normal_after);
+    let last_answer = burst_samples.iter().map(|s| s.done()).max();
+    row.normal_after_backlog = last_answer.and_then(normal_after);
     row.incident_closed_after = incident_closed_after;
     Ok(row)
 }
@@ -312,7 +319,7 @@ pub async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         rows.push(measure(mode, &db, &metrics).await?);
     }
     println!();
-    println!("| guard | critical success (overload) | critical p99 unloaded / overload (ms) | p99 ratio | report goodput (share of free capacity) | reports sent / served | refused (Retry-After) / failed attempts | first retries served | level transitions | incidents | back to Normal after the overload / its last report | incident closed after Normal |");
+    println!("| guard | critical success (overload) | critical p99 unloaded / overload (ms) | p99 ratio | report goodput (share of free capacity) | reports sent / served | refused (Retry-After) / failed attempts | first retries served | level transitions | incidents | back to Normal after the overload / its last answer | incident closed after Normal |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(

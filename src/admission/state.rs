@@ -271,6 +271,13 @@ impl AdmissionState {
         self.drain[class.index()].expected_start(ahead, self.draining_slots(class))
     }
 
+    /// The time between two starts of `class` at its measured drain rate; `None` before the
+    /// first measured hold.
+    pub(crate) fn start_interval(&self, class: Criticality) -> Option<Duration> {
+        let rate = self.drain[class.index()].rate(self.draining_slots(class))?;
+        Some(Duration::from_secs_f64(1.0 / rate))
+    }
+
     /// When a newcomer of `class` can expect to start: now if it may take a slot, otherwise
     /// from its place in the queue; `None` when nothing was measured yet.
     pub(crate) fn newcomer_estimate(&self, class: Criticality, now: Instant) -> Option<Duration> {
@@ -388,6 +395,7 @@ impl AdmissionState {
     /// deadline: they are told at once (with the estimate as `Retry-After`), not at the
     /// deadline.
     fn refuse_hopeless(&mut self, class: Criticality, now: Instant, effects: &mut Effects) {
+        let first = effects.refusals.len();
         loop {
             let q = &self.queues[class.index()];
             let Some(tail) = q.last() else { break };
@@ -406,6 +414,8 @@ impl AdmissionState {
             let r = self.refusal(RejectionKind::Shed, Some(estimate), allowed);
             effects.refusals.push((w, r));
         }
+        // Oldest first: their returns are booked in the order they would have started.
+        effects.refusals[first..].reverse();
     }
 
     /// Re-evaluates the level and hands free slots to waiters, highest priority first.

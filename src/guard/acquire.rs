@@ -71,7 +71,10 @@ impl GuardInner {
         let admit = self.change(|s, now| s.admit(class, user, deadline, now));
         let permit = match admit {
             Admit::Granted => SlotPermit::new(self.clone(), class),
-            Admit::Rejected(refusal) => return self.refused(class, refusal.kind, refusal),
+            Admit::Rejected(mut refusal) => {
+                refusal.retry_after = self.book_return(class, refusal.retry_after);
+                return self.refused(class, refusal);
+            }
             Admit::Enqueued { id, rx } => {
                 // Deferred: counted apart from the request's final outcome.
                 self.count(class, Outcome::Queued);
@@ -87,7 +90,8 @@ impl GuardInner {
                 waiting.leave_queue();
                 match granted {
                     Ok(Ok(Ok(permit))) => permit,
-                    Ok(Ok(Err(refusal))) => return self.refused(class, refusal.kind, refusal),
+                    // Its return was booked when it was refused.
+                    Ok(Ok(Err(refusal))) => return self.refused(class, refusal),
                     Ok(Err(_)) | Err(_) => {
                         let rejection = self.rejection(RejectionKind::QueueTimeout, class);
                         return (Err(Error::Rejected(rejection)), Outcome::TimedOut);
@@ -128,12 +132,8 @@ impl GuardInner {
         (Ok(conn), Outcome::Served)
     }
 
-    fn refused(
-        &self,
-        class: Criticality,
-        kind: RejectionKind,
-        refusal: crate::rejection::Refusal,
-    ) -> Attempt {
+    fn refused(&self, class: Criticality, refusal: crate::rejection::Refusal) -> Attempt {
+        let kind = refusal.kind;
         let outcome = match kind {
             RejectionKind::QueueFull => Outcome::QueueFull,
             RejectionKind::QueueTimeout => Outcome::TimedOut,

@@ -49,6 +49,14 @@ pub(crate) struct GuardInner {
     /// a hold was measured), as of the last change: the layer refuses a request that cannot
     /// meet its deadline from this, without taking the admission lock.
     pub(super) estimates: [AtomicU64; 3],
+    /// The time between two starts of each class at its drain rate, in microseconds, as of
+    /// the last change (0 before a hold was measured).
+    pub(super) start_intervals: [AtomicU64; 3],
+    /// The latest return time booked for a refused caller of each class, in microseconds
+    /// since `epoch`: every refusal books the next free turn after it, so refused callers are
+    /// told to come back one after another at the drain rate, not all at once.
+    pub(super) returns: [AtomicU64; 3],
+    pub(super) epoch: Instant,
     /// The non-critical gate's state as last published.
     pub(super) breaker: AtomicU8,
     /// Feeds the jitter of refusals made outside the admission lock.
@@ -115,6 +123,10 @@ impl GuardInner {
                     .newcomer_estimate(class, now)
                     .map_or(UNKNOWN, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64);
                 self.estimates[class.index()].store(e, Ordering::Relaxed);
+                let i = state
+                    .start_interval(class)
+                    .map_or(0, |d| d.as_micros().min(u64::MAX as u128) as u64);
+                self.start_intervals[class.index()].store(i, Ordering::Relaxed);
             }
             let b = breaker_to_u8(state.breaker(now));
             let changed = self.breaker.swap(b, Ordering::AcqRel) != b;
@@ -143,11 +155,39 @@ impl GuardInner {
     ) -> Option<Rejection> {
         let estimate = self.estimate(class)?;
         let allowed = deadline.saturating_duration_since(now);
-        (estimate > allowed).then(|| Rejection {
-            kind: RejectionKind::Shed,
-            class,
-            retry_after: self.jittered(estimate.saturating_sub(allowed), estimate),
+        (estimate > allowed).then(|| {
+            let wait = self.jittered(estimate.saturating_sub(allowed), estimate);
+            Rejection {
+                kind: RejectionKind::Shed,
+                class,
+                retry_after: self.book_return(class, wait),
+            }
         })
+    }
+
+    /// Books the return of a caller of `class` told to wait at least `wait`: its turn is the
+    /// later of `now + wait` and one start interval after the last booked return. Returns
+    /// how long it should wait (never more than a minute).
+    pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
+        let slot = &self.returns[class.index()];
+        let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let earliest = now + wait.as_micros() as u64;
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let at = earliest
+                .max(current)
+                .min(now + MAX_RETRY.as_micros() as u64);
+            match slot.compare_exchange_weak(
+                current,
+                at + interval,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Duration::from_micros(at - now),
+                Err(seen) => current = seen,
+            }
+        }
     }
 
     /// `wait` with the jitter bounded by `estimate`, from a counter spread by a
@@ -158,12 +198,13 @@ impl GuardInner {
         RetryJitter::spread_wait(wait, estimate, random).min(MAX_RETRY)
     }
 
-    /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate.
+    /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate and
+    /// a booked return.
     pub(crate) fn rejection(&self, kind: RejectionKind, class: Criticality) -> Rejection {
         Rejection {
             kind,
             class,
-            retry_after: self.retry_after_for(kind, class),
+            retry_after: self.book_return(class, self.retry_after_for(kind, class)),
         }
     }
 
@@ -260,7 +301,8 @@ impl GuardInner {
                 .tx
                 .send(Ok(SlotPermit::new(self.clone(), waiter.class)));
         }
-        for (waiter, refusal) in effects.refusals {
+        for (waiter, mut refusal) in effects.refusals {
+            refusal.retry_after = self.book_return(waiter.class, refusal.retry_after);
             let _ = waiter.tx.send(Err(refusal));
         }
         if let Some(change) = effects.transition {
