@@ -6,9 +6,9 @@ mod admission;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod batch;
-mod breaker;
 mod cancel;
 mod config;
+pub mod controller;
 mod criticality;
 #[cfg(feature = "admin")]
 pub mod dashboard;
@@ -26,6 +26,7 @@ mod pool;
 mod rejection;
 pub mod report;
 pub mod session;
+pub mod single_flight;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -78,7 +78,11 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     app::prepare_schema(&db.connect().await?).await?;
     let app = app::build(db.pg_config(), &options, metrics).await?;
     let observability = match &app.guard {
-        Some(guard) => Some(observability::attach(guard, true)?),
+        Some(guard) => Some(observability::attach(
+            guard,
+            true,
+            poolguard::incident::DEFAULT_QUIET_PERIOD,
+        )?),
         None => None,
     };
     let router = match &observability {
