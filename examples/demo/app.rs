@@ -87,6 +87,8 @@ pub struct App {
     pub router: Router,
     pub guard: Option<Guard>,
     pub watchdog: Option<WatchdogHandle>,
+    /// The pool the app uses (behind the guard or bare).
+    pub pool: Pool,
 }
 
 #[derive(Clone)]
@@ -215,6 +217,7 @@ pub async fn build(
         router,
         guard,
         watchdog,
+        pool,
     })
 }
 

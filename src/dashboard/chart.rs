@@ -59,7 +59,8 @@ impl XAxis {
                 let s = x.rem_euclid(86_400.0) as u64;
                 format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
             }
-            XAxis::Offset { .. } => format!("{}s", x.round() as i64),
+            XAxis::Offset { .. } if (x - x.round()).abs() < 0.05 => format!("{}s", x.round()),
+            XAxis::Offset { .. } => format!("{x:.1}s"),
         }
     }
 }
@@ -175,10 +176,7 @@ impl Chart {
         match self.y_max {
             Some(m) if m > 0.0 => (m, m / 4.0),
             _ if data <= 0.0 => (1.0, 0.25),
-            _ => {
-                let step = nice_step(data / 4.0);
-                (step * (data / step).ceil().max(1.0), step)
-            }
+            _ => (nice_max(data), nice_step(data / 4.0)),
         }
     }
 
@@ -359,6 +357,16 @@ fn slug(title: &str) -> String {
         }
     }
     out.trim_end_matches('-').to_string()
+}
+
+/// The top of the y axis a chart picks for data up to `max`: set it as [`Chart::y_max`] on
+/// charts that must share an axis.
+pub fn nice_max(max: f64) -> f64 {
+    if max.is_nan() || max <= 0.0 {
+        return 1.0;
+    }
+    let step = nice_step(max / 4.0);
+    step * (max / step).ceil().max(1.0)
 }
 
 /// The smallest of 1, 2, 5 times a power of ten at or above `v` (0.25 for nothing).
