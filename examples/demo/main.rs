@@ -64,7 +64,7 @@ fn init_logging() {
 }
 
 async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
-    let db = database::Database::open(s.pool_max + 10).await?;
+    let db = database::Database::open_for_serve(s.pool_max + 10).await?;
     let metrics = poolguard::metrics::install_prometheus()?;
     let options = AppOptions {
         pool_max: s.pool_max as usize,
