@@ -1,4 +1,19 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Cargo features
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | `axum` | yes | The [`Conn`] extractor, route layers, the `/health` handler and error responses for axum. |
+//! | `prometheus` | no | [`metrics::install_prometheus`] (through `metrics-exporter-prometheus`); with `axum`, [`metrics_route`]. |
+//! | `admin` | no | The self-healing [`dashboard`] (page, JSON and charts under `/admin/self-healing`); implies `axum`. |
+//! | `llm` | no | The incident reporter's HTTP side: the OpenAI-compatible chat-completions client and the webhook sink (`http://` only). |
+//! | `llm-tls` | no | `https://` endpoints for the reporter (rustls with ring and the webpki roots); implies `llm`. |
+//! | `testing` | no | [`testing::TestCluster`]: throwaway PostgreSQL servers for tests, examples and benchmarks. |
+//!
+//! Every feature builds on its own (`cargo check --no-default-features --features <name>`);
+//! features only add items, they never change what an item does.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -10,6 +25,7 @@ mod breaker;
 mod config;
 mod criticality;
 #[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod dashboard;
 mod error;
 pub mod events;
@@ -24,13 +40,16 @@ mod pool;
 mod rejection;
 pub mod report;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod transition;
 pub mod watchdog;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "prometheus"))))]
 pub use crate::axum::metrics_route;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::Conn;
 pub use admission::{GuardedConn, GuardedTransaction};
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};

@@ -220,6 +220,7 @@ pub(crate) fn level_entered(level: crate::Level) {
 ///
 /// Call it once, at start-up, before building a guard.
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub fn install_prometheus(
 ) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
 {
