@@ -1,18 +1,8 @@
 #![doc = include_str!("../README.md")]
 //!
-//! # Cargo features
-//!
-//! | Feature | Default | What it adds |
-//! |---|---|---|
-//! | `axum` | yes | The [`Conn`] extractor, route layers, the `/health` handler and error responses for axum. |
-//! | `prometheus` | no | [`metrics::install_prometheus`] (through `metrics-exporter-prometheus`); with `axum`, [`metrics_route`]. |
-//! | `admin` | no | The self-healing [`dashboard`] (page, JSON and charts under `/admin/self-healing`); implies `axum`. |
-//! | `llm` | no | The incident reporter's HTTP side: the OpenAI-compatible chat-completions client and the webhook sink (`http://` only). |
-//! | `llm-tls` | no | `https://` endpoints for the reporter (rustls with ring and the webpki roots); implies `llm`. |
-//! | `testing` | no | [`testing::TestCluster`]: throwaway PostgreSQL servers for tests, examples and benchmarks. |
-//!
-//! Every feature builds on its own (`cargo check --no-default-features --features <name>`);
-//! features only add items, they never change what an item does.
+//! Every feature in the Features table builds on its own
+//! (`cargo check --no-default-features --features <name>`); features only add items. On
+//! docs.rs each feature-gated item carries a badge naming its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

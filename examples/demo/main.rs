@@ -66,6 +66,9 @@ fn init_logging() {
 async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     let db = database::Database::open_for_serve(s.pool_max + 10).await?;
     let metrics = poolguard::metrics::install_prometheus()?;
+    if let Some(pool_name) = &s.otel_metric_names {
+        poolguard::metrics::otel::enable(pool_name);
+    }
     let options = AppOptions {
         pool_max: s.pool_max as usize,
         mode: s.mode,
