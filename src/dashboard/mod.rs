@@ -1,19 +1,25 @@
-//! The self-healing dashboard (feature `admin`): an HTML page at `/admin/self-healing` and its
-//! JSON at `/admin/self-healing/status`.
+//! The self-healing dashboard (feature `admin`): an HTML page at `/admin/self-healing`, its
+//! JSON at `/admin/self-healing/status` and its charts at `/admin/self-healing/charts`.
 //!
-//! It shows the current level and pool use, server headroom, the active incident and recent
-//! ones with their analyses, what the guard prevented over the last 24 hours (timeouts,
+//! Charts of the last 15 minutes come first, drawn as inline SVG from a [`History`] ring the
+//! dashboard fills once a second: pool use with the warning, critical and recovery thresholds
+//! and the level as background bands; requests per second by class and outcome; critical
+//! acquire-wait p50/p99 and hold-time p99; server connections against `max_connections`;
+//! incidents marked on the time axis.
+//!
+//! It also shows the current level and pool use, server headroom, the active incident and
+//! recent ones with their analyses, what the guard prevented over the last 24 hours (timeouts,
 //! invalid transitions blocked, pool recoveries, auto-retries, shed and rate-limited requests),
 //! recent events and the daily report. Every free-text field is redacted with
 //! [`Redactor`] before it is served.
 //!
 //! # Access
 //!
-//! With [`DashboardConfig::bearer_token`] set, both routes require
+//! With [`DashboardConfig::bearer_token`] set, every route requires
 //! `Authorization: Bearer <token>` (401 with `WWW-Authenticate: Bearer` otherwise). A browser
 //! opens the page by URL, so the HTML route also accepts `?token=<token>`; its script then
-//! sends the token as a header to the JSON route. The trade-off: a token in a URL can end up in
-//! browser history, bookmarks and the access logs of proxies in between. The page is served
+//! sends the token as a header to the JSON and chart routes. The trade-off: a token in a URL
+//! can end up in browser history, bookmarks and the access logs of proxies in between. The page is served
 //! with `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, but prefer a header
 //! (a reverse proxy that adds it, say) where you can, and use a token only for this page.
 //!
