@@ -216,3 +216,85 @@ impl History {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Outcome;
+
+    /// A guard over a pool that never connects (nothing here acquires).
+    fn guard() -> Guard {
+        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .unwrap();
+        Guard::builder(pool).build().unwrap()
+    }
+
+    #[tokio::test]
+    async fn points_hold_per_second_rates_by_outcome_and_the_ring_stays_bounded() {
+        let guard = guard();
+        let history = History::new(3);
+        history.sample(&guard);
+        assert!(
+            history.points()[0].requests.is_empty(),
+            "nothing to compare yet"
+        );
+        let m = &guard.inner.metrics;
+        for _ in 0..6 {
+            m.request(Criticality::Critical, Outcome::Served);
+        }
+        m.request(Criticality::NonCritical, Outcome::Shed);
+        m.acquire_wait(Criticality::Critical, 0.004);
+        std::thread::sleep(Duration::from_millis(200));
+        history.sample(&guard);
+        let p = history.points().pop().unwrap();
+        let names: Vec<&str> = m.tallies.requests().iter().map(|r| r.0).collect();
+        let listed: Vec<&str> = p.requests.iter().map(|r| r.outcome).collect();
+        assert_eq!(listed, names, "every outcome, by name");
+        let rate = |name: &str, class: Criticality| {
+            p.requests
+                .iter()
+                .find(|r| r.outcome == name)
+                .unwrap()
+                .per_second[class.index()]
+        };
+        // 6 requests in a bit over 0.2 s: under 30 a second, well over 6.
+        let served = rate("served", Criticality::Critical);
+        assert!((6.0..=30.0).contains(&served), "{served}");
+        assert!(rate("shed", Criticality::NonCritical) > 0.0);
+        assert_eq!(rate("shed", Criticality::Critical), 0.0);
+        let p99 = p.critical_wait_p99.unwrap();
+        assert!((0.002..=0.006).contains(&p99), "{p99}");
+        assert_eq!(p.critical_hold_p99, None);
+        assert_eq!(p.max_size, 4);
+
+        for _ in 0..5 {
+            history.sample(&guard);
+        }
+        assert_eq!(history.len(), 3, "the ring keeps its capacity");
+        let at: Vec<f64> = history.points().iter().map(|p| p.at).collect();
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    }
+
+    #[tokio::test]
+    async fn the_sampler_ticks_and_stops_with_the_guard() {
+        let guard = guard();
+        let history = History::default();
+        let task = history.spawn(&guard, Duration::from_millis(20));
+        for _ in 0..200 {
+            if history.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(history.len() >= 3);
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the sampler ends once the guard is gone")
+            .unwrap();
+    }
+}
