@@ -364,11 +364,31 @@ fn grafana_is_provisioned_with_the_dashboard_and_prometheus() {
         values_of(&provider, "path"),
         ["/var/lib/grafana/dashboards"]
     );
-    // Every panel reads the provisioned data source.
+    // Every panel reads the provisioned data source; ids are unique and panels do not
+    // overlap on Grafana's 24-column grid.
     let dashboard: serde_json::Value = serde_json::from_str(&read(GRAFANA_DASHBOARD)).unwrap();
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
     for p in dashboard["panels"].as_array().unwrap() {
         if p["type"] != "row" {
             assert_eq!(p["datasource"]["uid"], "prometheus", "{}", p["title"]);
+        }
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id {}",
+            p["id"]
+        );
+        let g = &p["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
+        assert!(x + w <= 24, "{} is wider than the grid", p["title"]);
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(
+                    cells.insert((cx, cy)),
+                    "{} overlaps another panel",
+                    p["title"]
+                );
+            }
         }
     }
 }
