@@ -8,6 +8,11 @@
 use super::Outcome;
 use crate::Criticality;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Room for every outcome: more slots than the enum has variants, so an outcome added later
+/// is counted without touching this file.
+const OUTCOME_SLOTS: usize = 16;
 
 /// Buckets of a [`LatencySketch`].
 pub(crate) const SKETCH_BUCKETS: usize = 46;
@@ -84,7 +89,9 @@ pub(crate) fn quantile(
 #[derive(Debug, Default)]
 pub(crate) struct Tallies {
     /// Requests, indexed `[outcome][class]`.
-    requests: [[AtomicU64; 3]; Outcome::ALL.len()],
+    requests: [[AtomicU64; 3]; OUTCOME_SLOTS],
+    /// The label of each outcome slot, set the first time it is counted.
+    names: [OnceLock<&'static str>; OUTCOME_SLOTS],
     /// Acquire wait by class.
     pub(crate) wait: [LatencySketch; 3],
     /// Hold time by class.
@@ -93,20 +100,24 @@ pub(crate) struct Tallies {
 
 impl Tallies {
     pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
-        self.requests[outcome as usize][class.index()].fetch_add(1, Ordering::Relaxed);
+        let slot = outcome as usize;
+        debug_assert!(slot < OUTCOME_SLOTS, "more outcomes than tally slots");
+        if let (Some(row), Some(name)) = (self.requests.get(slot), self.names.get(slot)) {
+            name.get_or_init(|| outcome.as_str());
+            row[class.index()].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Every outcome's name with its cumulative counts by class (indexed non-critical,
-    /// standard, critical), in the order of the outcome enum.
+    /// Every outcome counted so far, by its metric label, with its cumulative counts by class
+    /// (indexed non-critical, standard, critical), in the order of the outcome enum. An
+    /// outcome appears once it happened, and then stays.
     pub(crate) fn requests(&self) -> Vec<(&'static str, [u64; 3])> {
-        Outcome::ALL
+        self.names
             .iter()
-            .map(|&o| {
-                let row = &self.requests[o as usize];
-                (
-                    o.as_str(),
-                    [0, 1, 2].map(|c| row[c].load(Ordering::Relaxed)),
-                )
+            .zip(&self.requests)
+            .filter_map(|(name, row)| {
+                let name = *name.get()?;
+                Some((name, [0, 1, 2].map(|c| row[c].load(Ordering::Relaxed))))
             })
             .collect()
     }
@@ -149,11 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn every_outcome_is_listed_by_name() {
+    fn outcomes_are_listed_by_name_once_counted() {
         let t = Tallies::default();
-        t.request(Criticality::Critical, Outcome::ALL[0]);
+        assert!(t.requests().is_empty());
+        t.request(Criticality::Critical, Outcome::Shed);
+        t.request(Criticality::Critical, Outcome::Served);
+        t.request(Criticality::NonCritical, Outcome::Shed);
         let listed = t.requests();
-        assert_eq!(listed.len(), Outcome::ALL.len());
-        assert_eq!(listed[0].1[Criticality::Critical.index()], 1);
+        assert_eq!(
+            listed,
+            [("served", [0, 0, 1]), ("shed", [1, 0, 1])],
+            "in enum order, by label"
+        );
     }
 }
