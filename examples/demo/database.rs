@@ -8,13 +8,15 @@
 //!   database on that server, dropped at the end.
 
 use poolguard::testing::{ClusterError, ClusterOptions, TestCluster};
+use poolguard::tls::{PgUrl, TlsConnector};
 
 /// The server the demo runs against.
 pub enum Database {
     /// A throwaway server or database, removed when dropped.
     Throwaway(TestCluster),
-    /// A database someone else owns (`DATABASE_URL` for `serve`).
-    Given(tokio_postgres::Config),
+    /// A database someone else owns (`DATABASE_URL` for `serve`), with the TLS its
+    /// `sslmode` and `sslrootcert` ask for.
+    Given(PgUrl),
 }
 
 impl Database {
@@ -64,11 +66,10 @@ impl Database {
 
     /// The database the connection string `url` names, used as it is.
     pub fn given(url: &str) -> Result<Self, ClusterError> {
-        let config: tokio_postgres::Config =
-            url.parse().map_err(|e| ClusterError::InvalidDatabaseUrl {
-                reason: format!("not a PostgreSQL connection string: {e}"),
-            })?;
-        Ok(Self::Given(config))
+        let url = PgUrl::parse(url).map_err(|e| ClusterError::InvalidDatabaseUrl {
+            reason: e.to_string(),
+        })?;
+        Ok(Self::Given(url))
     }
 
     /// Whether this is a server we do not own.
@@ -82,17 +83,25 @@ impl Database {
     pub fn pg_config(&self) -> tokio_postgres::Config {
         match self {
             Self::Throwaway(c) => c.pg_config(),
-            Self::Given(config) => config.clone(),
+            Self::Given(url) => url.config.clone(),
+        }
+    }
+
+    /// The TLS connector `DATABASE_URL`'s `sslmode` and `sslrootcert` ask for.
+    pub fn tls(&self) -> TlsConnector {
+        match self {
+            Self::Throwaway(c) => c.tls(),
+            Self::Given(url) => url.tls.clone(),
         }
     }
 
     pub async fn connect(&self) -> Result<tokio_postgres::Client, ClusterError> {
         match self {
             Self::Throwaway(c) => c.connect().await,
-            Self::Given(config) => {
+            Self::Given(url) => {
                 let (client, connection) =
-                    config
-                        .connect(tokio_postgres::NoTls)
+                    url.config
+                        .connect(url.tls.clone())
                         .await
                         .map_err(|source| ClusterError::Postgres {
                             context: "connect to DATABASE_URL".into(),
@@ -166,6 +175,7 @@ mod tests {
             let options = AppOptions {
                 pool_max: 4,
                 mode: GuardMode::Off,
+                tls: db.tls(),
                 ..AppOptions::default()
             };
             let handle = metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -76,6 +76,9 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
             kill_after: s.kill_after,
             ..Default::default()
         },
+        instance: s.instance.clone(),
+        watchdog_url: s.watchdog_url.clone(),
+        tls: db.tls(),
         ..AppOptions::default()
     };
     app::prepare_schema(&db.connect().await?).await?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, SimpleQueryMessage, ToStatement};
+use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
 
 /// A pooled connection held through the guard.
 ///
@@ -227,6 +227,7 @@ fn abandon(
 ) {
     let client = Object::take(object);
     let token = client.cancel_token();
+    let tls = inner.tls.clone();
     inner.metrics.abandoned.increment(1);
     let events = inner.events.clone();
     let report = move |cancel_sent: bool| {
@@ -239,7 +240,7 @@ fn abandon(
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             handle.spawn(async move {
-                let sent = token.cancel_query(NoTls).await.is_ok();
+                let sent = token.cancel_query(tls).await.is_ok();
                 drop(client);
                 report(sent);
             });

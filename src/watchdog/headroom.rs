@@ -64,13 +64,14 @@ pub(crate) struct PressureAlarm {
 }
 
 impl PressureAlarm {
-    /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges.
-    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom) {
+    /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges; the
+    /// event only when `announce` (one replica of a service speaks for the server).
+    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom, announce: bool) {
         *inner.headroom.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
         metrics::gauge!(SERVER_CONNECTIONS).set(f64::from(h.used));
         metrics::gauge!(SERVER_MAX_CONNECTIONS).set(f64::from(h.usable));
         inner.set_server_utilization(h.utilization);
-        if !self.raised && h.utilization >= inner.config.warning_utilization {
+        if announce && !self.raised && h.utilization >= inner.config.warning_utilization {
             self.raised = true;
             inner.events.publish(Event::now(EventKind::ServerPressure {
                 used: h.used,

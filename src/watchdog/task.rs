@@ -5,14 +5,16 @@ use super::activity::Selector;
 use super::headroom::{self, PressureAlarm};
 use super::killer::SlowQueryKiller;
 use super::reaper::IdleReaper;
+use super::replicas::Replicas;
 use super::resize::{self, ResizeInput, Resizer};
 use super::WatchdogConfig;
 use crate::events::{Event, EventKind};
 use crate::guard::{GuardInner, WeakInner};
+use crate::tls::TlsConnector;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The first wait before reconnecting; doubled on every failure up to the configured cap.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -25,6 +27,10 @@ pub(crate) struct Runner {
     pub(crate) pg: tokio_postgres::Config,
     pub(crate) selector: Selector,
     pub(crate) resizer: Option<Resizer>,
+    /// How the watchdog's connection opens its TLS side, and the name it carries.
+    pub(crate) tls: TlsConnector,
+    pub(crate) session_name: String,
+    pub(crate) replicas: Option<Replicas>,
     killer: SlowQueryKiller,
     reaper: IdleReaper,
     alarm: PressureAlarm,
@@ -37,6 +43,8 @@ impl Runner {
         pg: tokio_postgres::Config,
         selector: Selector,
         resizer: Option<Resizer>,
+        (tls, session_name): (TlsConnector, String),
+        replicas: Option<Replicas>,
     ) -> Self {
         Self {
             guard,
@@ -44,6 +52,9 @@ impl Runner {
             pg,
             selector,
             resizer,
+            tls,
+            session_name,
+            replicas,
             killer: SlowQueryKiller::default(),
             reaper: IdleReaper::default(),
             alarm: PressureAlarm::default(),
@@ -111,14 +122,11 @@ impl Runner {
         }
     }
 
-    /// Opens the watchdog's own connection, named `{app}:watchdog`.
+    /// Opens the watchdog's own connection, named `{service}:{instance}:watchdog`.
     async fn connect(&self) -> Result<Client, String> {
         let mut pg = self.pg.clone();
-        let app = pg.get_application_name().unwrap_or("poolguard");
-        let mut name = format!("{app}:watchdog");
-        name.truncate(63);
-        pg.application_name(&name);
-        let connecting = pg.connect(NoTls);
+        pg.application_name(&self.session_name);
+        let connecting = pg.connect(self.tls.clone());
         let (client, connection) = tokio::time::timeout(self.config.query_timeout, connecting)
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -133,6 +141,9 @@ impl Runner {
     fn lost(&mut self, inner: &Arc<GuardInner>) {
         self.alarm.clear(inner);
         self.killer.reset();
+        if let Some(replicas) = &mut self.replicas {
+            replicas.lost();
+        }
     }
 
     fn report_leaks(&self, inner: &GuardInner) {
@@ -161,13 +172,17 @@ impl Runner {
             return Ok(());
         };
         let h = h?;
-        self.alarm.publish(inner, h);
+        let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
+        self.alarm.publish(inner, h, announce);
         let Ok(backends) = tokio::time::timeout(limit, self.selector.scan(client)).await else {
             timed_out();
             return Ok(());
         };
         let backends = backends?;
         let mut budget = self.config.max_kills_per_interval;
+        if let Some(replicas) = &mut self.replicas {
+            budget = replicas.tick(client, inner, &self.config, &h).await?;
+        }
         self.killer
             .tick(client, inner, &self.config, &backends, &mut budget)
             .await;
