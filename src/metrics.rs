@@ -5,8 +5,13 @@
 //! building the guard: handles are registered once, at build time. No label ever carries a
 //! user id: labels are the finite sets of classes, outcomes, levels and policy states.
 
+pub mod otel;
+pub(crate) mod tally;
+
 use crate::Criticality;
 use metrics::{Counter, Gauge, Histogram};
+use otel::{MirroredGauge, OtelMetrics};
+use tally::Tallies;
 
 /// Connections in use (the seed's alert divides this by [`POOL_MAX`]).
 pub const POOL_ACTIVE: &str = "db_connection_pool_active";
@@ -164,10 +169,13 @@ pub(crate) struct GuardMetrics {
     requests: [[Counter; Outcome::COUNT]; 3],
     acquire_wait: [Histogram; 3],
     hold_time: [Histogram; 3],
-    pub(crate) pool_active: Gauge,
-    pub(crate) pool_max: Gauge,
-    pub(crate) pool_idle: Gauge,
-    pub(crate) pool_waiting: Gauge,
+    /// What the dashboard reads.
+    pub(crate) tallies: Tallies,
+    otel: Option<OtelMetrics>,
+    pub(crate) pool_active: MirroredGauge,
+    pub(crate) pool_max: MirroredGauge,
+    pub(crate) pool_idle: MirroredGauge,
+    pub(crate) pool_waiting: MirroredGauge,
     pub(crate) level: Gauge,
     pub(crate) queue_depth: Gauge,
     pub(crate) utilization: Gauge,
@@ -188,16 +196,20 @@ impl GuardMetrics {
                 metrics::counter!(REQUESTS_DEFERRED, "class" => class.as_str());
             row
         });
+        let otel = OtelMetrics::register();
+        let twin = |pick: fn(&OtelMetrics) -> &Gauge| otel.as_ref().map(|o| pick(o).clone());
         Self {
             requests,
+            tallies: Tallies::default(),
+            pool_active: MirroredGauge::new(metrics::gauge!(POOL_ACTIVE), twin(|o| &o.used)),
+            pool_max: MirroredGauge::new(metrics::gauge!(POOL_MAX), twin(|o| &o.max)),
+            pool_idle: MirroredGauge::new(metrics::gauge!(POOL_IDLE), twin(|o| &o.idle)),
+            pool_waiting: MirroredGauge::new(metrics::gauge!(POOL_WAITING), twin(|o| &o.pending)),
+            otel,
             acquire_wait: Criticality::ALL
                 .map(|c| metrics::histogram!(ACQUIRE_WAIT, "class" => c.as_str())),
             hold_time: Criticality::ALL
                 .map(|c| metrics::histogram!(HOLD_TIME, "class" => c.as_str())),
-            pool_active: metrics::gauge!(POOL_ACTIVE),
-            pool_max: metrics::gauge!(POOL_MAX),
-            pool_idle: metrics::gauge!(POOL_IDLE),
-            pool_waiting: metrics::gauge!(POOL_WAITING),
             level: metrics::gauge!(LEVEL),
             queue_depth: metrics::gauge!(QUEUE_DEPTH),
             utilization: metrics::gauge!(UTILIZATION),
@@ -207,14 +219,26 @@ impl GuardMetrics {
 
     pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
         self.requests[class.index()][outcome as usize].increment(1);
+        self.tallies.request(class, outcome);
+        if let (Some(o), Outcome::TimedOut) = (&self.otel, outcome) {
+            o.timeouts.increment(1);
+        }
     }
 
     pub(crate) fn acquire_wait(&self, class: Criticality, secs: f64) {
         self.acquire_wait[class.index()].record(secs);
+        self.tallies.wait[class.index()].record(secs);
+        if let Some(o) = &self.otel {
+            o.wait_time.record(secs);
+        }
     }
 
     pub(crate) fn hold_time(&self, class: Criticality, secs: f64) {
         self.hold_time[class.index()].record(secs);
+        self.tallies.hold[class.index()].record(secs);
+        if let Some(o) = &self.otel {
+            o.use_time.record(secs);
+        }
     }
 }
 
@@ -231,6 +255,7 @@ pub(crate) fn level_entered(level: crate::Level) {
 ///
 /// Call it once, at start-up, before building a guard.
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub fn install_prometheus(
 ) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
 {

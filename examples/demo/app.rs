@@ -100,6 +100,8 @@ pub struct App {
     pub router: Router,
     pub guard: Option<Guard>,
     pub watchdog: Option<WatchdogHandle>,
+    /// The pool the app uses (behind the guard or bare).
+    pub pool: Pool,
 }
 
 #[derive(Clone)]
@@ -236,6 +238,7 @@ pub async fn build(
         router,
         guard,
         watchdog,
+        pool,
     })
 }
 

@@ -62,6 +62,11 @@ pub struct Serve {
     /// The watchdog cancels queries running longer than this (500ms, 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub kill_after: Duration,
+    /// Also export the OpenTelemetry database client metric names
+    /// (db_client_connection_count{state}, _max, _pending_requests, _wait_time_seconds,
+    /// _use_time_seconds, _timeouts_total) with this pool name.
+    #[arg(long, value_name = "POOL_NAME")]
+    pub otel_metric_names: Option<String>,
     /// This replica's name within the service (default: unique per process, from the host
     /// name and pid); its connections are named poolguard-demo:NAME.
     #[arg(long, value_name = "NAME")]

@@ -67,6 +67,7 @@ struct Running {
     guard: Option<poolguard::Guard>,
     watchdog: Option<poolguard::watchdog::WatchdogHandle>,
     server: tokio::task::JoinHandle<()>,
+    pool: deadpool_postgres::Pool,
 }
 
 async fn start_app(
@@ -100,6 +101,7 @@ async fn start_app(
         guard: app.guard,
         watchdog: app.watchdog,
         server,
+        pool: app.pool,
     })
 }
 
@@ -143,6 +145,11 @@ pub async fn run(
         None => None,
     };
     let load = Load::new(running.addr, Duration::from_secs(3));
+    let recorder = crate::html_report::Recorder::start(
+        running.pool.clone(),
+        running.guard.clone(),
+        load.start,
+    );
     let level_log = running
         .guard
         .as_ref()
@@ -254,6 +261,9 @@ pub async fn run(
         samples.extend(h.await?);
     }
     progress.abort();
+    recorder
+        .finish(name, mode, plan.incident_at, &samples)
+        .await;
     // Is the app healthy again at the end, or does someone have to step in?
     let after = load
         .send(Class::Critical, "GET", "/api/auth/session", "after-check")
