@@ -50,6 +50,8 @@ pub use admission::{GuardedConn, GuardedTransaction};
 pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
 pub use criticality::Criticality;
 pub use error::{Error, QUERY_CANCELED};
+#[doc(hidden)]
+pub use guard::HeldSlot;
 pub use guard::{AcquireContext, Guard, GuardBuilder, GuardStatus};
 pub use health::{DatabaseHealth, HealthReport, PoolHealth};
 pub use layer::{GuardLayer, RequestContext};

@@ -3,12 +3,15 @@
 mod acquire;
 mod builder;
 mod inner;
+mod slot;
 mod status;
 mod window;
 
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
 pub(crate) use inner::{GuardInner, WeakInner};
+#[doc(hidden)]
+pub use slot::HeldSlot;
 pub use status::GuardStatus;
 
 use crate::admission::GuardedConn;
@@ -16,8 +19,8 @@ use crate::events::{EventBus, EventSubscriber};
 use crate::identity::Identity;
 use crate::pool::{build_pool_as, PoolOptions};
 use crate::rejection::RejectionKind;
-use crate::tls::{PgUrl, TlsConnector};
 use crate::single_flight::SharedRows;
+use crate::tls::{PgUrl, TlsConnector};
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
