@@ -204,3 +204,35 @@ fn a_rate_limited_answer_allocates_only_its_response() {
     // takes a `&'static str` as is (axum's), only the header map.
     assert!(count <= 3, "a 429 allocated {count} times");
 }
+
+#[test]
+fn a_shed_answer_allocates_only_its_response() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+    // One measured hold gives non-critical work a drain rate; with the server full, a report
+    // that may wait a millisecond cannot start in time and is told so at once.
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let slot = guard
+            .admit_slot(
+                Criticality::NonCritical,
+                AcquireContext::default(),
+                deadline,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(slot);
+    });
+    guard.report_server_utilization(1.0);
+    let mut reports = ServiceBuilder::new()
+        .layer(guard.non_critical().deadline(Duration::from_millis(1)))
+        .service(with_slot(guard.clone()));
+    let count = per_request(&rt, &mut reports, "user-1");
+    let resp = rt.block_on(reports.call(request("user-1"))).unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    println!("allocations per shed 503 (String body): {count}");
+    assert!(count <= 3, "a 503 allocated {count} times");
+}
