@@ -7,11 +7,11 @@
 //! request until the other side closes it (both PostgreSQL and PgBouncer do once the cancel is
 //! dealt with), or a short bound passes.
 
+use crate::tls::TlsConnector;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::config::Host;
-use crate::tls::TlsConnector;
 use tokio_postgres::{CancelToken, NoTls};
 
 /// The longest a cancel request may take: connect, send, and wait for the close.
