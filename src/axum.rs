@@ -81,10 +81,11 @@ impl IntoResponse for Error {
             }
             Error::StatementTimeout(_) => "statement_timeout",
             Error::Db(_) => "database_error",
+            Error::QueryDeadline { .. } => "query_deadline",
             Error::MissingLayer => "route_not_guarded",
         };
         if let Error::Db(e) = &self {
-            tracing::warn!(target: "poolguard", error = %e, "database error answered 500");
+            tracing::warn!(target: "poolguard", error = %error::describe_db_error(e), "database error answered 500");
         }
         let body = serde_json::json!({ "error": reason });
         (self.status(), Json(body)).into_response()

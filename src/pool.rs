@@ -20,6 +20,18 @@ use tokio_postgres::NoTls;
 /// | `idle_in_transaction_timeout` | 60 s |
 /// | `application_name` | `"poolguard"` |
 /// | `connect_timeout` | 5 s |
+/// | `keepalive_idle` | 10 s (`None` turns TCP keepalive off) |
+/// | `keepalive_interval` | 5 s |
+/// | `keepalive_retries` | 3 |
+/// | `tcp_user_timeout` | 20 s (`None` leaves the system default) |
+///
+/// The TCP settings apply to every connection built from the config: the pool's, the
+/// watchdog's, the health check's and the cancel requests'. Keepalive finds a peer that went
+/// away while the connection is idle (after about `idle + interval * retries`, 25 s by
+/// default); `TCP_USER_TIMEOUT` closes a connection whose sent data stays unacknowledged that
+/// long (Linux only). Neither bounds a query whose bytes are accepted but never answered (a
+/// stalled proxy): the guard's client-side
+/// [`query_deadline`](crate::GuardConfig::query_deadline) does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     /// The most connections the pool opens.
@@ -35,6 +47,16 @@ pub struct PoolOptions {
     pub application_name: String,
     /// The longest a new connection may take to open.
     pub connect_timeout: Duration,
+    /// Idle time before the first TCP keepalive probe; `None` turns keepalive off.
+    pub keepalive_idle: Option<Duration>,
+    /// Time between unanswered keepalive probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is closed.
+    pub keepalive_retries: u32,
+    /// `TCP_USER_TIMEOUT`: the longest sent data may stay unacknowledged before the
+    /// connection is closed; `None` leaves the system default (which retransmits for
+    /// about 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -45,6 +67,10 @@ impl Default for PoolOptions {
             idle_in_transaction_timeout: Duration::from_secs(60),
             application_name: "poolguard".to_string(),
             connect_timeout: Duration::from_secs(5),
+            keepalive_idle: Some(Duration::from_secs(10)),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_retries: 3,
+            tcp_user_timeout: Some(Duration::from_secs(20)),
         }
     }
 }
@@ -74,6 +100,33 @@ impl PoolOptions {
             return Err(BuildError::field(
                 "connect_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self
+            .keepalive_idle
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(BuildError::field(
+                "keepalive_idle",
+                "must be at least 1 s (TCP keepalive counts whole seconds)",
+            ));
+        }
+        if self.keepalive_interval < Duration::from_secs(1) {
+            return Err(BuildError::field(
+                "keepalive_interval",
+                "must be at least 1 s (TCP keepalive counts whole seconds)",
+            ));
+        }
+        if self.keepalive_retries == 0 {
+            return Err(BuildError::field("keepalive_retries", "must be at least 1"));
+        }
+        if self
+            .tcp_user_timeout
+            .is_some_and(|d| d < Duration::from_millis(1))
+        {
+            return Err(BuildError::field(
+                "tcp_user_timeout",
+                "must be at least 1 ms",
             ));
         }
         let name = &self.application_name;
@@ -106,7 +159,49 @@ impl PoolOptions {
         pg.options(&options);
         pg.application_name(&self.application_name);
         pg.connect_timeout(self.connect_timeout);
+        match self.keepalive_idle {
+            Some(idle) => {
+                pg.keepalives(true)
+                    .keepalives_idle(idle)
+                    .keepalives_interval(self.keepalive_interval)
+                    .keepalives_retries(self.keepalive_retries);
+            }
+            None => {
+                pg.keepalives(false);
+            }
+        }
+        if let Some(timeout) = self.tcp_user_timeout {
+            pg.tcp_user_timeout(timeout);
+        }
     }
+}
+
+/// The `statement_timeout` that [`PoolOptions::apply`] put in a connection config's startup
+/// options (the last one wins, as on the server); `None` when there is none.
+pub(crate) fn statement_timeout_of(pg: &tokio_postgres::Config) -> Option<Duration> {
+    let options = pg.get_options()?;
+    options
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("statement_timeout="))
+        .filter_map(|ms| ms.parse::<u64>().ok())
+        .last()
+        .map(Duration::from_millis)
+}
+
+/// Refuses a deadpool pool built without a runtime (`Pool::builder(..).runtime(..)`): every
+/// acquisition with a timeout fails on it (`NoRuntimeSpecified`), and the guard always passes
+/// timeouts, so it would answer every request 503. deadpool has no accessor for the runtime;
+/// its `Debug` output names it.
+pub(crate) fn require_runtime(pool: &Pool) -> Result<(), BuildError> {
+    if format!("{pool:?}").contains("runtime: None") {
+        return Err(BuildError::field(
+            "pool",
+            "the pool has no runtime, so none of its timeouts can work and every acquire \
+             would fail: build it with .runtime(deadpool_postgres::Runtime::Tokio1), or use \
+             build_pool / Guard::connect",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses to recycle a connection that is still inside a transaction (a handler ran

@@ -5,11 +5,13 @@
 //! acquisitions wait in a bounded queue, fair between users, and are drained in order as
 //! slots free up. Non-critical ones are served only at [`Level::Normal`](crate::Level::Normal).
 
+mod abandon;
 mod conn;
 mod held;
 mod permit;
 mod queue;
 mod state;
+mod tracker;
 mod transaction;
 
 pub use conn::GuardedConn;

@@ -68,7 +68,7 @@ impl GuardInner {
         let object = match object {
             Ok(object) => object,
             Err(e) => {
-                tracing::warn!(target: "poolguard", error = %e, %class, "pool could not hand out a connection");
+                tracing::warn!(target: "poolguard", error = %crate::error::describe_pool_error(&e), %class, "pool could not hand out a connection");
                 drop(permit);
                 self.count(class, Outcome::Shed);
                 return Err(Error::Rejected(
