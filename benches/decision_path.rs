@@ -79,7 +79,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut critical = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     group.bench_function("poolguard_admit_critical", |b| {
         b.to_async(&rt).iter(|| {
@@ -89,7 +89,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut non_critical = ServiceBuilder::new()
-        .layer(guard.non_critical())
+        .layer(guard.non_critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     guard.report_server_utilization(0.9);
     group.bench_function("poolguard_shed_non_critical", |b| {
@@ -187,3 +187,11 @@ criterion_group! {
     targets = layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);
+
+/// The benchmark's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
+}

@@ -69,6 +69,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
             kill_after: s.kill_after,
             ..Default::default()
         },
+        trust_user_header: s.trust_user_header,
         ..AppOptions::default()
     };
     app::prepare_schema(&db.connect().await?).await?;

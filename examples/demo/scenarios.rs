@@ -80,6 +80,7 @@ async fn start_app(
         statement_timeout: plan.statement_timeout,
         guard_config: GuardConfig::default(),
         watchdog: plan.watchdog.clone(),
+        trust_user_header: true,
     };
     let app = app::build(db.pg_config(), &options, metrics.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
