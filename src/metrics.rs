@@ -43,6 +43,9 @@ pub const BACKENDS_TERMINATED: &str = "poolguard_backends_terminated_total";
 pub const SERVER_CONNECTIONS: &str = "poolguard_server_connections";
 /// The server's usable connection limit (`max_connections` less reserved slots).
 pub const SERVER_MAX_CONNECTIONS: &str = "poolguard_server_max_connections";
+/// 1 while the watchdog cannot read the server and `poolguard_server_connections` holds its
+/// last reading (or the limit, when the server refused the watchdog as full); 0 otherwise.
+pub const SERVER_READING_STALE: &str = "poolguard_server_reading_stale";
 /// Status transitions blocked by the policy, by `from` and `to` state.
 pub const TRANSITIONS_BLOCKED: &str = "poolguard_transitions_blocked_total";
 /// Status transitions applied through the guarded update.
@@ -118,6 +121,10 @@ pub fn describe() {
     describe_gauge!(
         SERVER_MAX_CONNECTIONS,
         "Usable connection limit of the server"
+    );
+    describe_gauge!(
+        SERVER_READING_STALE,
+        "1 while the server-wide reading is held because the watchdog cannot read the server"
     );
     describe_counter!(
         TRANSITIONS_BLOCKED,

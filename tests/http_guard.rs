@@ -210,9 +210,11 @@ async fn hostile_user_keys_are_handled() {
             let key = key.to_string();
             tokio::spawn(async move { http.get("/sleep?ms=1500", Some(&key)).await.status })
         };
-        eventually("the first request holds a slot", Duration::from_secs(5), || async {
-            guard.status().granted == 1
-        })
+        eventually(
+            "the first request holds a slot",
+            Duration::from_secs(5),
+            || async { guard.status().granted == 1 },
+        )
         .await;
         // ... so the same key is refused as the same user, whatever its length or bytes.
         let r = http.get("/std", Some(key)).await;
