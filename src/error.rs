@@ -50,6 +50,11 @@ pub fn describe_pool_error(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
+/// Whether the error is the connection's socket failing (its source is an I/O error).
+fn io_failure(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 /// What can go wrong when acquiring a guarded connection or running a query on it.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -62,6 +67,11 @@ pub enum Error {
     StatementTimeout(tokio_postgres::Error),
     /// Any other database error; answered 500.
     Db(tokio_postgres::Error),
+    /// The connection was lost under the query: closed by the network or the server, or
+    /// its backend was terminated or shut down (SQLSTATE class 08, 57P01..57P05); answered
+    /// 503 with `Retry-After`, since a retry gets another connection. The connection is
+    /// discarded by the pool.
+    ConnectionLost(tokio_postgres::Error),
     /// A tracked query got no answer within the guard's client-side
     /// [`query_deadline`](crate::GuardConfig::query_deadline) (a stalled network, a server
     /// that stopped answering); answered 504 with `query_deadline` as the reason. The query
@@ -76,12 +86,27 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies a query error: SQLSTATE 57014 becomes [`Error::StatementTimeout`].
+    /// Classifies a query error: SQLSTATE 57014 becomes [`Error::StatementTimeout`]; a lost
+    /// connection (closed, an I/O error, SQLSTATE class 08 or 57P01..57P05) becomes
+    /// [`Error::ConnectionLost`].
     pub fn from_query(e: tokio_postgres::Error) -> Self {
-        if e.code().map(|c| c.code()) == Some(QUERY_CANCELED) {
-            Error::StatementTimeout(e)
-        } else {
-            Error::Db(e)
+        match e.code().map(|c| c.code()) {
+            Some(QUERY_CANCELED) => Error::StatementTimeout(e),
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                Error::ConnectionLost(e)
+            }
+            Some(_) => Error::Db(e),
+            None if e.is_closed() || io_failure(&e) => Error::ConnectionLost(e),
+            None => Error::Db(e),
+        }
+    }
+
+    /// How long a client should wait before retrying, for the errors answered 503.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Rejected(r) => Some(r.retry_after),
+            Error::ConnectionLost(_) => Some(Duration::from_secs(1)),
+            _ => None,
         }
     }
 
@@ -92,6 +117,7 @@ impl Error {
             Error::StatementTimeout(_) | Error::QueryDeadline { .. } => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
+            Error::ConnectionLost(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             Error::Db(_) | Error::MissingLayer => http::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -130,6 +156,9 @@ impl fmt::Display for Error {
                 write!(f, "statement timed out: {}", describe_db_error(e))
             }
             Error::Db(e) => write!(f, "database error: {}", describe_db_error(e)),
+            Error::ConnectionLost(e) => {
+                write!(f, "lost the database connection: {}", describe_db_error(e))
+            }
             Error::QueryDeadline { after } => write!(
                 f,
                 "no answer from the database within the query deadline ({} ms)",
@@ -146,7 +175,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Rejected(r) => Some(r),
-            Error::StatementTimeout(e) | Error::Db(e) => Some(e),
+            Error::StatementTimeout(e) | Error::Db(e) | Error::ConnectionLost(e) => Some(e),
             Error::MissingLayer | Error::QueryDeadline { .. } => None,
         }
     }

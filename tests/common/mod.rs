@@ -2,6 +2,9 @@
 //! server and client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faults;
+pub mod proxy;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
