@@ -78,18 +78,19 @@ pub(crate) enum Unreadable {
 
 /// Raises a [`EventKind::ServerPressure`] event once per episode (above the guard's warning
 /// threshold, cleared below its warning recovery threshold), and a `server_reading_stale`
-/// event once per episode without a fresh reading.
+/// event once per episode without a fresh reading (and once more if the server then refuses
+/// the watchdog as full).
 #[derive(Debug, Default)]
 pub(crate) struct PressureAlarm {
     raised: bool,
-    stale: bool,
+    /// Why the reading is stale, while it is.
+    stale: Option<Unreadable>,
 }
 
 impl PressureAlarm {
     /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges.
     pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom) {
-        if self.stale {
-            self.stale = false;
+        if self.stale.take().is_some() {
             tracing::info!(target: "poolguard::watchdog", used = h.used, usable = h.usable, "server reading fresh again");
         }
         self.store(inner, h);
@@ -136,10 +137,11 @@ impl PressureAlarm {
         if let Some(h) = held {
             self.store(inner, h);
         }
-        if self.stale {
+        // Once per episode, and again if it turns out the server is full.
+        if self.stale == Some(why) || self.stale == Some(Unreadable::Full) {
             return;
         }
-        self.stale = true;
+        self.stale = Some(why);
         let holding = match (held, why) {
             (Some(h), Unreadable::Full) => format!(
                 "the server refused it as full: server use held at {} of {} (100 %)",
@@ -174,11 +176,11 @@ impl PressureAlarm {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .is_some();
-        if had || self.stale {
+        if had || self.stale.is_some() {
             inner.set_server_utilization(0.0);
         }
         metrics::gauge!(SERVER_READING_STALE).set(0.0);
         self.raised = false;
-        self.stale = false;
+        self.stale = None;
     }
 }

@@ -411,8 +411,9 @@ impl Rig {
                 && pool.size == pool.available
                 && pool.size <= pool.max_size
                 && idle_in_tx == 0
+                && states.len() >= pool.size
                 && states.len()
-                    == pool.size + usize::from(self.health_checked.load(Ordering::SeqCst))
+                    <= pool.size + usize::from(self.health_checked.load(Ordering::SeqCst))
                 && states.iter().all(|s| s == "idle");
             if exact {
                 return;
