@@ -296,6 +296,12 @@ impl Rig {
         .await
     }
 
+    /// Sends one request and gives up on it after `limit` (the client goes away: the server
+    /// sees its connection closed).
+    pub async fn send_within(&self, path: &str, limit: Duration) -> Record {
+        send_with(&self.client, self.addr, self.id(), path, "impatient", limit).await
+    }
+
     /// `workers` clients sending `path(id)` back to back until `stop` is set; returns every
     /// answer. Each user is one worker.
     pub fn load(
