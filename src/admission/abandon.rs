@@ -26,6 +26,10 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest the check after a cancel may take; a connection that does not answer it is
 /// discarded.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the check keeps the backend busy. A cancel request returns once it is written,
+/// before the server has acted on it; a cancel still on its way when the check runs lands on
+/// the check, never on the next borrower's query.
+const SETTLE: &str = "SELECT pg_sleep(0.1)";
 
 static CANCEL_SLOTS: Semaphore = Semaphore::const_new(MAX_CANCELS_IN_FLIGHT);
 
@@ -69,15 +73,7 @@ pub(crate) fn clean(
     };
     handle.spawn(async move {
         let sent = cancel(&object).await;
-        // The cancelled query's answer, then this check's, come back in order on the
-        // connection: once the check answers, nothing of the old query is left in flight,
-        // and a cancel that arrives late finds the backend idle (where PostgreSQL ignores
-        // it), never running the next borrower's query.
-        let clean = sent
-            && matches!(
-                tokio::time::timeout(CHECK_TIMEOUT, object.simple_query("SELECT 1")).await,
-                Ok(Ok(_))
-            );
+        let clean = sent && settle(&object).await;
         if clean {
             // Back to the pool; its recycle check refuses one still inside a transaction.
             drop(object);
@@ -87,6 +83,22 @@ pub(crate) fn clean(
         drop(permit);
         report(sent);
     });
+}
+
+/// Checks the connection after a cancel. The cancelled query's answer, then the check's,
+/// come back in order on the connection: once the check answers, nothing of the old query is
+/// left in flight. The check runs long enough ([`SETTLE`]) to take a cancel that is still on
+/// its way (it then fails with 57014, and a second check confirms the connection); a cancel
+/// that arrives while the backend is idle is ignored by PostgreSQL.
+async fn settle(object: &Object) -> bool {
+    let answered = |r: Result<Result<Vec<_>, tokio_postgres::Error>, _>| matches!(r, Ok(Ok(_)));
+    match tokio::time::timeout(CHECK_TIMEOUT, object.simple_query(SETTLE)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+            answered(tokio::time::timeout(CHECK_TIMEOUT, object.simple_query("SELECT 1")).await)
+        }
+        _ => false,
+    }
 }
 
 /// Sends a cancel request for the connection's running query, waiting at most

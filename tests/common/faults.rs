@@ -298,14 +298,25 @@ impl Rig {
 
     /// Sends one request and gives up on it after `limit` (the client goes away: the server
     /// sees its connection closed).
-    pub async fn send_within(&self, path: &str, limit: Duration) -> Record {
-        send_with(&self.client, self.addr, self.id(), path, "impatient", limit).await
+    pub async fn send_within(&self, path: &str, user: &str, limit: Duration) -> Record {
+        send_with(&self.client, self.addr, self.id(), path, user, limit).await
     }
 
     /// `workers` clients sending `path(id)` back to back until `stop` is set; returns every
     /// answer. Each user is one worker.
     pub fn load(
         &self,
+        workers: usize,
+        path: impl Fn(u64) -> String + Send + Sync + 'static,
+        stop: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<Ledger> {
+        self.load_as("user", workers, path, stop)
+    }
+
+    /// [`load`](Self::load) with users named `{prefix}-{worker}`.
+    pub fn load_as(
+        &self,
+        prefix: &str,
         workers: usize,
         path: impl Fn(u64) -> String + Send + Sync + 'static,
         stop: Arc<AtomicBool>,
@@ -323,8 +334,8 @@ impl Rig {
                 stop.clone(),
             );
             let limit = self.bound() + Duration::from_secs(1);
+            let user = format!("{prefix}-{w}");
             handles.push(tokio::spawn(async move {
-                let user = format!("user-{w}");
                 while !stop.load(Ordering::Relaxed) {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let r = send_with(&client, addr, id, &path(id), &user, limit).await;
