@@ -94,6 +94,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn new(addr: SocketAddr) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
