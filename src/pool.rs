@@ -295,4 +295,45 @@ mod tests {
             })
         ));
     }
+
+    #[tokio::test]
+    async fn a_pool_without_a_runtime_fails_at_build() {
+        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = Manager::new(pg, NoTls);
+        let bare = Pool::builder(manager).max_size(2).build().unwrap();
+        match crate::Guard::builder(bare).build() {
+            Err(BuildError::InvalidConfig { field: "pool", reason }) => {
+                assert!(reason.contains("runtime"), "{reason}")
+            }
+            other => panic!("built a guard that would refuse every acquire: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_settings_reach_the_connection_config() {
+        let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
+        PoolOptions::default().apply(&mut pg);
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        assert_eq!(statement_timeout_of(&pg), Some(Duration::from_secs(30)));
+        let off = PoolOptions {
+            keepalive_idle: None,
+            ..PoolOptions::default()
+        };
+        let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
+        off.apply(&mut pg);
+        assert!(!pg.get_keepalives());
+        let bad = PoolOptions {
+            keepalive_interval: Duration::from_millis(10),
+            ..PoolOptions::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(BuildError::InvalidConfig {
+                field: "keepalive_interval",
+                ..
+            })
+        ));
+    }
 }
