@@ -302,7 +302,10 @@ mod tests {
         let manager = Manager::new(pg, NoTls);
         let bare = Pool::builder(manager).max_size(2).build().unwrap();
         match crate::Guard::builder(bare).build() {
-            Err(BuildError::InvalidConfig { field: "pool", reason }) => {
+            Err(BuildError::InvalidConfig {
+                field: "pool",
+                reason,
+            }) => {
                 assert!(reason.contains("runtime"), "{reason}")
             }
             other => panic!("built a guard that would refuse every acquire: {other:?}"),
