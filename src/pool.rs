@@ -182,9 +182,9 @@ pub(crate) fn statement_timeout_of(pg: &tokio_postgres::Config) -> Option<Durati
     let options = pg.get_options()?;
     options
         .split_whitespace()
+        .rev()
         .filter_map(|word| word.strip_prefix("statement_timeout="))
-        .filter_map(|ms| ms.parse::<u64>().ok())
-        .last()
+        .find_map(|ms| ms.parse::<u64>().ok())
         .map(Duration::from_millis)
 }
 
