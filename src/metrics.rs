@@ -30,8 +30,8 @@ pub const ACQUIRE_WAIT: &str = "poolguard_acquire_wait_seconds";
 pub const HOLD_TIME: &str = "poolguard_connection_hold_seconds";
 /// Level transitions, by the level entered.
 pub const LEVEL_TRANSITIONS: &str = "poolguard_level_transitions_total";
-/// Requests dropped mid-query: a server-side cancel was attempted and the connection
-/// discarded (the `QueryAbandoned` event says whether the cancel got through).
+/// Requests dropped mid-query: a server-side cancel was attempted and the connection checked
+/// before reuse (the `QueryAbandoned` event says whether the cancel got through).
 pub const QUERIES_ABANDONED: &str = "poolguard_queries_abandoned_total";
 /// Self-heal events lost by slow subscribers.
 pub const EVENTS_DROPPED: &str = "poolguard_events_dropped_total";
