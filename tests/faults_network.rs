@@ -140,4 +140,5 @@ async fn the_watchdog_comes_back_after_a_stall() {
         }
     }
     assert_eq!(stale_events, 1, "one event per episode");
+    rig.check_accounting("watchdog through a stall").await;
 }

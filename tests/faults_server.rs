@@ -218,4 +218,6 @@ async fn a_full_server_is_not_read_as_an_idle_one_by_the_watchdog() {
         released.elapsed().as_millis(),
         (released - cut).as_millis()
     );
+    rig.check_accounting("max_connections reached (watchdog)")
+        .await;
 }
