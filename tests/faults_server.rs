@@ -6,58 +6,108 @@ mod common;
 use common::faults::{Rig, RigOptions, APP};
 use poolguard::Level;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Another application that takes every connection slot of the server, and keeps retrying
-/// so it takes any slot freed, until stopped.
+/// Another process (this test binary again, running [`hog_process`]) that takes every
+/// connection slot of the server and keeps retrying, so it takes any slot freed, until it is
+/// killed.
 struct Hog {
-    stop: Arc<AtomicBool>,
-    clients: Arc<Mutex<Vec<tokio_postgres::Client>>>,
-    task: tokio::task::JoinHandle<()>,
+    child: std::process::Child,
 }
 
 impl Hog {
-    async fn start(pg: tokio_postgres::Config) -> Hog {
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients: Arc<Mutex<Vec<tokio_postgres::Client>>> = Arc::default();
-        let full = Arc::new(tokio::sync::Notify::new());
-        let task = {
-            let (stop, clients, full) = (stop.clone(), clients.clone(), full.clone());
-            tokio::spawn(async move {
-                let mut pg = pg;
-                pg.application_name("hog");
-                while !stop.load(Ordering::Relaxed) {
-                    match pg.connect(tokio_postgres::NoTls).await {
-                        Ok((client, conn)) => {
-                            tokio::spawn(conn);
-                            clients.lock().unwrap().push(client);
-                        }
-                        Err(_) => {
-                            full.notify_one();
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
+    async fn start(url: String) -> Hog {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "hog_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("POOLGUARD_HOG_URL", url)
+            // Its stdin closes when this process ends, however it ends: the hog then exits.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the hog process");
+        let stdout = child.stdout.take().unwrap();
+        tokio::task::spawn_blocking(move || {
+            let lines = std::io::BufReader::new(stdout).lines();
+            for line in lines.map_while(Result::ok) {
+                if line.contains("HOG FULL") {
+                    return;
                 }
-            })
-        };
-        full.notified().await;
-        Hog {
-            stop,
-            clients,
-            task,
+            }
+            panic!("the hog process ended before the server was full");
+        })
+        .await
+        .unwrap();
+        Hog { child }
+    }
+
+    async fn release(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hog's body, run in its own process by [`Hog::start`]: connect until the server
+/// refuses, say so, and keep taking any slot that frees up.
+#[test]
+#[ignore = "run as a separate process by the max_connections tests"]
+fn hog_process() {
+    let Ok(url) = std::env::var("POOLGUARD_HOG_URL") else {
+        return;
+    };
+    std::thread::spawn(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let mut pg: tokio_postgres::Config = url.parse().unwrap();
+        pg.application_name("hog");
+        let mut held = Vec::new();
+        let mut said = false;
+        loop {
+            match pg.connect(tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    held.push(client);
+                }
+                Err(_) => {
+                    if !said {
+                        println!("HOG FULL {}", held.len());
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
         }
-    }
+    });
+}
 
-    fn held(&self) -> usize {
-        self.clients.lock().unwrap().len()
-    }
-
-    async fn release(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        self.clients.lock().unwrap().clear();
-    }
+async fn hog_backends(rig: &Rig) -> i64 {
+    rig.admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hog'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 async fn terminate(rig: &Rig, app: &str) -> i64 {
@@ -132,8 +182,8 @@ async fn a_full_server_is_answered_and_named_for_the_pool() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = rig.load(4, |id| format!("/write?id={id}&ms=20"), stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let hog = Hog::start(rig.pg.pg_config()).await;
-    assert!(hog.held() > 0);
+    let hog = Hog::start(rig.pg.url()).await;
+    assert!(hog_backends(&rig).await > 0);
     // The pool's connections go; the hog takes their slots.
     terminate(&rig, APP).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -170,7 +220,7 @@ async fn a_full_server_is_not_read_as_an_idle_one_by_the_watchdog() {
     })
     .await;
     let mut events = rig.guard.subscribe();
-    let hog = Hog::start(rig.pg.pg_config()).await;
+    let hog = Hog::start(rig.pg.url()).await;
     common::eventually(
         "the level sees the full server",
         Duration::from_secs(10),
