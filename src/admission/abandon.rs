@@ -9,8 +9,8 @@
 //! then ends the query at `statement_timeout`, or the watchdog does).
 
 use super::SlotPermit;
+use crate::criticality::Criticality;
 use crate::events::{Event, EventKind};
-use crate::Criticality;
 use deadpool_postgres::Object;
 use std::sync::Arc;
 use std::time::Duration;

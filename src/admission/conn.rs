@@ -3,9 +3,10 @@
 use super::abandon::{self, Unfinished};
 use super::tracker::{QueryState, Tracker};
 use super::{GuardedTransaction, SlotPermit};
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::limit::UserKey;
 use crate::pool::statement_timeout_of;
-use crate::{Criticality, Error};
 use deadpool_postgres::{ClientWrapper, Object};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

@@ -1,9 +1,10 @@
 //! Tracking one query of a guarded connection: the in-flight count that tells an abandoned
 //! query from a finished one, and the client-side query deadline.
 
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::events::{Event, EventKind, Severity};
 use crate::guard::GuardInner;
-use crate::{Criticality, Error};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! A transaction on a guarded connection, with tracked query methods.
 
 use super::tracker::Tracker;
-use crate::Error;
+use crate::error::Error;
 use std::ops::{Deref, DerefMut};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
