@@ -101,7 +101,7 @@ impl Guard {
         let result = tokio::time::timeout(CHECK_TIMEOUT, async {
             let mut slot = self.inner.health_conn.lock().await;
             if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                let (client, connection) = pg.connect(tokio_postgres::NoTls).await?;
+                let (client, connection) = pg.connect(self.inner.tls.clone()).await?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });

@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 mod guard;
 mod health;
+pub mod identity;
 pub mod incident;
 pub mod layer;
 pub mod limit;
@@ -25,6 +26,7 @@ mod rejection;
 pub mod report;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod transition;
 pub mod watchdog;
 
@@ -44,5 +46,5 @@ pub use health::{DatabaseHealth, HealthReport, PoolHealth};
 pub use layer::{GuardLayer, RequestContext};
 pub use limit::{DefaultKeyExtractor, KeyExtractor, UserKey};
 pub use monitor::Level;
-pub use pool::{build_pool, PoolOptions};
+pub use pool::{build_pool, build_pool_tls, PoolOptions};
 pub use rejection::{Rejection, RejectionKind};

@@ -6,10 +6,11 @@
 //! creates: `RESET ALL` during recycling returns to them instead of undoing them, which a
 //! `SET` on checkout would not survive.
 
+use crate::identity::Identity;
+use crate::tls::TlsConnector;
 use crate::BuildError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// How the pool and its connections are set up. Every field has a default.
 ///
@@ -19,6 +20,7 @@ use tokio_postgres::NoTls;
 /// | `statement_timeout` | 30 s |
 /// | `idle_in_transaction_timeout` | 60 s |
 /// | `application_name` | `"poolguard"` |
+/// | `instance` | unique per guard: host, pid ([`default_instance`](crate::identity::default_instance)) |
 /// | `connect_timeout` | 5 s |
 /// | `keepalive_idle` | 10 s (`None` turns TCP keepalive off) |
 /// | `keepalive_interval` | 5 s |
@@ -42,9 +44,12 @@ pub struct PoolOptions {
     /// `idle_in_transaction_session_timeout`: a session idle inside a transaction this long is
     /// ended by Postgres.
     pub idle_in_transaction_timeout: Duration,
-    /// `application_name` of every connection; the watchdog uses it to find this app's
-    /// backends.
+    /// The service name: connections are named `{application_name}:{instance}` (see
+    /// [`Identity`]); the watchdog uses it to find this instance's backends.
     pub application_name: String,
+    /// This replica's name within the service (`None`: unique per guard, from the host name
+    /// and process id). Set it to the pod or host name to read it back in `pg_stat_activity`.
+    pub instance: Option<String>,
     /// The longest a new connection may take to open.
     pub connect_timeout: Duration,
     /// Idle time before the first TCP keepalive probe; `None` turns keepalive off.
@@ -66,6 +71,7 @@ impl Default for PoolOptions {
             statement_timeout: Duration::from_secs(30),
             idle_in_transaction_timeout: Duration::from_secs(60),
             application_name: "poolguard".to_string(),
+            instance: None,
             connect_timeout: Duration::from_secs(5),
             keepalive_idle: Some(Duration::from_secs(10)),
             keepalive_interval: Duration::from_secs(5),
@@ -141,12 +147,30 @@ impl PoolOptions {
                 "must be 1 to 63 characters of [A-Za-z0-9-_.:]",
             ));
         }
+        if let Some(instance) = &self.instance {
+            Identity::new(name, instance)?;
+        }
         Ok(())
     }
 
+    /// The identity connections get: the configured instance, or a fresh default one (each
+    /// call without an `instance` makes a new one).
+    pub fn identity(&self) -> Result<Identity, BuildError> {
+        match &self.instance {
+            Some(instance) => Identity::new(&self.application_name, instance),
+            None => Identity::with_default_instance(&self.application_name),
+        }
+    }
+
     /// Applies the session settings to a connection config (appended to any `options`
-    /// already there).
-    pub fn apply(&self, pg: &mut tokio_postgres::Config) {
+    /// already there), named as [`identity`](Self::identity) says.
+    pub fn apply(&self, pg: &mut tokio_postgres::Config) -> Result<Identity, BuildError> {
+        let identity = self.identity()?;
+        self.apply_as(pg, &identity);
+        Ok(identity)
+    }
+
+    fn apply_as(&self, pg: &mut tokio_postgres::Config, identity: &Identity) {
         let ours = format!(
             "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
             self.statement_timeout.as_millis(),
@@ -157,7 +181,7 @@ impl PoolOptions {
             _ => ours,
         };
         pg.options(&options);
-        pg.application_name(&self.application_name);
+        pg.application_name(identity.application_name());
         pg.connect_timeout(self.connect_timeout);
         match self.keepalive_idle {
             Some(idle) => {
@@ -227,16 +251,39 @@ fn recycle_sql() -> String {
 /// backstop; the guard always passes its configured ones.
 ///
 /// The returned config is `pg` with the settings applied; the guard uses it for its own
-/// dedicated connections (health checks, watchdog).
+/// dedicated connections (health checks, watchdog). TLS follows `pg`'s own `sslmode`
+/// ([`TlsConnector::for_config`]); [`build_pool_tls`] takes a connector.
 pub fn build_pool(
-    mut pg: tokio_postgres::Config,
+    pg: tokio_postgres::Config,
     options: &PoolOptions,
 ) -> Result<(Pool, tokio_postgres::Config), BuildError> {
+    let tls = TlsConnector::for_config(&pg)?;
+    build_pool_tls(pg, &tls, options)
+}
+
+/// [`build_pool`] whose connections open their TLS side with `tls` (from
+/// [`PgUrl`](crate::tls::PgUrl), which honours `sslmode` and `sslrootcert`).
+pub fn build_pool_tls(
+    pg: tokio_postgres::Config,
+    tls: &TlsConnector,
+    options: &PoolOptions,
+) -> Result<(Pool, tokio_postgres::Config), BuildError> {
+    build_pool_as(pg, tls, options).map(|(pool, pg, _)| (pool, pg))
+}
+
+/// [`build_pool_tls`], also returning the identity the connections were named with.
+pub(crate) fn build_pool_as(
+    mut pg: tokio_postgres::Config,
+    tls: &TlsConnector,
+    options: &PoolOptions,
+) -> Result<(Pool, tokio_postgres::Config, Identity), BuildError> {
     options.validate()?;
-    options.apply(&mut pg);
+    let identity = options.identity()?;
+    options.apply_as(&mut pg, &identity);
+    tls.prepare(&mut pg);
     let manager = Manager::from_config(
         pg.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Custom(recycle_sql()),
         },
@@ -249,7 +296,7 @@ pub fn build_pool(
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| BuildError::Pool(e.to_string()))?;
-    Ok((pool, pg))
+    Ok((pool, pg, identity))
 }
 
 #[cfg(test)]
@@ -262,12 +309,16 @@ mod tests {
             "postgres://u@localhost/db?options=-c%20search_path%3Dapp"
                 .parse()
                 .unwrap();
-        PoolOptions::default().apply(&mut pg);
+        let options = PoolOptions {
+            instance: Some("pod-1".into()),
+            ..PoolOptions::default()
+        };
+        options.apply(&mut pg).unwrap();
         assert_eq!(
             pg.get_options(),
             Some("-c search_path=app -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000")
         );
-        assert_eq!(pg.get_application_name(), Some("poolguard"));
+        assert_eq!(pg.get_application_name(), Some("poolguard:pod-1"));
     }
 
     #[test]
@@ -299,7 +350,7 @@ mod tests {
     #[tokio::test]
     async fn a_pool_without_a_runtime_fails_at_build() {
         let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        let manager = Manager::new(pg, NoTls);
+        let manager = Manager::new(pg, tokio_postgres::NoTls);
         let bare = Pool::builder(manager).max_size(2).build().unwrap();
         match crate::Guard::builder(bare).build() {
             Err(BuildError::InvalidConfig {
@@ -315,7 +366,7 @@ mod tests {
     #[test]
     fn tcp_settings_reach_the_connection_config() {
         let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
-        PoolOptions::default().apply(&mut pg);
+        PoolOptions::default().apply(&mut pg).unwrap();
         assert!(pg.get_keepalives());
         assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(10));
         assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
@@ -325,7 +376,7 @@ mod tests {
             ..PoolOptions::default()
         };
         let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
-        off.apply(&mut pg);
+        off.apply(&mut pg).unwrap();
         assert!(!pg.get_keepalives());
         let bad = PoolOptions {
             keepalive_interval: Duration::from_millis(10),

@@ -266,7 +266,7 @@ async fn a_dropped_call_rolls_back_its_chunk_and_resumes_without_repeats() -> Te
     eventually("the dropped chunk's backend is gone", Duration::from_secs(5), || async {
         let row = client
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'poolguard' AND state <> 'idle'",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'poolguard:%' AND state <> 'idle'",
                 &[],
             )
             .await

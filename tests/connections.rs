@@ -35,7 +35,9 @@ async fn every_connection_carries_statement_timeout_even_after_recycling() {
                 .await
                 .unwrap();
             assert_eq!(row.get::<_, String>(0), "1500ms", "round {round}");
-            assert_eq!(row.get::<_, String>(1), "pg-settings-test");
+            // `{service}:{instance}`, the instance unique to this guard.
+            let name = row.get::<_, String>(1);
+            assert!(name.starts_with("pg-settings-test:"), "{name}");
             assert_eq!(row.get::<_, String>(2), "1min");
             backend_pids.insert(row.get::<_, i32>(3));
             // A handler that changes its session must not leak that to the next borrower.

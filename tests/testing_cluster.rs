@@ -57,6 +57,7 @@ async fn started_cluster_accepts_connections_with_the_chosen_settings() {
     let cluster = TestCluster::start_with(ClusterOptions {
         max_connections: 37,
         settings: vec![("work_mem".into(), "7MB".into())],
+        ..ClusterOptions::default()
     })
     .await
     .expect("start cluster");

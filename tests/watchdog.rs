@@ -111,7 +111,9 @@ async fn a_slow_query_is_cancelled_and_the_caller_sees_57014() {
     };
     assert_eq!(*outcome, ActionOutcome::Done);
     assert_eq!(backend.fingerprint, "SELECT pg_sleep(?)");
-    assert_eq!(backend.application.as_deref(), Some("poolguard"));
+    let own = guard.identity().unwrap().application_name();
+    assert_eq!(backend.application.as_deref(), Some(own.as_str()));
+    assert_eq!(backend.other_instance, None);
     assert!(*running >= Duration::from_secs(1));
     assert!(
         e.message().starts_with("Cancelled query running"),
@@ -185,30 +187,34 @@ async fn another_applications_query_is_untouched_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_scope_is_the_exact_application_name_and_its_tags_not_a_prefix() {
+async fn the_default_scope_is_the_instances_exact_name_and_its_tags_not_a_prefix() {
     let pg = cluster(30).await;
     let guard = guard(&pg, 4, quick_config()).await;
     let mut sub = guard.subscribe();
     let _watchdog = spawn(&guard, quick_watchdog());
-    let connect = |name: &'static str| {
+    let connect = |name: String| {
         let mut cfg = pg.pg_config();
-        cfg.application_name(name);
+        cfg.application_name(&name);
         async move {
             let (client, connection) = cfg.connect(NoTls).await.unwrap();
             tokio::spawn(connection);
             client
         }
     };
-    // The guard's application name is "poolguard".
-    let other = connect("poolguard-other").await;
-    let same = connect("poolguard").await;
-    let tagged = connect("poolguard:non_critical:1").await;
-    let (other, same, tagged) = tokio::join!(
+    // The guard's application name is "poolguard:{instance}".
+    let own = guard.identity().unwrap().application_name();
+    let other = connect(format!("{own}-other")).await;
+    let service_only = connect("poolguard".to_string()).await;
+    let same = connect(own.clone()).await;
+    let tagged = connect(format!("{own}:non_critical:1")).await;
+    let (other, service_only, same, tagged) = tokio::join!(
         other.simple_query("SELECT pg_sleep(4)"),
+        service_only.simple_query("SELECT pg_sleep(4)"),
         same.simple_query("SELECT pg_sleep(30)"),
         tagged.simple_query("SELECT pg_sleep(30)"),
     );
     other.expect("a backend of another application is left alone");
+    service_only.expect("a backend named by the service alone is no instance's");
     let same = same.expect_err("the pool's own application name is in scope");
     let tagged = tagged.expect_err("a tag of the pool's application name is in scope");
     for err in [&same, &tagged] {
@@ -231,13 +237,11 @@ async fn the_default_scope_is_the_exact_application_name_and_its_tags_not_a_pref
         _ => None,
     })
     .collect();
+    assert!(!acted.contains(&Some(format!("{own}-other"))), "{acted:?}");
+    assert!(!acted.contains(&Some("poolguard".to_string())), "{acted:?}");
+    assert!(acted.contains(&Some(own.clone())), "{acted:?}");
     assert!(
-        !acted.contains(&Some("poolguard-other".to_string())),
-        "{acted:?}"
-    );
-    assert!(acted.contains(&Some("poolguard".to_string())), "{acted:?}");
-    assert!(
-        acted.contains(&Some("poolguard:non_critical:1".to_string())),
+        acted.contains(&Some(format!("{own}:non_critical:1"))),
         "{acted:?}"
     );
 }
@@ -374,9 +378,9 @@ async fn a_timed_out_check_does_not_make_the_killer_forget() {
             ..quick_watchdog()
         },
     );
-    // The stubborn query runs on a direct connection with the guard's application name.
+    // The stubborn query runs on a direct connection named as the guard's own.
     let mut direct = pg.pg_config();
-    direct.application_name("stubborn");
+    direct.application_name(guard.identity().unwrap().application_name());
     let (client, conn) = direct.connect(NoTls).await.unwrap();
     tokio::spawn(conn);
     let stubborn = tokio::spawn(async move {
@@ -430,7 +434,7 @@ async fn a_storm_of_slow_queries_does_not_starve_the_reaper() {
     let mut sub = guard.subscribe();
     let mut clients = Vec::new();
     let mut app = pg.pg_config();
-    app.application_name("poolguard");
+    app.application_name(guard.identity().unwrap().application_name());
     let storm = 8;
     for _ in 0..storm {
         let (client, conn) = app.connect(NoTls).await.unwrap();

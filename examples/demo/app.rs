@@ -12,6 +12,7 @@ use axum::{BoxError, Json, Router};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use poolguard::limit::DefaultKeyExtractor;
+use poolguard::tls::TlsConnector;
 use poolguard::watchdog::{Watchdog, WatchdogConfig, WatchdogHandle};
 use poolguard::{Conn, Guard, GuardConfig, PoolOptions};
 use serde_json::json;
@@ -74,6 +75,12 @@ pub struct AppOptions {
     /// benchmarks, whose load generator is the only client (their default), or `serve
     /// --trust-user-header` behind a gateway that sets the header. `serve` defaults to off.
     pub trust_user_header: bool,
+    /// This replica's instance name (`None`: unique per process).
+    pub instance: Option<String>,
+    /// The watchdog's own direct URL (`None`: the pool's server).
+    pub watchdog_url: Option<String>,
+    /// How the guarded pool opens TLS (`DATABASE_URL`'s `sslmode`; plain for a local server).
+    pub tls: TlsConnector,
 }
 
 impl Default for AppOptions {
@@ -85,6 +92,9 @@ impl Default for AppOptions {
             guard_config: GuardConfig::default(),
             watchdog: WatchdogConfig::default(),
             trust_user_header: true,
+            instance: None,
+            watchdog_url: None,
+            tls: TlsConnector::plain(),
         }
     }
 }
@@ -149,35 +159,34 @@ pub async fn build(
         max_size: options.pool_max,
         statement_timeout: options.statement_timeout,
         application_name: "poolguard-demo".into(),
+        instance: options.instance.clone(),
         ..PoolOptions::default()
-    };
-    let (pool, direct) = match options.mode {
-        GuardMode::Full => poolguard::build_pool(pg, &pool_options)?,
-        // The bare pool as a team would set it up by default: no session timeouts, deadpool's
-        // default (unbounded) wait.
-        _ => {
-            let manager = deadpool_postgres::Manager::new(pg.clone(), tokio_postgres::NoTls);
-            (
-                Pool::builder(manager).max_size(options.pool_max).build()?,
-                pg,
-            )
-        }
     };
     let guard = match options.mode {
         GuardMode::Full => Some(
-            Guard::builder(pool.clone())
-                .direct_connection(direct.clone())
+            Guard::connect_tls(pg.clone(), options.tls.clone(), &pool_options)?
                 .config(options.guard_config.clone())
                 .build()?,
         ),
         _ => None,
     };
+    let pool = match &guard {
+        Some(g) => g.pool().clone(),
+        // The bare pool as a team would set it up by default: no session timeouts, deadpool's
+        // default (unbounded) wait.
+        None => {
+            let manager = deadpool_postgres::Manager::new(pg.clone(), options.tls.clone());
+            Pool::builder(manager).max_size(options.pool_max).build()?
+        }
+    };
     let watchdog = match &guard {
-        Some(g) => Some(
-            Watchdog::builder(g)
-                .config(options.watchdog.clone())
-                .spawn()?,
-        ),
+        Some(g) => {
+            let mut builder = Watchdog::builder(g).config(options.watchdog.clone());
+            if let Some(url) = &options.watchdog_url {
+                builder = builder.url(url)?;
+            }
+            Some(builder.spawn()?)
+        }
         None => None,
     };
     let state = AppState {

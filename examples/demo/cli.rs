@@ -67,6 +67,14 @@ pub struct Serve {
     /// header.
     #[arg(long)]
     pub trust_user_header: bool,
+    /// This replica's name within the service (default: unique per process, from the host
+    /// name and pid); its connections are named poolguard-demo:NAME.
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
+    /// A direct URL to PostgreSQL for the watchdog (when the pool goes through a pooler);
+    /// honours sslmode and sslrootcert.
+    #[arg(long, value_name = "URL")]
+    pub watchdog_url: Option<String>,
 }
 
 fn parse_scenario(name: &str) -> Result<String, String> {

@@ -36,6 +36,11 @@ impl Database {
         self.cluster.pg_config()
     }
 
+    /// The TLS connector `DATABASE_URL`'s `sslmode` and `sslrootcert` ask for.
+    pub fn tls(&self) -> poolguard::tls::TlsConnector {
+        self.cluster.tls()
+    }
+
     pub async fn connect(
         &self,
     ) -> Result<tokio_postgres::Client, poolguard::testing::ClusterError> {

@@ -70,6 +70,9 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         },
         trust_user_header: s.trust_user_header,
+        instance: s.instance.clone(),
+        watchdog_url: s.watchdog_url.clone(),
+        tls: db.tls(),
         ..AppOptions::default()
     };
     app::prepare_schema(&db.connect().await?).await?;

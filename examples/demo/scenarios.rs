@@ -81,6 +81,8 @@ async fn start_app(
         guard_config: GuardConfig::default(),
         watchdog: plan.watchdog.clone(),
         trust_user_header: true,
+        tls: db.tls(),
+        ..AppOptions::default()
     };
     let app = app::build(db.pg_config(), &options, metrics.clone()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -344,11 +346,12 @@ fn leak_connections(
 ) -> tokio::task::JoinHandle<Result<usize, tokio_postgres::Error>> {
     let mut pg = db.pg_config();
     pg.application_name("report-exporter");
+    let tls = db.tls();
     let most = if db.is_external() { 20 } else { 500 };
     tokio::spawn(async move {
         let mut held = Vec::new();
         while held.len() < most {
-            match pg.connect(tokio_postgres::NoTls).await {
+            match pg.connect(tls.clone()).await {
                 Ok((client, connection)) => {
                     tokio::spawn(connection);
                     held.push(client);

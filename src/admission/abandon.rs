@@ -11,11 +11,11 @@
 use super::SlotPermit;
 use crate::criticality::Criticality;
 use crate::events::{Event, EventKind};
+use crate::tls::TlsConnector;
 use deadpool_postgres::Object;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio_postgres::NoTls;
 
 /// Most cancel requests (each its own short connection) in flight at once in the process.
 pub(crate) const MAX_CANCELS_IN_FLIGHT: usize = 4;
@@ -71,8 +71,9 @@ pub(crate) fn clean(
         report(false);
         return;
     };
+    let tls = permit.inner().tls.clone();
     handle.spawn(async move {
-        let sent = cancel(&object).await;
+        let sent = cancel(&object, tls).await;
         let clean = sent && settle(&object).await;
         if clean {
             // Back to the pool; its recycle check refuses one still inside a transaction.
@@ -103,13 +104,13 @@ async fn settle(object: &Object) -> bool {
 
 /// Sends a cancel request for the connection's running query, waiting at most
 /// [`CANCEL_SLOT_WAIT`] for one of the process's cancel slots.
-async fn cancel(object: &Object) -> bool {
+async fn cancel(object: &Object, tls: TlsConnector) -> bool {
     let token = object.cancel_token();
     let Ok(Ok(_slot)) = tokio::time::timeout(CANCEL_SLOT_WAIT, CANCEL_SLOTS.acquire()).await else {
         return false;
     };
     matches!(
-        tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await,
+        tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await,
         Ok(Ok(()))
     )
 }

@@ -107,6 +107,10 @@ pub struct BackendInfo {
     pub class: Option<Criticality>,
     /// The route or caller label holding it, when known.
     pub route: Option<String>,
+    /// Set when the backend belongs to another instance of the same service (its name, from
+    /// the `application_name`): its route is not known here.
+    #[serde(default)]
+    pub other_instance: Option<String>,
     /// The query with its literals replaced by `?`.
     pub fingerprint: String,
 }
@@ -121,6 +125,8 @@ pub enum ResizeReason {
     Recovered,
     /// The server ran short of connections: the pool gave some back.
     ServerFull,
+    /// Moved toward this replica's share of the server's connection budget.
+    BudgetShare,
 }
 
 impl ResizeReason {
@@ -130,6 +136,7 @@ impl ResizeReason {
             ResizeReason::Waiting => "waiting",
             ResizeReason::Recovered => "recovered",
             ResizeReason::ServerFull => "server_full",
+            ResizeReason::BudgetShare => "budget_share",
         }
     }
 }

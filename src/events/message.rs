@@ -158,6 +158,9 @@ impl Event {
                 ResizeReason::ServerFull => {
                     format!("Pool shrunk {from} -> {to}: the server is running out of connections")
                 }
+                ResizeReason::BudgetShare => {
+                    format!("Pool resized {from} -> {to}: this replica's share of the connection budget")
+                }
             },
             EventKind::ServerPressure {
                 used,
@@ -207,6 +210,9 @@ fn action_message(
     let mut who = format!("pid {}", backend.pid);
     if let Some(app) = &backend.application {
         who.push_str(&format!(", app {app}"));
+    }
+    if let Some(instance) = &backend.other_instance {
+        who.push_str(&format!(", another instance: {instance}"));
     }
     if let Some(route) = &backend.route {
         who.push_str(&format!(", route {route}"));
@@ -266,6 +272,7 @@ mod tests {
                 application: Some("poolguard".into()),
                 class: None,
                 route: None,
+                other_instance: None,
                 fingerprint: "SELECT pg_sleep(?)".into(),
             },
             running: Duration::from_millis(31_240),

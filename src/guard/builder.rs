@@ -27,6 +27,10 @@ pub struct GuardBuilder {
     /// Whether the pool resets session settings when a connection comes back (a pool from
     /// [`build_pool`](crate::build_pool) does); per-class settings rely on it.
     pub(super) resets_sessions: bool,
+    /// How every connection of the guard opens its TLS side.
+    pub(super) tls: crate::tls::TlsConnector,
+    /// The service and instance its connections are named with (set by `Guard::connect`).
+    pub(super) identity: Option<crate::identity::Identity>,
 }
 
 impl GuardBuilder {
@@ -48,6 +52,13 @@ impl GuardBuilder {
     /// the watchdog), which must work when the pool is full. [`Guard::connect`] sets it.
     pub fn direct_connection(mut self, pg: tokio_postgres::Config) -> Self {
         self.direct = Some(pg);
+        self
+    }
+
+    /// The TLS connector for cancel requests, the health check and the watchdog; it should be
+    /// the one the pool was built with ([`Guard::connect_tls`] sets it). Default: plain text.
+    pub fn tls(mut self, tls: crate::tls::TlsConnector) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -121,6 +132,8 @@ impl GuardBuilder {
             headroom: Mutex::new(None),
             pool: self.pool,
             direct: self.direct,
+            tls: self.tls,
+            identity: self.identity,
             config: self.config,
         });
         runtime.spawn(crate::monitor::run_sampler(Arc::downgrade(&inner)));

@@ -20,6 +20,10 @@ pub(crate) struct GuardInner {
     pub(crate) pool: Pool,
     pub(crate) config: GuardConfig,
     pub(crate) direct: Option<tokio_postgres::Config>,
+    /// The TLS connector of the pool, cancel requests, the health check and the watchdog.
+    pub(crate) tls: crate::tls::TlsConnector,
+    /// The service and instance the pool's connections are named with.
+    pub(crate) identity: Option<crate::identity::Identity>,
     pub(super) state: Mutex<AdmissionState>,
     pub(super) level: AtomicU8,
     pub(crate) breaker: Breaker,

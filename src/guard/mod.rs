@@ -13,8 +13,10 @@ pub use status::GuardStatus;
 
 use crate::admission::GuardedConn;
 use crate::events::{EventBus, EventSubscriber};
-use crate::pool::{build_pool, PoolOptions};
+use crate::identity::Identity;
+use crate::pool::{build_pool_as, PoolOptions};
 use crate::rejection::RejectionKind;
+use crate::tls::{PgUrl, TlsConnector};
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
@@ -42,19 +44,50 @@ impl Guard {
             direct: None,
             event_capacity: 1024,
             resets_sessions: false,
+            tls: TlsConnector::plain(),
+            identity: None,
         }
     }
 
     /// Builds the pool with `options` (statement timeout, application name, ...) over `pg`
-    /// and returns a builder for a guard over it, with the dedicated connection set.
+    /// and returns a builder for a guard over it, with the dedicated connection set. TLS
+    /// follows `pg`'s own `sslmode` ([`TlsConnector::for_config`]); for `verify-ca`,
+    /// `verify-full` and `sslrootcert` use [`Guard::connect_url`] or [`Guard::connect_tls`].
     pub fn connect(
         pg: tokio_postgres::Config,
         options: &PoolOptions,
     ) -> Result<GuardBuilder, BuildError> {
-        let (pool, pg) = build_pool(pg, options)?;
-        Ok(Guard::builder(pool)
+        let tls = TlsConnector::for_config(&pg)?;
+        Self::connect_tls(pg, tls, options)
+    }
+
+    /// [`Guard::connect`] with `tls` for every connection: the pool's, cancel requests, the
+    /// health check and the watchdog.
+    pub fn connect_tls(
+        pg: tokio_postgres::Config,
+        tls: TlsConnector,
+        options: &PoolOptions,
+    ) -> Result<GuardBuilder, BuildError> {
+        let (pool, pg, identity) = build_pool_as(pg, &tls, options)?;
+        let mut builder = Guard::builder(pool)
             .direct_connection(pg)
-            .pool_resets_sessions(true))
+            .pool_resets_sessions(true)
+            .tls(tls);
+        builder.identity = Some(identity);
+        Ok(builder)
+    }
+
+    /// [`Guard::connect_tls`] from a URL, honouring its `sslmode` and `sslrootcert`
+    /// ([`PgUrl`]).
+    pub fn connect_url(url: &str, options: &PoolOptions) -> Result<GuardBuilder, BuildError> {
+        let url = PgUrl::parse(url)?;
+        Self::connect_tls(url.config, url.tls, options)
+    }
+
+    /// The service and instance this guard's connections are named with; `None` for a guard
+    /// over a pool built elsewhere.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.inner.identity.as_ref()
     }
 
     /// Acquires a connection as `class`, waiting in the priority queue if needed.

@@ -287,6 +287,7 @@ fn watchdog_actions_and_their_routes_are_part_of_the_incident() {
         application: Some("poolguard:non_critical:7".into()),
         class: Some(Criticality::NonCritical),
         route: Some("/api/reports/activity".into()),
+        other_instance: None,
         fingerprint: "SELECT pg_sleep(?)".into(),
     };
     let events = [

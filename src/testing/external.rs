@@ -3,11 +3,10 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
 use super::error::{pg_error, ClusterError};
 use super::options::ClusterOptions;
 use super::unique_suffix;
+use crate::tls::{PgUrl, TlsConnector};
 
 /// How long drop waits for an external database to be dropped.
 const EXTERNAL_DROP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -17,6 +16,7 @@ const EXTERNAL_DROP_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) struct ExternalDatabase {
     admin_url: String,
     admin_config: tokio_postgres::Config,
+    tls: TlsConnector,
     database: String,
 }
 
@@ -25,14 +25,15 @@ impl ExternalDatabase {
         admin_url: String,
         options: &ClusterOptions,
     ) -> Result<Self, ClusterError> {
-        let admin_config: tokio_postgres::Config =
-            admin_url.parse().map_err(|e: tokio_postgres::Error| {
-                ClusterError::InvalidDatabaseUrl {
-                    reason: e.to_string(),
-                }
-            })?;
+        let PgUrl {
+            config: admin_config,
+            tls,
+            ..
+        } = PgUrl::parse(&admin_url).map_err(|e| ClusterError::InvalidDatabaseUrl {
+            reason: e.to_string(),
+        })?;
         let database = format!("poolguard_test_{}", unique_suffix().replace('-', "_"));
-        let client = connect_config(&admin_config, "connect to DATABASE_URL").await?;
+        let client = connect_config(&admin_config, &tls, "connect to DATABASE_URL").await?;
         client
             .batch_execute(&format!("CREATE DATABASE {}", quote_ident(&database)))
             .await
@@ -40,6 +41,7 @@ impl ExternalDatabase {
         let external = ExternalDatabase {
             admin_url,
             admin_config,
+            tls,
             database,
         };
         // From here on, dropping `external` drops the database again.
@@ -64,6 +66,10 @@ impl ExternalDatabase {
         config
     }
 
+    pub(super) fn tls(&self) -> TlsConnector {
+        self.tls.clone()
+    }
+
     pub(super) fn url(&self) -> String {
         with_database(&self.admin_url, &self.database)
     }
@@ -80,6 +86,7 @@ impl ExternalDatabase {
     /// outside a runtime), waiting at most [`EXTERNAL_DROP_TIMEOUT`].
     fn drop_database(&self) {
         let config = self.admin_config.clone();
+        let tls = self.tls.clone();
         let drop_sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.database));
         let (done_tx, done_rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
@@ -91,7 +98,9 @@ impl ExternalDatabase {
                 {
                     runtime.block_on(async {
                         let work = async {
-                            let client = connect_config(&config, "connect to drop").await.ok()?;
+                            let client = connect_config(&config, &tls, "connect to drop")
+                                .await
+                                .ok()?;
                             // `WITH (FORCE)` (PostgreSQL 13+) ends sessions still connected.
                             let forced = format!("{drop_sql} WITH (FORCE)");
                             if client.batch_execute(&forced).await.is_err() {
@@ -146,9 +155,13 @@ fn with_database(url: &str, database: &str) -> String {
 
 pub(super) async fn connect_config(
     config: &tokio_postgres::Config,
+    tls: &TlsConnector,
     context: &str,
 ) -> Result<tokio_postgres::Client, ClusterError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(pg_error(context))?;
+    let (client, connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(pg_error(context))?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "test cluster connection ended with an error");

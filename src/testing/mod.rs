@@ -25,8 +25,8 @@
 //!   [`TestCluster::pg_config`] at it and drops it again on drop. In that mode
 //!   [`ClusterOptions::max_connections`] cannot be chosen, [`ClusterOptions::settings`] are
 //!   applied with `ALTER DATABASE .. SET`, and [`TestCluster::stop`] /
-//!   [`TestCluster::restart`] fail with [`ClusterError::External`]. Only plain-text (no TLS)
-//!   connections are supported.
+//!   [`TestCluster::restart`] fail with [`ClusterError::External`]. Its `sslmode` and
+//!   `sslrootcert` are honoured ([`TestCluster::tls`] is the connector they ask for).
 //!
 //! ```no_run
 //! use poolguard::testing::{ClusterOptions, TestCluster};
@@ -66,8 +66,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use binaries::{find_binaries, find_binaries_in, PgBinaries};
 pub use error::ClusterError;
-pub use options::ClusterOptions;
+pub use options::{ClusterOptions, ServerTls};
 
+use crate::tls::TlsConnector;
 use external::{connect_config, ExternalDatabase};
 use server::LocalServer;
 
@@ -109,6 +110,14 @@ impl TestCluster {
         Ok(TestCluster { target })
     }
 
+    /// Starts a local server with `opts` even when `DATABASE_URL` is set (for what an
+    /// existing server cannot be made to do, such as serving TLS with a test's certificate).
+    pub async fn start_local(opts: ClusterOptions) -> Result<TestCluster, ClusterError> {
+        Ok(TestCluster {
+            target: Target::Local(LocalServer::start(opts).await?),
+        })
+    }
+
     /// The connection URL, `postgres://postgres@127.0.0.1:PORT/postgres` for a local server.
     pub fn url(&self) -> String {
         match &self.target {
@@ -129,10 +138,20 @@ impl TestCluster {
         }
     }
 
-    /// Opens a connection (without TLS) and spawns its connection task on the current tokio
-    /// runtime.
+    /// The TLS connector for [`pg_config`](Self::pg_config): the one `DATABASE_URL`'s
+    /// `sslmode` and `sslrootcert` ask for, plain text for a local server.
+    pub fn tls(&self) -> TlsConnector {
+        match &self.target {
+            Target::Local(_) => TlsConnector::plain(),
+            Target::External(external) => external.tls(),
+        }
+    }
+
+    /// Opens a connection (with [`tls`](Self::tls)) and spawns its connection task on the
+    /// current tokio runtime.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, ClusterError> {
-        connect_config(&self.pg_config(), &format!("connect to {}", self.url())).await
+        let context = format!("connect to {}", self.url());
+        connect_config(&self.pg_config(), &self.tls(), &context).await
     }
 
     /// The server's TCP port on 127.0.0.1 (the `DATABASE_URL` port in external mode).

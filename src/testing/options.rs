@@ -10,6 +10,19 @@ pub struct ClusterOptions {
     /// override e.g. `fsync` or `shared_buffers`; default none). With `DATABASE_URL`
     /// they are applied to the fresh database with `ALTER DATABASE .. SET name = value`.
     pub settings: Vec<(String, String)>,
+    /// Serve TLS with this certificate and key (`ssl=on`; default none). Needs a local server:
+    /// [`TestCluster::start_local`](super::TestCluster::start_local) ignores `DATABASE_URL`.
+    pub tls: Option<ServerTls>,
+}
+
+/// A server certificate and its private key, both PEM, e.g. made with `rcgen` by a test that
+/// also holds the certificate authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The certificate chain the server presents, PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
 }
 
 impl Default for ClusterOptions {
@@ -17,6 +30,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             max_connections: 100,
             settings: Vec::new(),
+            tls: None,
         }
     }
 }

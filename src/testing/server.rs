@@ -115,6 +115,28 @@ impl LocalServer {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr);
+        let mut tls_settings = Vec::new();
+        if let Some(tls) = &self.options.tls {
+            let (cert, key) = (self.root.join("server.crt"), self.root.join("server.key"));
+            let write = |path: &std::path::Path, pem: &str, mode: u32| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::write(path, pem).map_err(io_error(format!("write {}", path.display())))?;
+                fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                    .map_err(io_error(format!("chmod {}", path.display())))?;
+                match self.run_as {
+                    Some(run_as) => run_as.chown(path),
+                    None => Ok(()),
+                }
+            };
+            write(&cert, &tls.cert_pem, 0o644)?;
+            // PostgreSQL refuses a key that others may read.
+            write(&key, &tls.key_pem, 0o600)?;
+            tls_settings = vec![
+                ("ssl", "on".to_string()),
+                ("ssl_cert_file", cert.display().to_string()),
+                ("ssl_key_file", key.display().to_string()),
+            ];
+        }
         let fixed_settings = [
             ("max_connections", self.options.max_connections.to_string()),
             ("fsync", "off".into()),
@@ -127,7 +149,12 @@ impl LocalServer {
             .settings
             .iter()
             .map(|(name, value)| (name.as_str(), value.clone()));
-        for (name, value) in fixed_settings.into_iter().chain(user_settings) {
+        let tls_settings = tls_settings.into_iter();
+        for (name, value) in fixed_settings
+            .into_iter()
+            .chain(tls_settings)
+            .chain(user_settings)
+        {
             command.arg("-c").arg(format!("{name}={value}"));
         }
         if let Some(run_as) = self.run_as {

@@ -52,10 +52,12 @@ impl Selector {
     pub(crate) fn new(scope: &Scope, application: Option<&str>) -> Option<Self> {
         Some(match scope {
             Scope::Application => Selector {
-                // Exactly the pool's name, or the name then `:` (the per-checkout tags
-                // `{app}:{class}:{id}`); not every name that merely starts with it. No LIKE:
-                // `_` is a wildcard there and allowed in application names.
-                filter: "(application_name = $1::text \
+                // Exactly the pool's name (`{service}:{instance}`), or the name then `:` (the
+                // per-checkout tags `{service}:{instance}:{class}:{id}`), in this database;
+                // not every name that merely starts with it. No LIKE: `_` is a wildcard there
+                // and allowed in application names.
+                filter: "datname = current_database() \
+                         AND (application_name = $1::text \
                           OR left(application_name, length($1::text) + 1) = ($1::text || ':'))",
                 param: Some(application?.to_string()),
             },
@@ -77,10 +79,7 @@ impl Selector {
         client: &Client,
     ) -> Result<Vec<Backend>, tokio_postgres::Error> {
         let sql = format!(
-            "SELECT pid, usename::text, application_name, state, coalesce(query, ''), \
-                    query_start, state_change, \
-                    coalesce(extract(epoch FROM clock_timestamp() - query_start), 0)::float8, \
-                    coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8 \
+            "SELECT {BACKEND_COLUMNS} \
              FROM pg_stat_activity \
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
                AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') \
@@ -93,21 +92,32 @@ impl Selector {
             None => vec![],
         };
         let rows = client.query(&sql, &params).await?;
+        Ok(rows.iter().map(Backend::from_row).collect())
+    }
+}
+
+/// The columns [`Backend::from_row`] reads, in its order.
+pub(crate) const BACKEND_COLUMNS: &str =
+    "pid, usename::text, application_name, state, coalesce(query, ''), \
+     query_start, state_change, \
+     coalesce(extract(epoch FROM clock_timestamp() - query_start), 0)::float8, \
+     coalesce(extract(epoch FROM clock_timestamp() - state_change), 0)::float8";
+
+impl Backend {
+    /// A row whose first columns are [`BACKEND_COLUMNS`].
+    pub(crate) fn from_row(r: &tokio_postgres::Row) -> Backend {
         let secs = |s: f64| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default();
-        Ok(rows
-            .iter()
-            .map(|r| Backend {
-                pid: r.get(0),
-                role: r.get(1),
-                application: r.get::<_, Option<String>>(2).filter(|a| !a.is_empty()),
-                state: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                query: r.get(4),
-                query_start: r.get(5),
-                state_change: r.get(6),
-                running: secs(r.get(7)),
-                in_state: secs(r.get(8)),
-            })
-            .collect())
+        Backend {
+            pid: r.get(0),
+            role: r.get(1),
+            application: r.get::<_, Option<String>>(2).filter(|a| !a.is_empty()),
+            state: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            query: r.get(4),
+            query_start: r.get(5),
+            state_change: r.get(6),
+            running: secs(r.get(7)),
+            in_state: secs(r.get(8)),
+        }
     }
 }
 

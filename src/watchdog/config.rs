@@ -1,6 +1,7 @@
 //! The watchdog's plain-data configuration, with documented defaults and validation that names
 //! the bad field.
 
+use super::budget::ConnectionBudget;
 use crate::config::ClassTimeouts;
 use crate::BuildError;
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,13 @@ impl Default for AutoResize {
 /// | `reconnect_backoff_max` | 5 s | cap of the reconnect backoff (starting at 100 ms) |
 /// | `query_timeout` | 5 s | the longest one watchdog query may take |
 /// | `resize` | off | see [`AutoResize`] |
+/// | `elect_leader` | true | take part in electing the service's leader (orphan reaping) |
+/// | `budget` | off | size the pool from the service's share of the server, see [`ConnectionBudget`] |
+///
+/// **Replicas.** With a guard from [`Guard::connect`](crate::Guard::connect) the default scope
+/// is this instance's own backends in this database (`{service}:{instance}` and its tags).
+/// `max_kills_per_interval` is for the whole service: each of N live watchdogs spends at most
+/// a 1/N share of it (at least 1).
 ///
 /// **Per-class limits.** Postgres cannot tell which of the guard's connections serves which
 /// class. When a per-class override is set (or `tag_connections`), every checkout sets
@@ -126,6 +134,12 @@ pub struct WatchdogConfig {
     pub query_timeout: Duration,
     /// Pool auto-resize (off by default).
     pub resize: AutoResize,
+    /// Take part in electing one leader per service and database (an advisory lock on the
+    /// watchdog's session); the leader reaps the idle transactions of instances that are
+    /// gone (no watchdog session connected).
+    pub elect_leader: bool,
+    /// Size the pool from the service's share of the server's connections (off by default).
+    pub budget: ConnectionBudget,
 }
 
 impl Default for WatchdogConfig {
@@ -144,6 +158,8 @@ impl Default for WatchdogConfig {
             reconnect_backoff_max: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
             resize: AutoResize::default(),
+            elect_leader: true,
+            budget: ConnectionBudget::default(),
         }
     }
 }
@@ -191,7 +207,14 @@ impl WatchdogConfig {
         at_least("leak_after", self.leak_after, ms(1))?;
         at_least("reconnect_backoff_max", self.reconnect_backoff_max, ms(100))?;
         at_least("query_timeout", self.query_timeout, ms(10))?;
+        self.budget.validate()?;
         let r = &self.resize;
+        if r.enabled && self.budget.enabled {
+            return Err(BuildError::field(
+                "budget.enabled",
+                "resize and budget both size the pool: enable one of them",
+            ));
+        }
         if r.enabled {
             if r.ceiling <= pool_size {
                 return Err(BuildError::field(

@@ -88,13 +88,14 @@ pub(crate) struct PressureAlarm {
 }
 
 impl PressureAlarm {
-    /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges.
-    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom) {
+    /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges; the
+    /// event only when `announce` (one replica of a service speaks for the server).
+    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom, announce: bool) {
         if self.stale.take().is_some() {
             tracing::info!(target: "poolguard::watchdog", used = h.used, usable = h.usable, "server reading fresh again");
         }
         self.store(inner, h);
-        if !self.raised && h.utilization >= inner.config.warning_utilization {
+        if announce && !self.raised && h.utilization >= inner.config.warning_utilization {
             self.raised = true;
             inner.events.publish(Event::now(EventKind::ServerPressure {
                 used: h.used,

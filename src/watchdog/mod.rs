@@ -13,7 +13,19 @@
 //! - terminates sessions left `idle in transaction` too long;
 //! - reports connections held through the guard longer than
 //!   [`leak_after`](WatchdogConfig::leak_after), once each, with their route and user;
-//! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]).
+//! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
+//!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
+//!
+//! **Replicas.** Over a guard from [`Guard::connect`] the watchdog acts only on its own
+//! instance's backends (`{service}:{instance}`, see [`Identity`](crate::identity::Identity))
+//! in its own database, and names another instance's backend as such in events (wider
+//! scopes). The watchdogs of a service elect one leader with `pg_try_advisory_lock` on their
+//! own sessions ([`WatchdogHandle::is_leader`]); the leader reaps idle transactions of
+//! instances whose watchdog is gone and alone raises the server-pressure event, and a new leader takes over within one interval of the
+//! old one's session ending. The kill budget is split between the live watchdogs.
+//!
+//! Through a pooler, give the watchdog a direct URL to PostgreSQL
+//! ([`WatchdogBuilder::url`]): its backends are the server's, not the pooler's clients.
 //!
 //! Every action is an event (with the query's [`fingerprint`], never its values) and a metric.
 //! The watchdog's connection is opened from the guard's direct connection config, never taken
@@ -41,23 +53,31 @@
 //! ```
 
 mod activity;
+mod budget;
+mod census;
 mod config;
 mod fingerprint;
 mod headroom;
 mod killer;
+mod leader;
 mod reaper;
+mod replicas;
 mod resize;
 mod tag;
 mod task;
 
+pub use budget::ConnectionBudget;
 pub use config::{AutoResize, Scope, WatchdogConfig};
 pub use fingerprint::fingerprint;
 pub use headroom::ServerHeadroom;
 pub(crate) use tag::tag;
 
+use crate::tls::{PgUrl, TlsConnector};
 use crate::{BuildError, Guard};
 use activity::Selector;
+use replicas::Replicas;
 use resize::Resizer;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use task::Runner;
 use tokio::sync::watch;
@@ -66,6 +86,7 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Watchdog {
     runner: Runner,
+    leader: Arc<AtomicBool>,
 }
 
 /// Builds a [`Watchdog`] over a guard; [`spawn`](WatchdogBuilder::spawn) validates the
@@ -75,6 +96,7 @@ pub struct Watchdog {
 pub struct WatchdogBuilder {
     guard: Guard,
     config: WatchdogConfig,
+    connection: Option<(tokio_postgres::Config, TlsConnector)>,
 }
 
 /// Stops the watchdog when dropped or [stopped](WatchdogHandle::stop).
@@ -82,6 +104,7 @@ pub struct WatchdogBuilder {
 pub struct WatchdogHandle {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    leader: Arc<AtomicBool>,
 }
 
 impl Watchdog {
@@ -91,7 +114,13 @@ impl Watchdog {
         WatchdogBuilder {
             guard: guard.clone(),
             config: WatchdogConfig::default(),
+            connection: None,
         }
+    }
+
+    /// Whether this watchdog leads its service's server-wide duties now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
     }
 
     /// Runs until the guard is dropped; nothing else stops it. To stop it earlier, use
@@ -123,19 +152,46 @@ impl WatchdogBuilder {
         self
     }
 
+    /// Connects the watchdog with `pg` and `tls` instead of the guard's direct connection:
+    /// a URL straight to PostgreSQL when the pool goes through a pooler. Its application name
+    /// is replaced with the watchdog's own (`{service}:{instance}:watchdog`).
+    pub fn connection(mut self, pg: tokio_postgres::Config, tls: TlsConnector) -> Self {
+        self.connection = Some((pg, tls));
+        self
+    }
+
+    /// [`connection`](Self::connection) from a URL, honouring its `sslmode` and `sslrootcert`
+    /// ([`PgUrl`]); a bad URL fails naming the field.
+    pub fn url(self, url: &str) -> Result<Self, BuildError> {
+        let url = PgUrl::parse(url)?;
+        Ok(self.connection(url.config, url.tls))
+    }
+
     /// Validates the configuration and returns the watchdog, for the caller to
     /// [`run`](Watchdog::run) on its runtime. Turns connection tagging on in the guard when
     /// the configuration needs it.
     pub fn build(self) -> Result<Watchdog, BuildError> {
         let inner = &self.guard.inner;
         self.config.validate(inner.pool.status().max_size)?;
-        let Some(pg) = inner.direct.clone() else {
-            return Err(BuildError::field(
-                "direct_connection",
-                "the guard has no direct connection config: build it with Guard::connect or GuardBuilder::direct_connection",
-            ));
+        let (pg, tls) = match (self.connection.clone(), inner.direct.clone()) {
+            (Some(own), _) => own,
+            (None, Some(direct)) => (direct, inner.tls.clone()),
+            (None, None) => {
+                return Err(BuildError::field(
+                    "direct_connection",
+                    "the guard has no direct connection config: build it with Guard::connect, GuardBuilder::direct_connection or give the watchdog its own with WatchdogBuilder::url",
+                ))
+            }
         };
-        let application = pg.get_application_name().map(str::to_string);
+        let identity = inner.identity.clone();
+        let application = match &identity {
+            Some(identity) => Some(identity.application_name()),
+            None => inner
+                .direct
+                .as_ref()
+                .and_then(|d| d.get_application_name())
+                .map(str::to_string),
+        };
         let Some(selector) = Selector::new(&self.config.scope, application.as_deref()) else {
             return Err(BuildError::field(
                 "scope",
@@ -158,8 +214,49 @@ impl WatchdogBuilder {
             .resize
             .enabled
             .then(|| Resizer::new(inner.pool.status().max_size));
+        let leader = Arc::new(AtomicBool::new(false));
+        let replicas = match &identity {
+            Some(identity) => Some(Replicas::new(
+                identity.clone(),
+                self.config.elect_leader,
+                leader.clone(),
+            )),
+            None if self.config.budget.enabled => {
+                return Err(BuildError::field(
+                    "budget.enabled",
+                    "the budget counts instances by name: build the guard with Guard::connect",
+                ))
+            }
+            None => None,
+        };
+        if self.config.budget.enabled {
+            // A joining replica starts small and grows into its share.
+            let from = inner.pool.status().max_size;
+            let to = from.min(self.config.budget.min_size);
+            if to < from {
+                resize::apply(inner, from, to, crate::events::ResizeReason::BudgetShare);
+            }
+        }
+        let session_name = match &identity {
+            Some(identity) => identity.watchdog_name(),
+            None => {
+                let mut name =
+                    format!("{}:watchdog", application.as_deref().unwrap_or("poolguard"));
+                name.truncate(63);
+                name
+            }
+        };
         Ok(Watchdog {
-            runner: Runner::new(Arc::downgrade(inner), self.config, pg, selector, resizer),
+            runner: Runner::new(
+                Arc::downgrade(inner),
+                self.config,
+                pg,
+                selector,
+                resizer,
+                (tls, session_name),
+                replicas,
+            ),
+            leader,
         })
     }
 
@@ -172,6 +269,7 @@ impl WatchdogBuilder {
         Ok(WatchdogHandle {
             stop,
             task: Some(task),
+            leader: watchdog.leader,
         })
     }
 }
@@ -184,6 +282,12 @@ impl WatchdogHandle {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+
+    /// Whether this watchdog leads its service's server-wide duties now (it holds the
+    /// service's advisory lock on its own session).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
     }
 
     /// Whether the watchdog has stopped (its guard was dropped, or it was stopped).

@@ -1,5 +1,7 @@
-//! Connection tags: `application_name = '{app}:{class}:{id}'` set on checkout, so the watchdog
-//! can tell which class (and, through the registry id, which route) a backend serves.
+//! Connection tags: `application_name = '{service}:{instance}:{class}:{id}'` set on checkout
+//! (the prefix is the pool's own `application_name`, see [`Identity`](crate::identity::Identity)),
+//! so the watchdog can tell which class (and, through the registry id, which route) a backend
+//! serves, and whether it belongs to another instance.
 
 use super::activity::Backend;
 use super::fingerprint;
@@ -30,30 +32,53 @@ pub(crate) fn parse(prefix: &str, application: &str) -> Option<(Criticality, u64
     Some((class, id.parse().ok()?))
 }
 
-/// What events say about `backend`: its class and route when tagged, its query's fingerprint.
+/// The instance of this guard's service that `backend` belongs to, when it is another one.
+fn other_instance(backend: &Backend, inner: &GuardInner) -> Option<String> {
+    let identity = inner.identity.as_ref()?;
+    let instance = identity.instance_of(backend.application.as_deref()?)?;
+    (instance != identity.instance()).then(|| instance.to_string())
+}
+
+/// What events say about `backend`: its class and route when tagged, whether it is another
+/// instance's, its query's fingerprint. Another instance's registry ids are not ours, so its
+/// route stays unknown.
 pub(crate) fn describe(backend: &Backend, inner: &GuardInner) -> BackendInfo {
-    let tagged = match (inner.tag_prefix.get(), backend.application.as_deref()) {
-        (Some(prefix), Some(app)) => parse(prefix, app),
-        _ => None,
+    let other = other_instance(backend, inner);
+    let app = backend.application.as_deref();
+    let (tagged, route) = match (&other, inner.tag_prefix.get(), app) {
+        (Some(instance), _, Some(app)) => {
+            let service = inner.identity.as_ref().map(|i| i.service()).unwrap_or("");
+            (parse(&format!("{service}:{instance}"), app), None)
+        }
+        (None, Some(prefix), Some(app)) => {
+            let tagged = parse(prefix, app);
+            let route = tagged
+                .and_then(|(_, id)| inner.held_route(id))
+                .and_then(|(route, _)| route)
+                .map(|r| r.to_string());
+            (tagged, route)
+        }
+        _ => (None, None),
     };
-    let route = tagged
-        .and_then(|(_, id)| inner.held_route(id))
-        .and_then(|(route, _)| route)
-        .map(|r| r.to_string());
     BackendInfo {
         pid: backend.pid,
         role: backend.role.clone(),
         application: backend.application.clone(),
         class: tagged.map(|(c, _)| c),
         route,
+        other_instance: other,
         fingerprint: fingerprint(&backend.query),
     }
 }
 
-/// The class of a tagged backend.
+/// The class of a tagged backend (of this instance or, in a wider scope, another one).
 pub(crate) fn class_of(backend: &Backend, inner: &GuardInner) -> Option<Criticality> {
-    let prefix = inner.tag_prefix.get()?;
-    parse(prefix, backend.application.as_deref()?).map(|(c, _)| c)
+    let app = backend.application.as_deref()?;
+    if let Some(instance) = other_instance(backend, inner) {
+        let service = inner.identity.as_ref()?.service();
+        return parse(&format!("{service}:{instance}"), app).map(|(c, _)| c);
+    }
+    parse(inner.tag_prefix.get()?, app).map(|(c, _)| c)
 }
 
 #[cfg(test)]
@@ -62,13 +87,16 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        let t = tag("poolguard", Criticality::NonCritical, 17);
-        assert_eq!(t, "poolguard:non_critical:17");
-        assert_eq!(parse("poolguard", &t), Some((Criticality::NonCritical, 17)));
-        assert_eq!(parse("poolguard", "poolguard"), None);
-        assert_eq!(parse("poolguard", "poolguard:watchdog"), None);
-        assert_eq!(parse("other", &t), None);
-        assert!(usable_prefix("poolguard"));
+        let t = tag("poolguard:pod-1", Criticality::NonCritical, 17);
+        assert_eq!(t, "poolguard:pod-1:non_critical:17");
+        assert_eq!(
+            parse("poolguard:pod-1", &t),
+            Some((Criticality::NonCritical, 17))
+        );
+        assert_eq!(parse("poolguard:pod-1", "poolguard:pod-1"), None);
+        assert_eq!(parse("poolguard:pod-1", "poolguard:pod-1:watchdog"), None);
+        assert_eq!(parse("poolguard:pod-2", &t), None);
+        assert!(usable_prefix("poolguard:pod-1"));
         assert!(!usable_prefix("it's"));
     }
 }

@@ -9,14 +9,16 @@ use super::activity::Selector;
 use super::headroom::{self, PressureAlarm, Unreadable};
 use super::killer::SlowQueryKiller;
 use super::reaper::IdleReaper;
+use super::replicas::Replicas;
 use super::resize::{self, ResizeInput, Resizer};
 use super::WatchdogConfig;
 use crate::events::{Event, EventKind};
 use crate::guard::{GuardInner, WeakInner};
+use crate::tls::TlsConnector;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The first wait before reconnecting; doubled on every failure up to the configured cap.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,6 +31,10 @@ pub(crate) struct Runner {
     pub(crate) pg: tokio_postgres::Config,
     pub(crate) selector: Selector,
     pub(crate) resizer: Option<Resizer>,
+    /// How the watchdog's connection opens its TLS side, and the name it carries.
+    pub(crate) tls: TlsConnector,
+    pub(crate) session_name: String,
+    pub(crate) replicas: Option<Replicas>,
     killer: SlowQueryKiller,
     reaper: IdleReaper,
     alarm: PressureAlarm,
@@ -41,6 +47,8 @@ impl Runner {
         pg: tokio_postgres::Config,
         selector: Selector,
         resizer: Option<Resizer>,
+        (tls, session_name): (TlsConnector, String),
+        replicas: Option<Replicas>,
     ) -> Self {
         Self {
             guard,
@@ -48,6 +56,9 @@ impl Runner {
             pg,
             selector,
             resizer,
+            tls,
+            session_name,
+            replicas,
             killer: SlowQueryKiller::default(),
             reaper: IdleReaper::default(),
             alarm: PressureAlarm::default(),
@@ -127,6 +138,7 @@ impl Runner {
             // same backend is still due for termination after the grace period.
             tracing::warn!(target: "poolguard::watchdog", error = %failure, "dropping its connection; reconnecting");
             client = None;
+            self.lost();
             self.alarm
                 .unreadable(&inner, Unreadable::Unreachable, &failure);
             next_attempt = Instant::now();
@@ -136,14 +148,11 @@ impl Runner {
         }
     }
 
-    /// Opens the watchdog's own connection, named `{app}:watchdog`.
+    /// Opens the watchdog's own connection, named `{service}:{instance}:watchdog`.
     async fn connect(&self) -> Result<Client, ConnectError> {
         let mut pg = self.pg.clone();
-        let app = pg.get_application_name().unwrap_or("poolguard");
-        let mut name = format!("{app}:watchdog");
-        name.truncate(63);
-        pg.application_name(&name);
-        let connecting = pg.connect(NoTls);
+        pg.application_name(&self.session_name);
+        let connecting = pg.connect(self.tls.clone());
         let (client, connection) = tokio::time::timeout(self.config.query_timeout, connecting)
             .await
             .map_err(|_| ConnectError {
@@ -159,6 +168,15 @@ impl Runner {
             let _ = connection.await;
         });
         Ok(client)
+    }
+
+    /// Forgets what depended on the lost connection: the replica's leadership (its
+    /// advisory lock was held by that session). The server reading is held, not forgotten
+    /// (see [`headroom`]), and the killer keeps what it cancelled.
+    fn lost(&mut self) {
+        if let Some(replicas) = &mut self.replicas {
+            replicas.lost();
+        }
     }
 
     fn report_leaks(&self, inner: &GuardInner) {
@@ -180,15 +198,20 @@ impl Runner {
         let h = tokio::time::timeout(limit, headroom::read(client))
             .await
             .map_err(|_| TickError::TimedOut("the server reading"))??;
-        self.alarm.publish(inner, h);
+        let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
+        self.alarm.publish(inner, h, announce);
         let backends = tokio::time::timeout(limit, self.selector.scan(client))
             .await
             .map_err(|_| TickError::TimedOut("the pg_stat_activity scan"))??;
-        let mut kill_budget = self.config.max_kills_per_interval;
+        let mut budget = self.config.max_kills_per_interval;
+        if let Some(replicas) = &mut self.replicas {
+            budget = replicas.tick(client, inner, &self.config, &h).await?;
+        }
+        let mut kill_budget = budget;
         self.killer
             .tick(client, inner, &self.config, &backends, &mut kill_budget)
             .await;
-        let mut reap_budget = self.config.max_kills_per_interval;
+        let mut reap_budget = budget;
         self.reaper
             .tick(client, inner, &self.config, &backends, &mut reap_budget)
             .await;

@@ -28,8 +28,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The application name of the rig's pool.
-pub const APP: &str = "faults";
+/// The service name of the rig's pool.
+pub const SERVICE: &str = "faults";
+/// The rig's instance name.
+pub const INSTANCE: &str = "rig";
+/// The application name of the rig's pool connections (`{service}:{instance}`).
+pub const APP: &str = "faults:rig";
 
 /// How a rig is set up.
 #[derive(Debug, Clone)]
@@ -229,7 +233,8 @@ impl Rig {
         let pool_options = PoolOptions {
             max_size: options.pool_size,
             statement_timeout: options.statement_timeout,
-            application_name: APP.into(),
+            application_name: SERVICE.into(),
+            instance: Some(INSTANCE.into()),
             connect_timeout: Duration::from_secs(1),
             keepalive_idle: Some(Duration::from_secs(1)),
             keepalive_interval: Duration::from_secs(1),

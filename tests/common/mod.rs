@@ -141,11 +141,13 @@ where
     }
 }
 
-/// Backends of `application_name` in `state` (e.g. "active", "idle in transaction").
+/// Backends of the service `app` (`application_name` is `{app}:{instance}…`) in `state`
+/// (e.g. "active", "idle in transaction").
 pub async fn backends(client: &tokio_postgres::Client, app: &str, state: &str) -> i64 {
     client
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = $2",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE left(application_name, length($1) + 1) = $1 || ':' AND state = $2",
             &[&app, &state],
         )
         .await
