@@ -89,6 +89,7 @@ impl Runner {
             if client.as_ref().is_none_or(Client::is_closed) {
                 if client.take().is_some() {
                     tracing::warn!(target: "poolguard::watchdog", "lost its connection; reconnecting");
+                    self.lost();
                     self.alarm.unreadable(
                         &inner,
                         Unreadable::Unreachable,
