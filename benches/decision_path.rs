@@ -91,13 +91,15 @@ fn layer_path(c: &mut Criterion) {
     let mut non_critical = ServiceBuilder::new()
         .layer(guard.non_critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
+    // Under pressure a report is deferred, not shed: the layer only checks (without a lock)
+    // that it can still start before its deadline, and passes it on.
     guard.report_server_utilization(0.9);
-    group.bench_function("poolguard_shed_non_critical", |b| {
+    group.bench_function("poolguard_defer_non_critical", |b| {
         b.to_async(&rt).iter(|| {
             let fut = non_critical.call(request("user-1"));
             async move {
                 let resp = fut.await.unwrap();
-                assert_eq!(resp.status(), 503);
+                assert_eq!(resp.status(), 200);
                 resp
             }
         })

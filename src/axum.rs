@@ -33,12 +33,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
             .map(|p| Arc::<str>::from(p.as_str()));
         let conn = ctx
             .guard
-            .acquire_with(
+            .acquire_until(
                 ctx.class,
                 AcquireContext {
                     user: ctx.user.clone(),
                     route,
                 },
+                ctx.deadline,
             )
             .await?;
         Ok(Conn(conn))

@@ -1,4 +1,9 @@
 #![doc = include_str!("../README.md")]
+//!
+//! Every feature in the Features table builds on its own
+//! (`cargo check --no-default-features --features <name>`); features only add items. On
+//! docs.rs each feature-gated item carries a badge naming its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -6,10 +11,12 @@ mod admission;
 #[cfg(feature = "axum")]
 mod axum;
 pub mod batch;
-mod breaker;
+mod cancel;
 mod config;
+pub mod controller;
 mod criticality;
 #[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod dashboard;
 mod error;
 pub mod events;
@@ -24,15 +31,20 @@ pub mod monitor;
 mod pool;
 mod rejection;
 pub mod report;
+pub mod session;
+pub mod single_flight;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod tls;
 pub mod transition;
 pub mod watchdog;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "prometheus"))))]
 pub use crate::axum::metrics_route;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::Conn;
 pub use admission::{GuardedConn, GuardedTransaction};
 pub use config::{

@@ -5,8 +5,13 @@
 //! building the guard: handles are registered once, at build time. No label ever carries a
 //! user id: labels are the finite sets of classes, outcomes, levels and policy states.
 
+pub mod otel;
+pub(crate) mod tally;
+
 use crate::Criticality;
 use metrics::{Counter, Gauge, Histogram};
+use otel::{MirroredGauge, OtelMetrics};
+use tally::Tallies;
 
 /// Connections in use (the seed's alert divides this by [`POOL_MAX`]).
 pub const POOL_ACTIVE: &str = "db_connection_pool_active";
@@ -22,8 +27,13 @@ pub const LEVEL: &str = "poolguard_level";
 pub const QUEUE_DEPTH: &str = "poolguard_queue_depth";
 /// Pool utilization as the level machine sees it, in `[0, 1]`.
 pub const UTILIZATION: &str = "poolguard_utilization";
-/// Requests by class and outcome (`served`, `shed`, `queued`, `rate_limited`, `timed_out`).
+/// Requests by class and final outcome: `served`, `shed` (refused at once: its deadline
+/// could not be met), `queue_full`, `pool_unavailable`, `rate_limited`, `timed_out`. Each
+/// request is counted once.
 pub const REQUESTS: &str = "poolguard_requests_total";
+/// Acquisitions that were deferred (waited in the queue), by class; each is also counted
+/// once in [`REQUESTS`] by how it ended.
+pub const REQUESTS_DEFERRED: &str = "poolguard_requests_deferred_total";
 /// Seconds an acquisition waited for a connection, by class.
 pub const ACQUIRE_WAIT: &str = "poolguard_acquire_wait_seconds";
 /// Seconds a connection was held, by class.
@@ -56,32 +66,52 @@ pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// What happened to one request, for [`REQUESTS`].
+/// What happened to one request, as its user saw it. Every variant but [`Outcome::Queued`]
+/// is final and counted once per request in [`REQUESTS`]; `Queued` (deferred) is counted in
+/// [`REQUESTS_DEFERRED`], so a request that waited and was then served counts once as a
+/// request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    /// Given a connection.
     Served = 0,
+    /// Refused at once: its expected start lay past its deadline.
     Shed = 1,
+    /// Deferred: it waited in the queue (not final).
     Queued = 2,
+    /// Refused by a per-user limit (429).
     RateLimited = 3,
+    /// Reached its deadline without a slot, or its statement hit `statement_timeout`.
     TimedOut = 4,
+    /// Refused because its class's queue was full.
+    QueueFull = 5,
+    /// A slot was granted but the pool could not hand out a usable connection.
+    PoolUnavailable = 6,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 5] = [
+    /// How many outcomes there are.
+    pub(crate) const COUNT: usize = 7;
+
+    /// The final outcomes, in [`REQUESTS`] label order.
+    const FINAL: [Outcome; 6] = [
         Outcome::Served,
         Outcome::Shed,
-        Outcome::Queued,
+        Outcome::QueueFull,
+        Outcome::PoolUnavailable,
         Outcome::RateLimited,
         Outcome::TimedOut,
     ];
 
-    const fn as_str(self) -> &'static str {
+    /// Its label value (`queued` for the deferred count).
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Outcome::Served => "served",
             Outcome::Shed => "shed",
             Outcome::Queued => "queued",
             Outcome::RateLimited => "rate_limited",
             Outcome::TimedOut => "timed_out",
+            Outcome::QueueFull => "queue_full",
+            Outcome::PoolUnavailable => "pool_unavailable",
         }
     }
 }
@@ -102,7 +132,11 @@ pub fn describe() {
         UTILIZATION,
         "Pool utilization seen by the level machine (0..1)"
     );
-    describe_counter!(REQUESTS, "Requests by class and outcome");
+    describe_counter!(REQUESTS, "Requests by class and final outcome");
+    describe_counter!(
+        REQUESTS_DEFERRED,
+        "Acquisitions that waited in the queue, by class"
+    );
     describe_histogram!(
         ACQUIRE_WAIT,
         Unit::Seconds,
@@ -139,13 +173,16 @@ pub fn describe() {
 /// Handles registered once per guard and reused on every request.
 #[derive(Debug)]
 pub(crate) struct GuardMetrics {
-    requests: [[Counter; 5]; 3],
+    requests: [[Counter; Outcome::COUNT]; 3],
     acquire_wait: [Histogram; 3],
     hold_time: [Histogram; 3],
-    pub(crate) pool_active: Gauge,
-    pub(crate) pool_max: Gauge,
-    pub(crate) pool_idle: Gauge,
-    pub(crate) pool_waiting: Gauge,
+    /// What the dashboard reads.
+    pub(crate) tallies: Tallies,
+    otel: Option<OtelMetrics>,
+    pub(crate) pool_active: MirroredGauge,
+    pub(crate) pool_max: MirroredGauge,
+    pub(crate) pool_idle: MirroredGauge,
+    pub(crate) pool_waiting: MirroredGauge,
     pub(crate) level: Gauge,
     pub(crate) queue_depth: Gauge,
     pub(crate) utilization: Gauge,
@@ -156,20 +193,30 @@ impl GuardMetrics {
     pub(crate) fn register() -> Self {
         describe();
         let requests = Criticality::ALL.map(|class| {
-            Outcome::ALL.map(
-                |o| metrics::counter!(REQUESTS, "class" => class.as_str(), "outcome" => o.as_str()),
-            )
+            let mut row: [Counter; Outcome::COUNT] = std::array::from_fn(|_| Counter::noop());
+            for o in Outcome::FINAL {
+                row[o as usize] = metrics::counter!(
+                    REQUESTS, "class" => class.as_str(), "outcome" => o.as_str()
+                );
+            }
+            row[Outcome::Queued as usize] =
+                metrics::counter!(REQUESTS_DEFERRED, "class" => class.as_str());
+            row
         });
+        let otel = OtelMetrics::register();
+        let twin = |pick: fn(&OtelMetrics) -> &Gauge| otel.as_ref().map(|o| pick(o).clone());
         Self {
             requests,
+            tallies: Tallies::default(),
+            pool_active: MirroredGauge::new(metrics::gauge!(POOL_ACTIVE), twin(|o| &o.used)),
+            pool_max: MirroredGauge::new(metrics::gauge!(POOL_MAX), twin(|o| &o.max)),
+            pool_idle: MirroredGauge::new(metrics::gauge!(POOL_IDLE), twin(|o| &o.idle)),
+            pool_waiting: MirroredGauge::new(metrics::gauge!(POOL_WAITING), twin(|o| &o.pending)),
+            otel,
             acquire_wait: Criticality::ALL
                 .map(|c| metrics::histogram!(ACQUIRE_WAIT, "class" => c.as_str())),
             hold_time: Criticality::ALL
                 .map(|c| metrics::histogram!(HOLD_TIME, "class" => c.as_str())),
-            pool_active: metrics::gauge!(POOL_ACTIVE),
-            pool_max: metrics::gauge!(POOL_MAX),
-            pool_idle: metrics::gauge!(POOL_IDLE),
-            pool_waiting: metrics::gauge!(POOL_WAITING),
             level: metrics::gauge!(LEVEL),
             queue_depth: metrics::gauge!(QUEUE_DEPTH),
             utilization: metrics::gauge!(UTILIZATION),
@@ -179,14 +226,26 @@ impl GuardMetrics {
 
     pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
         self.requests[class.index()][outcome as usize].increment(1);
+        self.tallies.request(class, outcome);
+        if let (Some(o), Outcome::TimedOut) = (&self.otel, outcome) {
+            o.timeouts.increment(1);
+        }
     }
 
     pub(crate) fn acquire_wait(&self, class: Criticality, secs: f64) {
         self.acquire_wait[class.index()].record(secs);
+        self.tallies.wait[class.index()].record(secs);
+        if let Some(o) = &self.otel {
+            o.wait_time.record(secs);
+        }
     }
 
     pub(crate) fn hold_time(&self, class: Criticality, secs: f64) {
         self.hold_time[class.index()].record(secs);
+        self.tallies.hold[class.index()].record(secs);
+        if let Some(o) = &self.otel {
+            o.use_time.record(secs);
+        }
     }
 }
 
@@ -203,6 +262,7 @@ pub(crate) fn level_entered(level: crate::Level) {
 ///
 /// Call it once, at start-up, before building a guard.
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub fn install_prometheus(
 ) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
 {

@@ -4,11 +4,14 @@
 //! `statement_timeout`, `idle_in_transaction_session_timeout` and `application_name` are sent
 //! as startup options, so they are the session defaults of every connection the pool ever
 //! creates: `RESET ALL` during recycling returns to them instead of undoing them, which a
-//! `SET` on checkout would not survive.
+//! `SET` on checkout would not survive. Behind a pooler that refuses startup options, pick
+//! another [`SessionSettings`] mode.
 
 use crate::identity::Identity;
+use crate::session::{self, SessionSettings};
 use crate::tls::TlsConnector;
 use crate::BuildError;
+use deadpool_postgres::{Hook, HookError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 /// | `keepalive_interval` | 5 s |
 /// | `keepalive_retries` | 3 |
 /// | `tcp_user_timeout` | 20 s (`None` leaves the system default) |
+/// | `session_settings` | [`SessionSettings::StartupOptions`] |
 ///
 /// The TCP settings apply to every connection built from the config: the pool's, the
 /// watchdog's, the health check's and the cancel requests'. Keepalive finds a peer that went
@@ -62,6 +66,10 @@ pub struct PoolOptions {
     /// connection is closed; `None` leaves the system default (which retransmits for
     /// about 15 minutes).
     pub tcp_user_timeout: Option<Duration>,
+    /// How `statement_timeout` and `idle_in_transaction_session_timeout` reach the server:
+    /// startup options (direct), `SET` after connect (PgBouncer session pooling) or role
+    /// defaults (PgBouncer transaction pooling).
+    pub session_settings: SessionSettings,
 }
 
 impl Default for PoolOptions {
@@ -77,6 +85,7 @@ impl Default for PoolOptions {
             keepalive_interval: Duration::from_secs(5),
             keepalive_retries: 3,
             tcp_user_timeout: Some(Duration::from_secs(20)),
+            session_settings: SessionSettings::default(),
         }
     }
 }
@@ -163,7 +172,9 @@ impl PoolOptions {
     }
 
     /// Applies the session settings to a connection config (appended to any `options`
-    /// already there), named as [`identity`](Self::identity) says.
+    /// already there) in [`SessionSettings::StartupOptions`] mode, named as
+    /// [`identity`](Self::identity) says; in the other modes only `application_name` and the
+    /// connect timeout.
     pub fn apply(&self, pg: &mut tokio_postgres::Config) -> Result<Identity, BuildError> {
         let identity = self.identity()?;
         self.apply_as(pg, &identity);
@@ -171,16 +182,6 @@ impl PoolOptions {
     }
 
     fn apply_as(&self, pg: &mut tokio_postgres::Config, identity: &Identity) {
-        let ours = format!(
-            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-            self.statement_timeout.as_millis(),
-            self.idle_in_transaction_timeout.as_millis()
-        );
-        let options = match pg.get_options() {
-            Some(existing) if !existing.is_empty() => format!("{existing} {ours}"),
-            _ => ours,
-        };
-        pg.options(&options);
         pg.application_name(identity.application_name());
         pg.connect_timeout(self.connect_timeout);
         match self.keepalive_idle {
@@ -197,6 +198,19 @@ impl PoolOptions {
         if let Some(timeout) = self.tcp_user_timeout {
             pg.tcp_user_timeout(timeout);
         }
+        if self.session_settings != SessionSettings::StartupOptions {
+            return;
+        }
+        let ours = format!(
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout.as_millis(),
+            self.idle_in_transaction_timeout.as_millis()
+        );
+        let options = match pg.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {ours}"),
+            _ => ours,
+        };
+        pg.options(&options);
     }
 }
 
@@ -238,10 +252,41 @@ const REFUSE_OPEN_TRANSACTION: &str = "DO $$BEGIN IF now() <> statement_timestam
 
 /// The recycle statement: [`REFUSE_OPEN_TRANSACTION`], then deadpool's `Clean` sequence
 /// (`CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ...`), which returns
-/// the session to the startup settings while keeping prepared statements.
-fn recycle_sql() -> String {
+/// the session to the startup settings while keeping prepared statements; in
+/// [`SessionSettings::SetAfterConnect`] mode followed by the `SET`s again.
+fn recycle_sql(options: &PoolOptions) -> String {
     let clean = RecyclingMethod::Clean.query().unwrap_or_default();
-    format!("{REFUSE_OPEN_TRANSACTION}; {clean}")
+    match options.session_settings {
+        SessionSettings::SetAfterConnect => format!(
+            "{REFUSE_OPEN_TRANSACTION}; {clean} {};",
+            session::set_statements(options)
+        ),
+        _ => format!("{REFUSE_OPEN_TRANSACTION}; {clean}"),
+    }
+}
+
+/// The `post_create` hook of the session mode: `SET` the settings, or check the role
+/// defaults; `None` for startup options.
+fn session_hook(options: &PoolOptions) -> Option<Hook> {
+    let options = options.clone();
+    let mode = options.session_settings;
+    if mode == SessionSettings::StartupOptions {
+        return None;
+    }
+    Some(Hook::async_fn(move |client, _| {
+        let options = options.clone();
+        Box::pin(async move {
+            match mode {
+                SessionSettings::SetAfterConnect => client
+                    .batch_execute(&session::set_statements(&options))
+                    .await
+                    .map_err(HookError::Backend),
+                _ => session::check_role_defaults(client, &options)
+                    .await
+                    .map_err(HookError::message),
+            }
+        })
+    }))
 }
 
 /// Builds a pool over `pg` with the session settings of `options` on every connection. On
@@ -285,10 +330,14 @@ pub(crate) fn build_pool_as(
         pg.clone(),
         tls.clone(),
         ManagerConfig {
-            recycling_method: RecyclingMethod::Custom(recycle_sql()),
+            recycling_method: RecyclingMethod::Custom(recycle_sql(options)),
         },
     );
-    let pool = Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if let Some(hook) = session_hook(options) {
+        builder = builder.post_create(hook);
+    }
+    let pool = builder
         .max_size(options.max_size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(5)))

@@ -8,11 +8,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectionKind {
-    /// The breaker is open for non-critical work (503).
+    /// Refused at once: the request could not start before its deadline (its place in the
+    /// queue over the measured drain rate lies past it), 503 with the estimate as
+    /// `Retry-After`.
     Shed,
     /// The admission queue is at its depth limit (503).
     QueueFull,
-    /// The acquisition waited `max_queue_wait` without getting a slot (503).
+    /// The acquisition reached its deadline without getting a slot (503).
     QueueTimeout,
     /// The caller's rate limit is spent (429).
     RateLimited {
@@ -26,6 +28,13 @@ pub enum RejectionKind {
     },
     /// A slot was granted but the pool could not hand out a connection in time (503).
     PoolUnavailable,
+}
+
+/// A refusal decided by the admission state: what kind, and when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) kind: RejectionKind,
+    pub(crate) retry_after: Duration,
 }
 
 /// A request the guard refused, with the time after which retrying makes sense.

@@ -8,9 +8,10 @@ use common::{cluster, eventually, guard, quick_config, serve};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use poolguard::dashboard::{Dashboard, DashboardConfig, PAGE_PATH, STATUS_PATH};
+use poolguard::dashboard::{Dashboard, DashboardConfig, CHARTS_PATH, PAGE_PATH, STATUS_PATH};
 use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
 use poolguard::report::{Reporter, ReporterConfig};
+use poolguard::watchdog::{Watchdog, WatchdogConfig};
 use poolguard::Criticality;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -60,6 +61,11 @@ fn artifacts_dir() -> PathBuf {
 /// with `mode` (`--dump-dom` or `--screenshot=<path>`); returns stdout, or `None` when the
 /// browser is absent and POOLGUARD_SKIP_BROWSER=1.
 async fn chromium(url: &str, mode: &str) -> Option<String> {
+    chromium_sized(url, mode, (1280, 1000)).await
+}
+
+/// [`chromium`] with a window of `(width, height)` pixels.
+async fn chromium_sized(url: &str, mode: &str, window: (u32, u32)) -> Option<String> {
     let browser = std::env::var("POOLGUARD_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let profile = tempdir("chromium-profile");
     let run = tokio::process::Command::new(&browser)
@@ -74,8 +80,8 @@ async fn chromium(url: &str, mode: &str) -> Option<String> {
             "--disable-sync",
             "--hide-scrollbars",
             "--virtual-time-budget=5000",
-            "--window-size=1280,1000",
         ])
+        .arg(format!("--window-size={},{}", window.0, window.1))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(mode)
         .arg(url)
@@ -136,10 +142,19 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
     };
     let dashboard = Dashboard::new(guard.clone(), store.clone(), config);
     let _subscriber = dashboard.spawn();
+    // The watchdog reads the server's connections, which the server chart draws.
+    let watchdog = Watchdog::builder(&guard)
+        .config(WatchdogConfig {
+            interval: Duration::from_millis(250),
+            ..WatchdogConfig::default()
+        })
+        .spawn()
+        .unwrap();
     let addr = serve(axum::Router::new().merge(dashboard.router())).await;
 
     // Access control.
     for (path, token) in [
+        (CHARTS_PATH, None),
         (STATUS_PATH, None),
         (STATUS_PATH, Some("wrong-token")),
         (PAGE_PATH, None),
@@ -159,6 +174,16 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
     assert!(calm["active_incident"].is_null());
     assert!(calm["server"].is_null());
 
+    // Calm traffic for a few seconds: served requests of every class.
+    let calm_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < calm_until {
+        for class in Criticality::ALL {
+            let conn = guard.acquire(class).await.unwrap();
+            conn.simple_query("SELECT 1").await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Hold every connection: Critical, with an active incident.
     let mut held = Vec::new();
     for _ in 0..9 {
@@ -170,6 +195,34 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
         v["pool"]["level"] == "critical" && v["active_incident"]["peak_level"] == "critical"
     })
     .await;
+    // Non-critical work keeps arriving and is refused while the pool is full.
+    let refusing_until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut refused = 0;
+    while std::time::Instant::now() < refusing_until {
+        if guard.acquire(Criticality::NonCritical).await.is_err() {
+            refused += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused > 0, "non-critical acquisitions are refused");
+
+    // The history ring holds the incident, one point a second.
+    let points = dashboard.history().points();
+    assert!(points.len() >= 5, "{} points", points.len());
+    assert!(points.iter().any(|p| p.level == poolguard::Level::Critical));
+    assert!(points.iter().any(|p| p.server_connections.is_some()));
+    let charts = {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let req = http::Request::get(format!("http://{addr}{CHARTS_PATH}"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    assert_charts_hold_the_incident(&charts);
     let v = status_json(addr).await;
     assert_eq!(v["pool"]["in_use"], 10);
     assert_eq!(v["pool"]["max_size"], 10);
@@ -191,6 +244,8 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
             dom.contains("data-rendered=\"script\""),
             "the page's script did not render the JSON: {dom}"
         );
+        // The charts as the browser holds them after its script refreshed them.
+        assert_charts_hold_the_incident(&dom);
         assert!(dom.contains("status level-critical"), "{dom}");
         assert!(dom.contains("Connection Pool Critical"), "{dom}");
         assert!(dom.contains("10/10"), "{dom}");
@@ -205,7 +260,22 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
             "the screenshot is suspiciously small: {size} bytes"
         );
         eprintln!("dashboard screenshot: {}", shot.display());
+        let narrow = artifacts_dir().join("dashboard-narrow.png");
+        let _ = std::fs::remove_file(&narrow);
+        chromium_sized(
+            &url,
+            &format!("--screenshot={}", narrow.display()),
+            (420, 1400),
+        )
+        .await;
+        assert!(
+            std::fs::metadata(&narrow)
+                .expect("a narrow screenshot")
+                .len()
+                > 10_000
+        );
     }
+    watchdog.stop().await;
 
     // Release: the incident closes with the local analysis and moves to recent incidents.
     held.clear();
@@ -229,6 +299,73 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
         .as_str()
         .unwrap()
         .contains("Connection Pool Critical"));
+}
+
+/// How many points the series `name` of the chart `chart` drew in `html` (0 if absent).
+fn drawn_points(html: &str, chart: &str, name: &str) -> usize {
+    let Some(start) = html.find(&format!("data-chart=\"{chart}\"")) else {
+        return 0;
+    };
+    let figure = &html[start..];
+    let figure = &figure[..figure.find("</figure>").unwrap_or(figure.len())];
+    let key = format!("data-series=\"{name}\" data-points=\"");
+    figure
+        .find(&key)
+        .map(|i| {
+            let rest = &figure[i + key.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .unwrap_or(0)
+}
+
+/// The charts show the live incident: pool use over several seconds with a critical band and
+/// the thresholds, served and refused requests, critical latency, the server's connections
+/// against its limit, and the incident marked on the time axis.
+fn assert_charts_hold_the_incident(html: &str) {
+    let pool = drawn_points(html, "pool-use", "pool use");
+    assert!(pool >= 5, "pool use drew {pool} points: {html}");
+    assert!(
+        html.contains("<title>level critical</title>"),
+        "no critical band: {html}"
+    );
+    for rule in ["critical", "warning", "recovery"] {
+        assert!(
+            html.contains(&format!("data-rule=\"{rule} ")),
+            "no {rule} line"
+        );
+    }
+    let served = drawn_points(html, "requests-per-second-critical", "served");
+    assert!(served >= 3, "critical served drew {served} points");
+    // Non-critical work is refused or held back while the pool is full: whichever outcome
+    // the guard gives it (shed, queued, timed out, ...), it is drawn.
+    let held_back = [
+        "shed",
+        "queued",
+        "deferred",
+        "queue full",
+        "timed out",
+        "pool unavailable",
+    ]
+    .iter()
+    .map(|o| drawn_points(html, "requests-per-second-non-critical", o))
+    .max()
+    .unwrap_or(0);
+    assert!(
+        held_back >= 3,
+        "non-critical refusals drew {held_back} points: {html}"
+    );
+    let p99 = drawn_points(html, "critical-latency-ms-acquire-wait-hold", "wait p99");
+    assert!(p99 >= 2, "critical p99 drew {p99} points");
+    let server = drawn_points(html, "server-connections", "server connections");
+    assert!(server >= 2, "server connections drew {server} points");
+    assert!(
+        html.contains("max_connections (usable)"),
+        "no server limit line"
+    );
+    assert!(
+        html.contains("data-mark=\"#1 opened\""),
+        "the incident is not marked: {html}"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! is one poolguard exports (a constant in `src/metrics.rs`).
 //!
 //! No YAML parser: the files are simple enough to scan line by line; `promtool` checks the
-//! Prometheus files in CI.
+//! Prometheus files in CI. The Grafana dashboard is JSON: every PromQL expression in it is
+//! checked by `promtool` (as recording rules) and against the exported metric names.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -42,10 +43,10 @@ fn list_under<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The string constants of `src/metrics.rs`.
+/// The string constants of `src/metrics.rs` and `src/metrics/otel.rs`.
 fn exported_metrics() -> BTreeSet<String> {
-    read("src/metrics.rs")
-        .lines()
+    let text = read("src/metrics.rs") + &read("src/metrics/otel.rs");
+    text.lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
         .filter_map(|l| l.split_once(": &str = \""))
         .filter_map(|(_, rest)| rest.strip_suffix("\";"))
@@ -57,7 +58,11 @@ fn exported_metrics() -> BTreeSet<String> {
 /// (`_bucket`, `_sum`, `_count`) count as the histogram.
 fn metric_names_in(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("db_connection_pool_") || w.starts_with("poolguard_"))
+        .filter(|w| {
+            ["db_connection_pool_", "poolguard_", "db_client_connection_"]
+                .iter()
+                .any(|p| w.starts_with(p))
+        })
         .map(|w| {
             ["_bucket", "_sum", "_count"]
                 .iter()
@@ -84,6 +89,8 @@ fn yaml_files_have_no_tabs() {
         "deploy/prometheus/prometheus.yml",
         "deploy/prometheus/alerts.yml",
         "deploy/prometheus/alerts_test.yml",
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+        "deploy/grafana/provisioning/dashboards/poolguard.yml",
     ] {
         let text = read(rel);
         assert!(!text.contains('\t'), "{rel} indents with a tab");
@@ -238,5 +245,179 @@ fn every_alert_has_a_severity_and_a_test() {
     let tested: BTreeSet<_> = values_of(&tests, "alertname").into_iter().collect();
     for name in &names {
         assert!(tested.contains(name), "alert {name} has no promtool test");
+    }
+}
+
+const GRAFANA_DASHBOARD: &str = "deploy/grafana/dashboards/poolguard.json";
+
+/// Every `expr` of every panel target in the Grafana dashboard (rows' nested panels too),
+/// with the panel's title.
+fn grafana_expressions() -> Vec<(String, String)> {
+    fn walk(panels: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or_default().to_string();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.push((title.clone(), e.to_string()));
+                }
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read(GRAFANA_DASHBOARD)).expect("the dashboard is JSON");
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// Grafana's built-in range variables, replaced by durations so Prometheus tools parse the
+/// expression.
+fn without_grafana_variables(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "30s")
+        .replace("$__range", "1h")
+}
+
+#[test]
+fn grafana_expressions_pass_promtool_and_name_exported_metrics() {
+    let exprs = grafana_expressions();
+    assert!(exprs.len() >= 15, "{} expressions", exprs.len());
+    // What the dashboard must show.
+    let all: String = exprs.iter().map(|(_, e)| e.as_str()).collect();
+    for metric in [
+        "db_connection_pool_active",
+        "poolguard_level",
+        "poolguard_requests_total",
+        "poolguard_acquire_wait_seconds_bucket",
+        "poolguard_connection_hold_seconds_bucket",
+        "poolguard_server_max_connections",
+        "poolguard_queries_cancelled_total",
+        "poolguard_backends_terminated_total",
+        "poolguard_transitions_blocked_total",
+        "poolguard_events_dropped_total",
+    ] {
+        assert!(
+            all.contains(metric),
+            "the dashboard does not chart {metric}"
+        );
+    }
+
+    let exported = exported_metrics();
+    for (title, expr) in &exprs {
+        assert!(
+            !expr.contains('$') || expr.contains("$__"),
+            "{title}: template variable in {expr}"
+        );
+        let used: BTreeSet<String> = metric_names_in(expr)
+            .into_iter()
+            .map(|m| {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| m.strip_suffix(s));
+                base.map_or(m.clone(), str::to_owned)
+            })
+            .collect();
+        assert!(
+            !used.is_empty(),
+            "{title}: `{expr}` uses no poolguard metric"
+        );
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{title}: `{expr}` uses metrics poolguard does not export: {unknown:?}"
+        );
+    }
+
+    // Each expression as a recording rule: promtool parses and checks every one.
+    let mut rules = String::from("groups:\n  - name: grafana-dashboard\n    rules:\n");
+    for (i, (_, expr)) in exprs.iter().enumerate() {
+        let quoted = serde_json::to_string(&without_grafana_variables(expr)).unwrap();
+        rules.push_str(&format!(
+            "      - record: grafana:panel_expression:{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grafana-rules");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dashboard_rules.yml");
+    fs::write(&file, &rules).unwrap();
+    let out = match std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert_eq!(
+                std::env::var("POOLGUARD_SKIP_PROMTOOL").as_deref(),
+                Ok("1"),
+                "`promtool` is not installed: `apt-get install -y prometheus` (CI installs it), \
+                 or set POOLGUARD_SKIP_PROMTOOL=1 to skip this check"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool could not start: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "promtool rejects a dashboard expression:\n{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{} rules found", exprs.len())),
+        "promtool did not check every expression: {said}"
+    );
+}
+
+#[test]
+fn grafana_is_provisioned_with_the_dashboard_and_prometheus() {
+    let compose = read("docker-compose.yml");
+    assert!(
+        compose.lines().any(|l| l == "  grafana:"),
+        "a grafana service"
+    );
+    for mount in [
+        "./deploy/grafana/provisioning:/etc/grafana/provisioning",
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards",
+    ] {
+        assert!(compose.contains(mount), "grafana mounts {mount}");
+        assert_exists(&root(), mount.split(':').next().unwrap(), "grafana volume");
+    }
+    let datasource = read("deploy/grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(values_of(&datasource, "url"), ["http://prometheus:9090"]);
+    assert_eq!(values_of(&datasource, "uid"), ["prometheus"]);
+    let provider = read("deploy/grafana/provisioning/dashboards/poolguard.yml");
+    assert_eq!(
+        values_of(&provider, "path"),
+        ["/var/lib/grafana/dashboards"]
+    );
+    // Every panel reads the provisioned data source; ids are unique and panels do not
+    // overlap on Grafana's 24-column grid.
+    let dashboard: serde_json::Value = serde_json::from_str(&read(GRAFANA_DASHBOARD)).unwrap();
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        if p["type"] != "row" {
+            assert_eq!(p["datasource"]["uid"], "prometheus", "{}", p["title"]);
+        }
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id {}",
+            p["id"]
+        );
+        let g = &p["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_u64().unwrap());
+        assert!(x + w <= 24, "{} is wider than the grid", p["title"]);
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(
+                    cells.insert((cx, cy)),
+                    "{} overlaps another panel",
+                    p["title"]
+                );
+            }
+        }
     }
 }

@@ -65,7 +65,7 @@ fn app(guard: &Guard, hits: Hits) -> Router {
 }
 
 #[tokio::test]
-async fn non_critical_is_shed_at_warning_without_touching_the_pool() {
+async fn non_critical_is_deferred_at_warning_without_touching_the_pool_then_served() {
     let pg = cluster(30).await;
     let guard = guard(&pg, 10, quick_config()).await;
     let hits = Hits::default();
@@ -77,27 +77,83 @@ async fn non_critical_is_shed_at_warning_without_touching_the_pool() {
     let held: Vec<_> = futures_join(&guard, Criticality::Standard, 9).await;
     assert_eq!(guard.level(), Level::Warning);
     let before = (guard.status().granted, guard.pool().status().size);
-    for _ in 0..20 {
-        let r = http.get("/report", Some("u1")).await;
-        assert_eq!(r.status, 503);
-        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-        assert!(retry >= 1);
-        assert!(r.body.contains("\"shed\""));
-    }
-    assert_eq!(hits.0.load(Ordering::SeqCst), 1, "the handler never ran");
+    // Reports under pressure wait for a slot: the handler runs, its connection does not
+    // come yet.
+    let reports: Vec<_> = (0..5)
+        .map(|_| {
+            let http = http.clone();
+            tokio::spawn(async move { http.get("/report", Some("u1")).await.status })
+        })
+        .collect();
+    eventually("reports deferred", Duration::from_secs(5), || async {
+        guard.status().queued_by_class[0] == 5
+    })
+    .await;
     assert_eq!((guard.status().granted, guard.pool().status().size), before);
     // Critical and standard routes are still served.
     assert_eq!(http.get("/crit", Some("u2")).await.status, 200);
 
     drop(held);
+    for r in reports {
+        assert_eq!(
+            r.await.unwrap(),
+            200,
+            "a deferred report is served, not refused"
+        );
+    }
     eventually("back to normal", Duration::from_secs(5), || async {
         guard.level() == Level::Normal
     })
     .await;
-    // Half-open for the 200 ms ramp; after it every request gets through again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..5 {
         assert_eq!(http.get("/report", Some("u1")).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_report_that_cannot_meet_its_deadline_is_answered_503_at_once() {
+    let pg = cluster(30).await;
+    let guard = guard(&pg, 4, GuardConfig::default()).await;
+    let app = Router::new()
+        .route("/report", get(sleep))
+        .route_layer(guard.non_critical().deadline(Duration::from_millis(1500)));
+    let http = HttpClient::new(serve(app).await);
+    // Measure the reports' hold (3 slots of 4 are theirs): about 1 s.
+    let fill = |ms: u64| {
+        (0..3)
+            .map(|_| {
+                let http = http.clone();
+                let path = format!("/report?ms={ms}");
+                tokio::spawn(async move { http.get(&path, Some("u1")).await.status })
+            })
+            .collect::<Vec<_>>()
+    };
+    for r in fill(1000) {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let long = fill(4000);
+    eventually("slots taken", Duration::from_secs(5), || async {
+        guard.status().granted == 3
+    })
+    .await;
+    // Three more could start in about 1 s; the next would take about 2 s, past 1.5 s.
+    let waiting = fill(100);
+    eventually("three wait", Duration::from_secs(5), || async {
+        guard.status().queued_by_class[0] == 3
+    })
+    .await;
+    let asked = Instant::now();
+    let r = http.get("/report?ms=100", Some("u2")).await;
+    assert_eq!(r.status, 503);
+    assert!(asked.elapsed() < Duration::from_millis(750), "told at once");
+    assert!(r.body.contains("\"shed\""));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 503, "not started past its deadline");
+    }
+    for l in long {
+        assert_eq!(l.await.unwrap(), 200);
     }
 }
 

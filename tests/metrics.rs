@@ -34,9 +34,13 @@ async fn scrape_shows_the_known_sequence() {
         held.push(guard.acquire(Criticality::Standard).await.unwrap());
     }
     held.push(guard.acquire(Criticality::Critical).await.unwrap());
-    // 3 non-critical shed.
+    // 3 non-critical deferred, none started before its (short) deadline.
     for _ in 0..3 {
-        assert!(guard.acquire(Criticality::NonCritical).await.is_err());
+        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        let r = guard
+            .acquire_until(Criticality::NonCritical, Default::default(), deadline)
+            .await;
+        assert!(r.is_err());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let scrape = handle.render();
@@ -49,7 +53,14 @@ async fn scrape_shows_the_known_sequence() {
     };
     assert_eq!(requests("standard", "served"), 9.0);
     assert_eq!(requests("critical", "served"), 1.0);
-    assert_eq!(requests("non_critical", "shed"), 3.0);
+    assert_eq!(requests("non_critical", "timed_out"), 3.0);
+    assert_eq!(
+        value(
+            &scrape,
+            "poolguard_requests_deferred_total{class=\"non_critical\"}"
+        ),
+        3.0
+    );
     assert_eq!(value(&scrape, "db_connection_pool_active"), 10.0);
     assert_eq!(value(&scrape, "db_connection_pool_max"), 10.0);
     assert_eq!(value(&scrape, "poolguard_level"), 2.0);

@@ -81,6 +81,8 @@ pub struct AppOptions {
     pub watchdog_url: Option<String>,
     /// How the guarded pool opens TLS (`DATABASE_URL`'s `sslmode`; plain for a local server).
     pub tls: TlsConnector,
+    /// Per-user limits shared in this Redis, in `full` mode.
+    pub redis: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -95,6 +97,7 @@ impl Default for AppOptions {
             instance: None,
             watchdog_url: None,
             tls: TlsConnector::plain(),
+            redis: None,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct App {
     pub router: Router,
     pub guard: Option<Guard>,
     pub watchdog: Option<WatchdogHandle>,
+    /// The pool the app uses (behind the guard or bare).
+    pub pool: Pool,
 }
 
 #[derive(Clone)]
@@ -179,6 +184,15 @@ pub async fn build(
             Pool::builder(manager).max_size(options.pool_max).build()?
         }
     };
+    if let (Some(guard), Some(url)) = (&guard, &options.redis) {
+        let shared = guard
+            .share_limits(poolguard::limit::redis::RedisLimits::new(url.as_str()))
+            .await?;
+        tracing::info!(
+            instance = shared.instance(),
+            "per-user limits shared in Redis at {url}"
+        );
+    }
     let watchdog = match &guard {
         Some(g) => {
             let mut builder = Watchdog::builder(g).config(options.watchdog.clone());
@@ -244,6 +258,7 @@ pub async fn build(
         router,
         guard,
         watchdog,
+        pool,
     })
 }
 
@@ -401,21 +416,50 @@ async fn messages(db: Db) -> Result<Json<serde_json::Value>, AppError> {
     Ok(Json(json!({ "messages": items })))
 }
 
-/// Non-critical: an activity report whose query holds its connection about `ms`.
+/// The activity report's query: it holds its connection about `$1` ms; `$2` names the
+/// widget asking (a distinct question per widget).
+const ACTIVITY_REPORT: &str = "SELECT count(*), pg_sleep($1::float8 / 1000.0)::text, $2::text
+     FROM tasks WHERE status = 'assigned'";
+
+/// Non-critical: an activity report whose query holds its connection about `ms`. Behind the
+/// guard it runs through single-flight: widgets asking the same question (same `ms`, same
+/// `widget`) at the same time share one execution.
 async fn activity_report(
     Query(q): Query<HashMap<String, String>>,
-    db: Db,
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<poolguard::RequestContext>>,
+    route: Option<axum::extract::MatchedPath>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let ms: f64 = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(200.0);
-    let rows = db
-        .query(
-            "SELECT count(*), pg_sleep($1::float8 / 1000.0)::text FROM tasks WHERE status = 'assigned'",
-            &[&ms],
-        )
-        .await?;
-    Ok(Json(
-        json!({ "assigned": rows[0].get::<_, i64>(0), "held_ms": ms }),
-    ))
+    let widget = q.get("widget").cloned().unwrap_or_default();
+    let assigned: i64 = match ctx {
+        Some(axum::Extension(ctx)) => {
+            let context = poolguard::AcquireContext {
+                user: ctx.user.clone(),
+                route: route.map(|r| std::sync::Arc::from(r.as_str())),
+            };
+            let rows = ctx
+                .guard
+                .query_shared_until(
+                    ctx.class,
+                    context,
+                    ctx.deadline,
+                    ACTIVITY_REPORT,
+                    &[&ms, &widget],
+                )
+                .await?;
+            rows[0].get(0)
+        }
+        None => {
+            let conn = state.pool.get().await.map_err(AppError::Pool)?;
+            let rows = conn
+                .query(ACTIVITY_REPORT, &[&ms, &widget])
+                .await
+                .map_err(AppError::Db)?;
+            rows[0].get(0)
+        }
+    };
+    Ok(Json(json!({ "assigned": assigned, "held_ms": ms })))
 }
 
 /// The spam capture as it was before: one request scans every matching READY *and* PROMOTED

@@ -67,6 +67,11 @@ pub struct Serve {
     /// header.
     #[arg(long)]
     pub trust_user_header: bool,
+    /// Also export the OpenTelemetry database client metric names
+    /// (db_client_connection_count{state}, _max, _pending_requests, _wait_time_seconds,
+    /// _use_time_seconds, _timeouts_total) with this pool name.
+    #[arg(long, value_name = "POOL_NAME")]
+    pub otel_metric_names: Option<String>,
     /// This replica's name within the service (default: unique per process, from the host
     /// name and pid); its connections are named poolguard-demo:NAME.
     #[arg(long, value_name = "NAME")]
@@ -75,6 +80,9 @@ pub struct Serve {
     /// honours sslmode and sslrootcert.
     #[arg(long, value_name = "URL")]
     pub watchdog_url: Option<String>,
+    /// Share per-user limits with the other replicas in this Redis (redis://host:port/).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }
 
 fn parse_scenario(name: &str) -> Result<String, String> {

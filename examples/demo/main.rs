@@ -9,9 +9,13 @@
 //!
 //! Uses `DATABASE_URL` when set, otherwise a throwaway local PostgreSQL.
 
+// Built as a test too (its replay report test): `main` and what only it uses are idle there.
+#![cfg_attr(test, allow(dead_code))]
+
 mod app;
 mod cli;
 mod database;
+mod html_report;
 mod load;
 mod observability;
 mod overload;
@@ -60,11 +64,15 @@ fn init_logging() {
 }
 
 async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
-    let db = database::Database::open(s.pool_max + 10).await?;
+    let db = database::Database::open_for_serve(s.pool_max + 10).await?;
     let metrics = poolguard::metrics::install_prometheus()?;
+    if let Some(pool_name) = &s.otel_metric_names {
+        poolguard::metrics::otel::enable(pool_name);
+    }
     let options = AppOptions {
         pool_max: s.pool_max as usize,
         mode: s.mode,
+        redis: s.redis.clone(),
         watchdog: poolguard::watchdog::WatchdogConfig {
             kill_after: s.kill_after,
             ..Default::default()
@@ -78,7 +86,11 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     app::prepare_schema(&db.connect().await?).await?;
     let app = app::build(db.pg_config(), &options, metrics).await?;
     let observability = match &app.guard {
-        Some(guard) => Some(observability::attach(guard, true)?),
+        Some(guard) => Some(observability::attach(
+            guard,
+            true,
+            poolguard::incident::DEFAULT_QUIET_PERIOD,
+        )?),
         None => None,
     };
     let router = match &observability {
@@ -140,6 +152,14 @@ async fn replay(names: &[String]) -> Result<bool, Box<dyn std::error::Error>> {
     for (name, why) in &failed {
         println!("MISSED: {name}: {why}");
     }
+    let report = html_report::write(
+        std::path::Path::new(html_report::DEFAULT_PATH),
+        &html_report::take_runs(),
+    )?;
+    println!(
+        "replay report (off vs full, per scenario): {}",
+        report.display()
+    );
     println!("total time {:.0} s", started.elapsed().as_secs_f64());
     Ok(failed.is_empty())
 }

@@ -3,7 +3,7 @@
 //! local rule-based summary otherwise) and the `/admin/self-healing` dashboard.
 
 use poolguard::dashboard::{Dashboard, DashboardConfig};
-use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+use poolguard::incident::{spawn_incident_pipeline_with, IncidentStore, IncidentTracker};
 use poolguard::report::{JsonLinesSink, LlmClient, LlmConfig, LogSink, Reporter, ReporterConfig};
 use poolguard::Guard;
 use std::time::Duration;
@@ -25,10 +25,12 @@ impl Drop for Observability {
     }
 }
 
-/// Attaches incidents, the reporter and the dashboard to `guard`.
+/// Attaches incidents, the reporter and the dashboard to `guard`; an incident closes once the
+/// level has stayed Normal for `quiet`.
 pub fn attach(
     guard: &Guard,
     log_reports: bool,
+    quiet: Duration,
 ) -> Result<Observability, Box<dyn std::error::Error>> {
     let store = IncidentStore::default();
     let llm = LlmConfig::from_env();
@@ -54,7 +56,9 @@ pub fn attach(
         builder = builder.llm(LlmClient::new(config));
     }
     let (reporter, worker) = builder.spawn()?;
-    let pipeline = spawn_incident_pipeline(guard.events(), store.clone(), Some(reporter));
+    let tracker = IncidentTracker::default().quiet_period(quiet);
+    let pipeline =
+        spawn_incident_pipeline_with(guard.events(), store.clone(), Some(reporter), tracker);
     let dashboard = Dashboard::new(
         guard.clone(),
         store.clone(),
@@ -75,15 +79,16 @@ pub fn attach(
 }
 
 impl Observability {
-    /// Waits up to `limit` for every closed incident to carry its analysis; returns the
+    /// Waits up to `limit` for every incident to close and carry its analysis; returns the
     /// reports as text, newest last.
     pub async fn reports(&self, limit: Duration) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let incidents = self.store.all();
-            let pending = incidents
-                .iter()
-                .any(|i| i.closed_at.is_some() && i.analysis.is_none());
+            let pending = self.store.active().is_some()
+                || incidents
+                    .iter()
+                    .any(|i| i.closed_at.is_some() && i.analysis.is_none());
             if !pending || tokio::time::Instant::now() >= deadline {
                 return incidents
                     .iter()

@@ -1,7 +1,7 @@
 //! What a scenario run measured, and the outcome comparison table.
 
 use crate::app::GuardMode;
-use crate::load::{percentile, Class, Outcome, Sample};
+use crate::load::{percentile, Class, Outcome, Requests, Sample};
 use crate::scenarios::baseline_p99;
 use std::time::Duration;
 
@@ -18,8 +18,13 @@ pub struct ScenarioResult {
     pub errors_seen: usize,
     /// 429/503 with `Retry-After`: refused, told when to come back.
     pub deferred: usize,
-    /// Critical and standard requests that failed without a retry time.
+    /// Critical and standard requests that failed without a retry time (reports never served
+    /// are counted apart, in `reports_lost`).
     pub lost: usize,
+    /// The reports (non-critical requests) as their users saw them: served in the end or not.
+    pub reports: Requests,
+    /// Reports never served, other than runaway queries the guard stopped on purpose (504).
+    pub reports_lost: usize,
     /// From the incident's start until critical requests were fast and successful again.
     pub recovered_after: Option<Duration>,
     /// From the incident's start until the guard's level was back to Normal.
@@ -63,6 +68,19 @@ impl ScenarioResult {
             None
         };
         let is_error = |s: &&Sample| matches!(s.outcome, Outcome::Failed(_) | Outcome::TimedOut);
+        let reports = Requests::of(samples, Class::NonCritical);
+        // A report whose last attempt was stopped as a runaway query (504) was meant to be.
+        let mut last_attempt: std::collections::HashMap<u64, &Sample> = Default::default();
+        for s in samples.iter().filter(|s| s.class == Class::NonCritical) {
+            let e = last_attempt.entry(s.request).or_insert(s);
+            if s.attempt > e.attempt {
+                *e = s;
+            }
+        }
+        let stopped = last_attempt
+            .values()
+            .filter(|s| s.outcome == Outcome::Failed(504))
+            .count();
         Self {
             name: name.to_string(),
             mode,
@@ -80,6 +98,8 @@ impl ScenarioResult {
                 .filter(|s| s.class != Class::NonCritical)
                 .filter(is_error)
                 .count(),
+            reports,
+            reports_lost: reports.total.saturating_sub(reports.served + stopped),
             recovered_after,
             normal_after,
             manual_steps: if healthy_at_end { 0 } else { 1 },
@@ -112,6 +132,12 @@ impl ScenarioResult {
         if self.lost > 0 {
             return Some(format!("{} critical/standard requests lost", self.lost));
         }
+        if self.reports_lost > 0 {
+            return Some(format!(
+                "{} of {} reports never served",
+                self.reports_lost, self.reports.total
+            ));
+        }
         match self.recovered_after {
             None => Some("did not recover by itself".into()),
             Some(d) if d > Duration::from_secs(6) => {
@@ -133,14 +159,16 @@ impl ScenarioResult {
         };
         let notes: String = self.notes.iter().map(|n| format!("\n    {n}")).collect();
         format!(
-            "verdict {} [{}]: critical {:.1} % ({}/{}), {} errors seen, {} lost, {} deferred with Retry-After, {} -> {}{}",
+            "verdict {} [{}]: critical {:.1} % ({}/{}), {} errors seen, {} lost, reports served {}/{}, {} deferred with Retry-After, {} -> {}{}",
             self.name,
             self.mode,
             self.critical_success(),
             self.critical_ok,
             self.critical_total,
             self.errors_seen,
-            self.lost,
+            self.lost + self.reports_lost,
+            self.reports.served,
+            self.reports.total,
             self.deferred,
             recovered,
             status,
@@ -162,18 +190,20 @@ fn secs(d: Option<Duration>) -> String {
 /// The seed's outcome comparison, from measured figures.
 pub fn comparison_table(results: &[ScenarioResult]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | guard | critical success | critical p99 (baseline) | errors seen by users | requests lost | deferred (Retry-After) | time to recover | back to Normal | manual steps |\n");
-    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    out.push_str("| scenario | guard | critical success | critical p99 (baseline) | errors seen by users | requests lost | reports served | deferred (Retry-After) | time to recover | back to Normal | manual steps |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {:.1} % | {} ({}) | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} % | {} ({}) | {} | {} | {}/{} | {} | {} | {} | {} |\n",
             r.name,
             r.mode,
             r.critical_success(),
             ms(r.critical_p99),
             ms(Some(r.baseline_p99)),
             r.errors_seen,
-            r.lost,
+            r.lost + r.reports_lost,
+            r.reports.served,
+            r.reports.total,
             r.deferred,
             secs(r.recovered_after),
             r.normal_after

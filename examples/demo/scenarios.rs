@@ -3,9 +3,10 @@
 
 use crate::app::{self, AppOptions, GuardMode};
 use crate::database::Database;
-use crate::load::{percentile, Class, Load, Outcome, Sample};
+use crate::load::{percentile, Class, Load, Outcome, Requests, Sample};
 use crate::report::ScenarioResult;
 use metrics_exporter_prometheus::PrometheusHandle;
+use poolguard::controller::ClassCapacity;
 use poolguard::watchdog::WatchdogConfig;
 use poolguard::{ClassTimeouts, GuardConfig, Level};
 use std::net::SocketAddr;
@@ -66,6 +67,7 @@ struct Running {
     guard: Option<poolguard::Guard>,
     watchdog: Option<poolguard::watchdog::WatchdogHandle>,
     server: tokio::task::JoinHandle<()>,
+    pool: deadpool_postgres::Pool,
 }
 
 async fn start_app(
@@ -100,6 +102,7 @@ async fn start_app(
         guard: app.guard,
         watchdog: app.watchdog,
         server,
+        pool: app.pool,
     })
 }
 
@@ -139,10 +142,15 @@ pub async fn run(
     }
     let running = start_app(db, metrics, &plan, mode).await?;
     let observability = match &running.guard {
-        Some(g) => Some(crate::observability::attach(g, false)?),
+        Some(g) => Some(crate::observability::attach(g, false, REPLAY_QUIET)?),
         None => None,
     };
     let load = Load::new(running.addr, Duration::from_secs(3));
+    let recorder = crate::html_report::Recorder::start(
+        running.pool.clone(),
+        running.guard.clone(),
+        load.start,
+    );
     let level_log = running
         .guard
         .as_ref()
@@ -179,20 +187,27 @@ pub async fn run(
     let mut notes = Vec::new();
     let mut missed = None;
     let mut samples = Vec::new();
+    // When the dashboard was fully loaded (dashboard-burst), from the run's start.
+    let mut dashboard_loaded = None;
     match name {
         "dashboard-burst" => {
             println!(
                 "  t={:.1}s  the dashboard opens: 160 report queries at once",
                 at()
             );
+            let opened = load.start.elapsed();
             let burst = load.burst(
                 Class::NonCritical,
                 "GET",
-                "/api/reports/activity?ms=800".into(),
-                160,
+                format!("/api/reports/activity?ms={DASHBOARD_REPORT_MS}&widget=w{{n}}"),
+                DASHBOARD_WIDGETS,
                 "dashboard-user",
             );
-            samples.extend(burst.await?);
+            let burst = burst.await?;
+            let (note, loaded) = dashboard_figures(&burst, opened, plan.pool_max);
+            notes.push(note);
+            dashboard_loaded = loaded;
+            samples.extend(burst);
         }
         "slow-query" => {
             println!(
@@ -202,7 +217,7 @@ pub async fn run(
             let burst = load.burst(
                 Class::NonCritical,
                 "GET",
-                "/api/reports/activity?ms=120000".into(),
+                "/api/reports/activity?ms=120000&widget=slow{n}".into(),
                 25,
                 "analyst",
             );
@@ -214,7 +229,7 @@ pub async fn run(
             let reports = load.stream(
                 Class::NonCritical,
                 "GET",
-                "/api/reports/activity?ms=300",
+                "/api/reports/activity?ms=300&widget=leak{n}",
                 20.0,
                 plan.total - plan.incident_at,
                 20,
@@ -247,6 +262,9 @@ pub async fn run(
         samples.extend(h.await?);
     }
     progress.abort();
+    recorder
+        .finish(name, mode, plan.incident_at, &samples)
+        .await;
     // Is the app healthy again at the end, or does someone have to step in?
     let after = load
         .send(Class::Critical, "GET", "/api/auth/session", "after-check")
@@ -260,7 +278,7 @@ pub async fn run(
         _ => None,
     };
     let reports = match &observability {
-        Some(o) => o.reports(Duration::from_secs(3)).await,
+        Some(o) => o.reports(REPLAY_QUIET + Duration::from_secs(3)).await,
         None => Vec::new(),
     };
     running.server.abort();
@@ -269,6 +287,12 @@ pub async fn run(
         w.stop().await;
     }
     drop(running.guard);
+    if let (Some(loaded), Some(normal)) = (dashboard_loaded, back_to_normal) {
+        notes.push(format!(
+            "back to Normal {:.1} s after the dashboard was fully loaded",
+            normal.saturating_sub(loaded).as_secs_f64()
+        ));
+    }
     let mut result = ScenarioResult::from_samples(
         name,
         mode,
@@ -280,6 +304,60 @@ pub async fn run(
     result.notes = notes;
     result.missed = missed;
     Ok((result, reports))
+}
+
+/// The incident quiet period in the replays (shorter than the default 10 s, so each replay
+/// ends soon after its incident): an incident closes once the level stayed Normal this long.
+const REPLAY_QUIET: Duration = Duration::from_secs(2);
+
+/// The dashboard's widgets, each one report query.
+const DASHBOARD_WIDGETS: usize = 160;
+/// How long each widget's query holds its connection.
+const DASHBOARD_REPORT_MS: u64 = 800;
+
+/// The dashboard as its user saw it: how many widgets were served, when the last one was
+/// (against the physical limit: every widget's hold over the slots non-critical work may use),
+/// and how often a retry at `Retry-After` was served. Returns the line and the time the
+/// dashboard was fully loaded, from the run's start.
+fn dashboard_figures(
+    burst: &[Sample],
+    opened: Duration,
+    pool_max: usize,
+) -> (String, Option<Duration>) {
+    let config = GuardConfig::default();
+    let slots = ClassCapacity::new(
+        pool_max,
+        config.reserve_for(pool_max),
+        config.warning_utilization,
+    )
+    .non_critical_ceiling;
+    let limit =
+        Duration::from_millis(DASHBOARD_REPORT_MS) * DASHBOARD_WIDGETS as u32 / slots as u32;
+    let reports = Requests::of(burst, Class::NonCritical);
+    let loaded = reports.last_served.map(|t| t.saturating_sub(opened));
+    let loaded_text = match (loaded, reports.served == reports.total) {
+        (Some(d), true) => format!(
+            "fully loaded after {:.2} s; physical limit {:.2} s ({DASHBOARD_WIDGETS} x {DASHBOARD_REPORT_MS} ms over {slots} slots): {:.2}x (goal <= 1.15x)",
+            d.as_secs_f64(),
+            limit.as_secs_f64(),
+            d.as_secs_f64() / limit.as_secs_f64()
+        ),
+        _ => "never fully loaded".to_string(),
+    };
+    let retries = match reports.first_retry_success() {
+        Some(p) => format!(
+            "; {} widgets refused at first, {} of them served on their first retry at Retry-After ({p:.0} %, goal >= 90 %)",
+            reports.retried, reports.first_retry_ok
+        ),
+        None => "; no widget was refused".to_string(),
+    };
+    (
+        format!(
+            "dashboard: {}/{} widgets served, {loaded_text}{retries}",
+            reports.served, reports.total
+        ),
+        loaded.map(|d| d + opened),
+    )
 }
 
 type LastNormal = std::sync::Arc<std::sync::Mutex<Option<Duration>>>;

@@ -72,8 +72,9 @@ pub(crate) fn clean(
         return;
     };
     let tls = permit.inner().tls.clone();
+    let direct = permit.inner().direct.clone();
     handle.spawn(async move {
-        let sent = cancel(&object, tls).await;
+        let sent = cancel(&object, direct.as_ref(), &tls).await;
         let clean = sent && settle(&object).await;
         if clean {
             // Back to the pool; its recycle check refuses one still inside a transaction.
@@ -104,13 +105,20 @@ async fn settle(object: &Object) -> bool {
 
 /// Sends a cancel request for the connection's running query, waiting at most
 /// [`CANCEL_SLOT_WAIT`] for one of the process's cancel slots.
-async fn cancel(object: &Object, tls: TlsConnector) -> bool {
+async fn cancel(
+    object: &Object,
+    direct: Option<&tokio_postgres::Config>,
+    tls: &TlsConnector,
+) -> bool {
     let token = object.cancel_token();
     let Ok(Ok(_slot)) = tokio::time::timeout(CANCEL_SLOT_WAIT, CANCEL_SLOTS.acquire()).await else {
         return false;
     };
-    matches!(
-        tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls)).await,
-        Ok(Ok(()))
+    // Through a pooler the cancel goes where the pool's connections go (see `cancel`).
+    tokio::time::timeout(
+        CANCEL_TIMEOUT,
+        crate::cancel::send_cancel(&token, direct, tls),
     )
+    .await
+    .unwrap_or(false)
 }

@@ -2,8 +2,11 @@
 //!
 //! Critical acquisitions may use every slot and are served first; the last
 //! [`critical_reserve`](crate::GuardConfig::critical_reserve) slots are theirs alone. Standard
-//! acquisitions wait in a bounded queue, fair between users, and are drained in order as
-//! slots free up. Non-critical ones are served only at [`Level::Normal`](crate::Level::Normal).
+//! acquisitions may use every slot but the reserve and wait in a bounded queue, fair between
+//! users, drained in order as slots free up. Non-critical ones get the slots that keep the pool
+//! under the warning line; above Normal, or when those are taken, they are deferred in the
+//! lowest queue and started as slots free. Every waiter has a deadline: one whose expected
+//! start lies past it is refused at once, and none is started after it.
 
 mod abandon;
 mod conn;
@@ -17,5 +20,5 @@ mod transaction;
 pub use conn::GuardedConn;
 pub(crate) use held::Leak;
 pub(crate) use permit::SlotPermit;
-pub(crate) use state::{AdmissionState, Admit, Effects};
+pub(crate) use state::{AdmissionSettings, AdmissionState, Admit, Effects};
 pub use transaction::GuardedTransaction;

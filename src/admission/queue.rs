@@ -1,88 +1,150 @@
 //! A FIFO of waiters that is fair between users: users take turns, so one user's hundred
 //! queued acquisitions do not starve another user's one.
+//!
+//! Every operation is O(log n) or amortised O(1): a waiter leaving (its caller gave up, its
+//! deadline passed) is found by id, not by a scan, so a burst timing out together costs
+//! n log n, not n².
 
+use crate::criticality::Criticality;
 use crate::limit::UserKey;
-use std::collections::{HashMap, VecDeque};
+use crate::rejection::Refusal;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What a waiter receives: a slot, or the reason it will not get one.
-pub(crate) type Grant = Result<super::permit::SlotPermit, crate::rejection::RejectionKind>;
+pub(crate) type Grant = Result<super::permit::SlotPermit, Refusal>;
 
 /// One queued acquisition.
 #[derive(Debug)]
 pub(crate) struct Waiter {
+    /// Unique and increasing: the order of arrival.
     pub(crate) id: u64,
+    pub(crate) class: Criticality,
     pub(crate) enqueued: Instant,
+    /// It must start by then, or not at all.
+    pub(crate) deadline: Instant,
     pub(crate) tx: oneshot::Sender<Grant>,
+}
+
+/// One user's waiters, oldest first, and the turn that is theirs in the rotation.
+#[derive(Debug)]
+struct UserQueue {
+    waiters: BTreeMap<u64, Waiter>,
+    turn: u64,
 }
 
 /// Round-robin over users, FIFO within a user.
 #[derive(Debug, Default)]
 pub(crate) struct FairQueue {
-    by_user: HashMap<Option<UserKey>, VecDeque<Waiter>>,
-    rotation: VecDeque<Option<UserKey>>,
-    len: usize,
+    by_user: HashMap<Option<UserKey>, UserQueue>,
+    /// Users in turn order, each with the turn it was queued under; an entry whose user left
+    /// (or came back under a new turn) is stale and skipped.
+    rotation: VecDeque<(Option<UserKey>, u64)>,
+    /// Every waiter by id: the newest is the tail.
+    order: BTreeMap<u64, Option<UserKey>>,
+    next_turn: u64,
 }
 
 impl FairQueue {
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.order.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.order.is_empty()
     }
 
     pub(crate) fn push(&mut self, user: Option<UserKey>, waiter: Waiter) {
-        let queue = self.by_user.entry(user.clone()).or_default();
-        if queue.is_empty() {
-            self.rotation.push_back(user);
+        self.order.insert(waiter.id, user.clone());
+        let next_turn = &mut self.next_turn;
+        let queue = self.by_user.entry(user.clone()).or_insert_with(|| {
+            *next_turn += 1;
+            UserQueue {
+                waiters: BTreeMap::new(),
+                turn: *next_turn,
+            }
+        });
+        if queue.waiters.is_empty() {
+            self.rotation.push_back((user, queue.turn));
         }
-        queue.push_back(waiter);
-        self.len += 1;
+        queue.waiters.insert(waiter.id, waiter);
     }
 
     /// The next waiter: the head of the user whose turn it is.
     pub(crate) fn pop(&mut self) -> Option<Waiter> {
-        let user = self.rotation.pop_front()?;
-        let queue = self.by_user.get_mut(&user)?;
-        let waiter = queue.pop_front();
-        if queue.is_empty() {
-            self.by_user.remove(&user);
-        } else {
-            self.rotation.push_back(user);
+        loop {
+            let (user, turn) = self.rotation.pop_front()?;
+            let Some(queue) = self.by_user.get_mut(&user) else {
+                continue;
+            };
+            if queue.turn != turn {
+                continue;
+            }
+            let Some((id, waiter)) = queue.waiters.pop_first() else {
+                self.by_user.remove(&user);
+                continue;
+            };
+            self.order.remove(&id);
+            if queue.waiters.is_empty() {
+                self.by_user.remove(&user);
+            } else {
+                self.rotation.push_back((user, turn));
+            }
+            return Some(waiter);
         }
-        if waiter.is_some() {
-            self.len -= 1;
-        }
-        waiter
     }
 
-    /// Removes the waiter `id` of `user` (its caller gave up); returns whether it was here.
-    pub(crate) fn remove(&mut self, user: &Option<UserKey>, id: u64) -> bool {
-        let Some(queue) = self.by_user.get_mut(user) else {
-            return false;
-        };
-        let Some(pos) = queue.iter().position(|w| w.id == id) else {
-            return false;
-        };
-        queue.remove(pos);
-        self.len -= 1;
-        if queue.is_empty() {
+    /// How many waiters `user` has here.
+    pub(crate) fn len_of(&self, user: &Option<UserKey>) -> usize {
+        self.by_user.get(user).map_or(0, |q| q.waiters.len())
+    }
+
+    /// Removes the waiter `id` of `user` (its caller gave up); returns it if it was here.
+    pub(crate) fn remove(&mut self, user: &Option<UserKey>, id: u64) -> Option<Waiter> {
+        let queue = self.by_user.get_mut(user)?;
+        let waiter = queue.waiters.remove(&id)?;
+        self.order.remove(&id);
+        if queue.waiters.is_empty() {
+            // Its rotation entry goes stale and is skipped.
             self.by_user.remove(user);
-            self.rotation.retain(|u| u != user);
+            self.compact();
         }
-        true
+        Some(waiter)
+    }
+
+    /// The newest waiter.
+    pub(crate) fn last(&self) -> Option<&Waiter> {
+        let (id, user) = self.order.last_key_value()?;
+        self.by_user.get(user)?.waiters.get(id)
+    }
+
+    /// Takes the newest waiter out.
+    pub(crate) fn pop_last(&mut self) -> Option<Waiter> {
+        let (id, user) = self
+            .order
+            .last_key_value()
+            .map(|(id, user)| (*id, user.clone()))?;
+        self.remove(&user, id)
     }
 
     /// Takes every waiter out, in turn order.
+    #[cfg(test)]
     pub(crate) fn drain(&mut self) -> Vec<Waiter> {
-        let mut all = Vec::with_capacity(self.len);
+        let mut all = Vec::with_capacity(self.len());
         while let Some(w) = self.pop() {
             all.push(w);
         }
         all
+    }
+
+    /// Drops stale rotation entries once they outnumber the live ones (amortised O(1)).
+    fn compact(&mut self) {
+        if self.rotation.len() > 2 * self.by_user.len() + 32 {
+            let by_user = &self.by_user;
+            self.rotation
+                .retain(|(u, turn)| by_user.get(u).is_some_and(|q| q.turn == *turn));
+        }
     }
 }
 
@@ -92,10 +154,13 @@ mod tests {
 
     fn waiter(id: u64) -> (Waiter, oneshot::Receiver<Grant>) {
         let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
         (
             Waiter {
                 id,
-                enqueued: Instant::now(),
+                class: Criticality::Standard,
+                enqueued: now,
+                deadline: now,
                 tx,
             },
             rx,
@@ -128,11 +193,71 @@ mod tests {
         let (b, _rb) = waiter(2);
         q.push(u.clone(), a);
         q.push(u.clone(), b);
-        assert!(q.remove(&u, 1));
-        assert!(!q.remove(&u, 1));
+        assert!(q.remove(&u, 1).is_some());
+        assert!(q.remove(&u, 1).is_none());
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop().unwrap().id, 2);
         assert!(q.is_empty());
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn a_user_who_left_and_came_back_gets_one_turn_not_two() {
+        let mut q = FairQueue::default();
+        let (a, b) = (Some(UserKey::new("a")), Some(UserKey::new("b")));
+        let mut rxs = Vec::new();
+        let mut push = |q: &mut FairQueue, user: &Option<UserKey>, id| {
+            let (w, rx) = waiter(id);
+            rxs.push(rx);
+            q.push(user.clone(), w);
+        };
+        push(&mut q, &a, 1);
+        push(&mut q, &b, 2);
+        // a leaves (a stale turn stays in the rotation) and comes back behind b.
+        q.remove(&a, 1).unwrap();
+        push(&mut q, &a, 3);
+        push(&mut q, &a, 4);
+        push(&mut q, &b, 5);
+        let order: Vec<u64> = q.drain().iter().map(|w| w.id).collect();
+        assert_eq!(order, vec![2, 3, 5, 4]);
+    }
+
+    #[test]
+    fn the_tail_is_the_newest_waiter() {
+        let mut q = FairQueue::default();
+        let (a, b) = (Some(UserKey::new("a")), Some(UserKey::new("b")));
+        let (w1, _r1) = waiter(1);
+        let (w2, _r2) = waiter(2);
+        let (w3, _r3) = waiter(3);
+        q.push(a.clone(), w1);
+        q.push(b.clone(), w2);
+        q.push(a.clone(), w3);
+        assert_eq!(q.last().unwrap().id, 3);
+        assert_eq!(q.pop_last().unwrap().id, 3);
+        assert_eq!(q.pop_last().unwrap().id, 2);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop().unwrap().id, 1);
+    }
+
+    #[test]
+    fn many_departures_stay_cheap() {
+        // 50,000 waiters of 50,000 users all leave: quadratic removal would take minutes.
+        let mut q = FairQueue::default();
+        let users: Vec<Option<UserKey>> = (0..50_000)
+            .map(|i| Some(UserKey::new(format!("u{i}"))))
+            .collect();
+        let mut rxs = Vec::with_capacity(users.len());
+        for (i, u) in users.iter().enumerate() {
+            let (w, rx) = waiter(i as u64);
+            rxs.push(rx);
+            q.push(u.clone(), w);
+        }
+        let started = std::time::Instant::now();
+        for (i, u) in users.iter().enumerate() {
+            assert!(q.remove(u, i as u64).is_some());
+        }
+        assert!(q.is_empty());
+        assert!(q.pop().is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

@@ -1,16 +1,25 @@
-//! The admission state: who holds a slot, who waits, and in what order slots are handed out.
+//! The admission state: who holds a slot, who waits, in what order slots are handed out, and
+//! who is told at once that it would not start in time.
 //!
-//! Everything here is plain data behind one short-held mutex in the guard; time is passed in.
+//! Everything here is plain data behind one short-held mutex in the guard; time is passed in,
+//! and the decisions come from the pure cores in [`crate::controller`]. The guard's locking,
+//! publishing and I/O live elsewhere, so this state machine can serve as the model a faster
+//! admission path is checked against.
 
 use super::held::HeldRegistry;
-use super::queue::{FairQueue, Waiter};
+use super::queue::{FairQueue, Grant, Waiter};
+use crate::controller::{ClassCapacity, DrainEstimate, RetryJitter, StartRamp};
+use crate::criticality::Criticality;
+use crate::events::BreakerState;
 use crate::limit::UserKey;
-use crate::monitor::{LevelMachine, Pressure, Transition};
-use crate::rejection::RejectionKind;
-use crate::{Criticality, Level};
+use crate::monitor::{Level, LevelMachine, Pressure, Transition};
+use crate::rejection::{Refusal, RejectionKind};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// What a refusal suggests when no hold time has been measured yet.
+const UNKNOWN_RETRY: Duration = Duration::from_secs(1);
 
 /// The result of asking for a slot.
 #[derive(Debug)]
@@ -20,10 +29,20 @@ pub(crate) enum Admit {
     /// The acquisition waits in the queue.
     Enqueued {
         id: u64,
-        rx: oneshot::Receiver<super::queue::Grant>,
+        rx: oneshot::Receiver<Grant>,
     },
     /// Refused at once.
-    Rejected(RejectionKind),
+    Rejected(Refusal),
+}
+
+/// A level change, with the picture it was decided on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LevelChange {
+    pub(crate) transition: Transition,
+    pub(crate) utilization: f64,
+    pub(crate) in_use: usize,
+    pub(crate) max_size: usize,
+    pub(crate) waiting: usize,
 }
 
 /// What a state change asks the guard to do once the lock is released.
@@ -31,10 +50,10 @@ pub(crate) enum Admit {
 pub(crate) struct Effects {
     /// Waiters granted a slot (already counted as held).
     pub(crate) grants: Vec<Waiter>,
-    /// Waiters refused (non-critical waiters when the level left Normal).
-    pub(crate) rejects: Vec<Waiter>,
+    /// Waiters refused: their start would lie past their deadline, or the deadline passed.
+    pub(crate) refusals: Vec<(Waiter, Refusal)>,
     /// A level change.
-    pub(crate) transition: Option<Transition>,
+    pub(crate) transition: Option<LevelChange>,
     /// Set when the level returned to Normal: how long the episode lasted and its peak.
     pub(crate) recovered: Option<(Duration, f64)>,
 }
@@ -45,13 +64,27 @@ struct Episode {
     peak: f64,
 }
 
-#[derive(Debug)]
-pub(crate) struct AdmissionState {
+/// How the admission state is set up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdmissionSettings {
     pub(crate) max_size: usize,
     pub(crate) reserve: usize,
-    queue_depth: usize,
-    /// Slots held through the guard.
-    pub(crate) granted: usize,
+    pub(crate) warning_utilization: f64,
+    /// Most waiters per class.
+    pub(crate) queue_depth: usize,
+    /// Most waiters per class of one user (an anonymous caller counts as one user).
+    pub(crate) user_queue_depth: usize,
+    pub(crate) ramp: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct AdmissionState {
+    settings: AdmissionSettings,
+    capacity: ClassCapacity,
+    /// Slots held through the guard, by class.
+    granted: [usize; 3],
+    /// Slots granted since the start (a waiter whose caller left is never counted).
+    grants_total: u64,
     /// Connections in use outside the guard (from the sampler).
     pub(crate) external: usize,
     /// deadpool's own waiters (from the sampler).
@@ -59,27 +92,31 @@ pub(crate) struct AdmissionState {
     /// Server-wide utilization reported by the watchdog, in `[0, 1]`.
     pub(crate) server_utilization: f64,
     queues: [FairQueue; 3],
+    /// Enqueue times of critical and standard waiters: their starvation escalates to
+    /// Critical. Deferred non-critical waiters keep the level at Warning, never more.
     ages: BTreeSet<(Instant, u64)>,
     next_id: u64,
     machine: LevelMachine,
     episode: Option<Episode>,
     pub(crate) peak_utilization: f64,
+    drain: [DrainEstimate; 3],
+    ramp: StartRamp,
+    jitter: RetryJitter,
     /// Connections held through the guard, for leak detection and the watchdog.
     pub(crate) held: HeldRegistry,
 }
 
 impl AdmissionState {
-    pub(crate) fn new(
-        max_size: usize,
-        reserve: usize,
-        queue_depth: usize,
-        machine: LevelMachine,
-    ) -> Self {
+    pub(crate) fn new(settings: AdmissionSettings, machine: LevelMachine, seed: u64) -> Self {
         Self {
-            max_size,
-            reserve,
-            queue_depth,
-            granted: 0,
+            capacity: ClassCapacity::new(
+                settings.max_size,
+                settings.reserve,
+                settings.warning_utilization,
+            ),
+            settings,
+            granted: [0; 3],
+            grants_total: 0,
             external: 0,
             pool_waiting: 0,
             server_utilization: 0.0,
@@ -89,12 +126,49 @@ impl AdmissionState {
             machine,
             episode: None,
             peak_utilization: 0.0,
+            drain: Default::default(),
+            ramp: StartRamp::new(settings.ramp),
+            jitter: RetryJitter::new(seed),
             held: HeldRegistry::default(),
         }
     }
 
+    /// Changes the pool size (after a resize) and the reserve that goes with it.
+    pub(crate) fn resize(&mut self, max_size: usize, reserve: usize) {
+        self.settings.reserve = reserve;
+        self.settings.max_size = max_size.max(reserve + 1);
+        self.capacity = ClassCapacity::new(
+            self.settings.max_size,
+            reserve,
+            self.settings.warning_utilization,
+        );
+    }
+
     pub(crate) fn level(&self) -> Level {
         self.machine.level()
+    }
+
+    pub(crate) fn max_size(&self) -> usize {
+        self.settings.max_size
+    }
+
+    pub(crate) fn reserve(&self) -> usize {
+        self.settings.reserve
+    }
+
+    /// Slots held through the guard.
+    pub(crate) fn granted(&self) -> usize {
+        self.granted.iter().sum()
+    }
+
+    /// Slots held through the guard by `class`.
+    #[cfg(test)]
+    pub(crate) fn granted_of(&self, class: Criticality) -> usize {
+        self.granted[class.index()]
+    }
+
+    pub(crate) fn grants_total(&self) -> u64 {
+        self.grants_total
     }
 
     pub(crate) fn queued(&self) -> usize {
@@ -106,15 +180,24 @@ impl AdmissionState {
     }
 
     pub(crate) fn in_use(&self) -> usize {
-        self.granted + self.external
-    }
-
-    fn free(&self) -> usize {
-        self.max_size.saturating_sub(self.in_use())
+        self.granted() + self.external
     }
 
     pub(crate) fn pool_utilization(&self) -> f64 {
-        self.in_use() as f64 / self.max_size as f64
+        self.in_use() as f64 / self.settings.max_size as f64
+    }
+
+    /// The state of the non-critical gate: open (deferred, not straight to the pool) above
+    /// Normal, half-open while the start ramp runs (or is held at Critical), closed
+    /// otherwise.
+    pub(crate) fn breaker(&self, now: Instant) -> BreakerState {
+        if self.level() != Level::Normal {
+            BreakerState::Open
+        } else if self.ramp.is_ramping(now) {
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        }
     }
 
     pub(crate) fn pressure(&self, now: Instant) -> Pressure {
@@ -133,41 +216,117 @@ impl AdmissionState {
         }
     }
 
-    /// Whether a newcomer of `class` may take a free slot right now without overtaking
-    /// anyone who waits at the same or a higher priority.
-    fn may_take_now(&self, class: Criticality) -> bool {
+    /// Slots in use as non-critical work must see them: the pool's, or the server's share
+    /// of this pool when another process holds the server (a report would need a
+    /// connection the server does not have).
+    fn in_use_for(&self, class: Criticality) -> usize {
+        let pool = self.in_use();
+        if class != Criticality::NonCritical {
+            return pool;
+        }
+        let server = (self.server_utilization * self.settings.max_size as f64).ceil() as usize;
+        pool.max(server)
+    }
+
+    /// Whether one more acquisition of `class` may start now, by capacity alone (at every
+    /// level: non-critical work keeps under the warning line by its budget).
+    fn may_start(&self, class: Criticality, now: Instant) -> bool {
+        self.capacity.may_start(
+            class,
+            self.in_use_for(class),
+            self.granted[class.index()],
+            self.ramp.share(now),
+            self.ramp.floor(now),
+        )
+    }
+
+    /// Whether a newcomer of `class` may take a slot right now without overtaking anyone who
+    /// waits at the same or a higher priority.
+    fn may_take_now(&self, class: Criticality, now: Instant) -> bool {
         let ahead_waiting = Criticality::ALL
             .iter()
             .filter(|c| **c >= class)
             .any(|c| !self.queues[c.index()].is_empty());
-        if ahead_waiting {
-            return false;
+        !ahead_waiting && self.may_start(class, now)
+    }
+
+    /// Waiters that start before a newcomer of `class`: its own queue and every higher one.
+    fn ahead_of_newcomer(&self, class: Criticality) -> usize {
+        Criticality::ALL
+            .iter()
+            .filter(|c| **c >= class)
+            .map(|c| self.queues[c.index()].len())
+            .sum()
+    }
+
+    /// The slots that drain `class`'s queue: its budget given what the other classes use.
+    fn draining_slots(&self, class: Criticality) -> usize {
+        let others = self.in_use_for(class) - self.granted[class.index()];
+        self.capacity.budget(class, others).max(1)
+    }
+
+    /// When the waiter with `ahead` waiters in front of it in `class` can expect to start;
+    /// `None` before the class's first measured hold.
+    fn expected_start(&self, class: Criticality, ahead: usize) -> Option<Duration> {
+        self.drain[class.index()].expected_start(ahead, self.draining_slots(class))
+    }
+
+    /// The time between two starts of `class` at its measured drain rate; `None` before the
+    /// first measured hold.
+    pub(crate) fn start_interval(&self, class: Criticality) -> Option<Duration> {
+        let rate = self.drain[class.index()].rate(self.draining_slots(class))?;
+        Some(Duration::from_secs_f64(1.0 / rate))
+    }
+
+    /// When a newcomer of `class` can expect to start: now if it may take a slot, otherwise
+    /// from its place in the queue; `None` when nothing was measured yet.
+    pub(crate) fn newcomer_estimate(&self, class: Criticality, now: Instant) -> Option<Duration> {
+        if self.may_take_now(class, now) {
+            return Some(Duration::ZERO);
         }
-        match class {
-            Criticality::Critical => self.free() > 0,
-            _ => self.free() > self.reserve,
+        self.expected_start(class, self.ahead_of_newcomer(class))
+    }
+
+    /// A refusal of `kind` for a waiter expected to start `estimate` from now that would
+    /// wait at most `allowed`: it is told to come back once its start would fit.
+    fn refusal(
+        &mut self,
+        kind: RejectionKind,
+        estimate: Option<Duration>,
+        allowed: Duration,
+    ) -> Refusal {
+        let estimate = estimate.unwrap_or(UNKNOWN_RETRY);
+        Refusal {
+            kind,
+            retry_after: self.jitter.come_back_after(estimate, allowed),
         }
     }
 
-    /// Asks for a slot for `class`.
+    /// Asks for a slot for `class`, to start by `deadline`.
     pub(crate) fn admit(
         &mut self,
         class: Criticality,
         user: Option<UserKey>,
+        deadline: Instant,
         now: Instant,
     ) -> (Admit, Effects) {
-        if class == Criticality::NonCritical && self.level() != Level::Normal {
-            return (Admit::Rejected(RejectionKind::Shed), Effects::default());
-        }
-        if self.may_take_now(class) {
-            self.granted += 1;
+        if self.may_take_now(class, now) {
+            self.grant(class);
             return (Admit::Granted, self.observe(now));
         }
-        if self.queued() >= self.queue_depth {
-            return (
-                Admit::Rejected(RejectionKind::QueueFull),
-                Effects::default(),
-            );
+        let ahead = self.ahead_of_newcomer(class);
+        let estimate = self.expected_start(class, ahead);
+        let queue = &self.queues[class.index()];
+        let allowed = deadline.saturating_duration_since(now);
+        if queue.len() >= self.settings.queue_depth
+            || (user.is_some() && queue.len_of(&user) >= self.settings.user_queue_depth)
+        {
+            let r = self.refusal(RejectionKind::QueueFull, estimate, allowed);
+            return (Admit::Rejected(r), Effects::default());
+        }
+        if estimate.is_some_and(|e| e > allowed) {
+            let r = self.refusal(RejectionKind::Shed, estimate, allowed);
+            return (Admit::Rejected(r), Effects::default());
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -176,16 +335,25 @@ impl AdmissionState {
             user,
             Waiter {
                 id,
+                class,
                 enqueued: now,
+                deadline,
                 tx,
             },
         );
-        self.ages.insert((now, id));
+        if class != Criticality::NonCritical {
+            self.ages.insert((now, id));
+        }
         (Admit::Enqueued { id, rx }, self.observe(now))
     }
 
+    fn grant(&mut self, class: Criticality) {
+        self.granted[class.index()] += 1;
+        self.grants_total += 1;
+    }
+
     /// A waiter's caller gave up: forget it. Returns whether it was still queued (if not, it
-    /// was granted and the grant will be released by whoever drops it).
+    /// was granted or refused, and a grant is released by whoever drops it).
     pub(crate) fn cancel(
         &mut self,
         class: Criticality,
@@ -193,33 +361,80 @@ impl AdmissionState {
         id: u64,
         enqueued: Instant,
     ) -> bool {
-        let removed = self.queues[class.index()].remove(user, id);
+        let removed = self.queues[class.index()].remove(user, id).is_some();
         if removed {
             self.ages.remove(&(enqueued, id));
         }
         removed
     }
 
-    /// A slot was given back (with the registry id of its connection, if one was handed out).
-    pub(crate) fn release(&mut self, held: Option<u64>, now: Instant) -> Effects {
-        if let Some(id) = held {
+    /// A slot of `class` was given back, with how long it was held if a connection was
+    /// handed out on it (a grant whose caller had left measures nothing) and that
+    /// connection's registry id.
+    pub(crate) fn release(
+        &mut self,
+        class: Criticality,
+        held: Option<Duration>,
+        registry_id: Option<u64>,
+        now: Instant,
+    ) -> Effects {
+        if let Some(id) = registry_id {
             self.held.remove(id);
         }
-        self.granted = self.granted.saturating_sub(1);
-        self.observe(now)
+        let g = &mut self.granted[class.index()];
+        *g = g.saturating_sub(1);
+        if let Some(held) = held {
+            self.drain[class.index()].record(held);
+        }
+        let mut effects = self.observe(now);
+        self.refuse_hopeless(class, now, &mut effects);
+        effects
+    }
+
+    /// Refuses, newest first, the waiters of `class` whose expected start now lies past their
+    /// deadline: they are told at once (with the estimate as `Retry-After`), not at the
+    /// deadline.
+    fn refuse_hopeless(&mut self, class: Criticality, now: Instant, effects: &mut Effects) {
+        let first = effects.refusals.len();
+        loop {
+            let q = &self.queues[class.index()];
+            let Some(tail) = q.last() else { break };
+            let ahead = self.ahead_of_newcomer(class) - 1;
+            let Some(estimate) = self.expected_start(class, ahead) else {
+                break;
+            };
+            let allowed = tail.deadline.saturating_duration_since(now);
+            if estimate <= allowed {
+                break;
+            }
+            let Some(w) = self.queues[class.index()].pop_last() else {
+                break;
+            };
+            self.ages.remove(&(w.enqueued, w.id));
+            let r = self.refusal(RejectionKind::Shed, Some(estimate), allowed);
+            effects.refusals.push((w, r));
+        }
+        // Oldest first: their returns are booked in the order they would have started.
+        effects.refusals[first..].reverse();
     }
 
     /// Re-evaluates the level and hands free slots to waiters, highest priority first.
     pub(crate) fn observe(&mut self, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        self.dispatch(&mut effects);
+        self.dispatch(now, &mut effects);
         let pressure = self.pressure(now);
         self.peak_utilization = self.peak_utilization.max(pressure.utilization);
         if let Some(episode) = &mut self.episode {
             episode.peak = episode.peak.max(pressure.utilization);
         }
         if let Some(t) = self.machine.observe(pressure, now) {
-            effects.transition = Some(t);
+            effects.transition = Some(LevelChange {
+                transition: t,
+                utilization: pressure.utilization,
+                in_use: self.in_use(),
+                max_size: self.settings.max_size,
+                waiting: pressure.waiting,
+            });
             match (t.from, t.to) {
                 (Level::Normal, _) => {
                     self.episode = Some(Episode {
@@ -235,182 +450,57 @@ impl AdmissionState {
                 }
                 _ => {}
             }
-            if t.to != Level::Normal {
-                // Non-critical work is shed above Normal: waiting ones are told so now.
-                effects
-                    .rejects
-                    .extend(self.queues[Criticality::NonCritical.index()].drain());
-                for w in &effects.rejects {
-                    self.ages.remove(&(w.enqueued, w.id));
+            match t.to {
+                // At Critical, reports that run keep their slots; beyond them only a tenth of
+                // the budget may start until the level falls.
+                Level::Critical => {
+                    let running = self.granted[Criticality::NonCritical.index()];
+                    self.ramp.hold(running)
                 }
+                // Out of Critical, what non-critical work did not run comes back on the ramp.
+                _ if t.from == Level::Critical => {
+                    let running = self.granted[Criticality::NonCritical.index()];
+                    self.ramp.start(now, running)
+                }
+                _ => {}
             }
-            // A level change can open room for waiters (e.g. back to Normal).
-            self.dispatch(&mut effects);
+            // A level change can open room for waiters (e.g. out of Critical).
+            self.dispatch(now, &mut effects);
         }
         effects
     }
 
-    fn dispatch(&mut self, effects: &mut Effects) {
-        while let Some(class) = self.next_class_to_serve() {
+    fn dispatch(&mut self, now: Instant, effects: &mut Effects) {
+        while let Some(class) = self.next_class_to_serve(now) {
             let Some(w) = self.queues[class.index()].pop() else {
                 break;
             };
             self.ages.remove(&(w.enqueued, w.id));
-            self.granted += 1;
+            if w.tx.is_closed() {
+                // Its caller left: it never runs.
+                continue;
+            }
+            if w.deadline <= now {
+                // Never started after its deadline.
+                let estimate = self.expected_start(class, self.queues[class.index()].len());
+                let r = self.refusal(RejectionKind::QueueTimeout, estimate, Duration::ZERO);
+                effects.refusals.push((w, r));
+                continue;
+            }
+            self.grant(class);
             effects.grants.push(w);
         }
     }
 
-    fn next_class_to_serve(&self) -> Option<Criticality> {
-        let free = self.free();
-        if free == 0 {
-            return None;
-        }
-        if !self.queues[Criticality::Critical.index()].is_empty() {
-            return Some(Criticality::Critical);
-        }
-        if free <= self.reserve {
-            return None;
-        }
-        if !self.queues[Criticality::Standard.index()].is_empty() {
-            return Some(Criticality::Standard);
-        }
-        if self.level() == Level::Normal
-            && !self.queues[Criticality::NonCritical.index()].is_empty()
-        {
-            return Some(Criticality::NonCritical);
-        }
-        None
+    fn next_class_to_serve(&self, now: Instant) -> Option<Criticality> {
+        Criticality::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|c| !self.queues[c.index()].is_empty())
+            .filter(|c| self.may_start(*c, now))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::monitor::Thresholds;
-
-    fn state(max: usize, reserve: usize) -> AdmissionState {
-        AdmissionState::new(
-            max,
-            reserve,
-            8,
-            LevelMachine::new(Thresholds {
-                warning: 0.85,
-                critical: 0.92,
-                critical_recovery: 0.88,
-                warning_recovery: 0.80,
-                min_dwell: Duration::from_millis(500),
-                starvation: Duration::from_millis(200),
-            }),
-        )
-    }
-
-    fn granted(a: &Admit) -> bool {
-        matches!(a, Admit::Granted)
-    }
-
-    #[test]
-    fn reserve_is_only_for_critical() {
-        let now = Instant::now();
-        let mut s = state(10, 2);
-        for _ in 0..8 {
-            assert!(granted(&s.admit(Criticality::Standard, None, now).0));
-        }
-        assert!(matches!(
-            s.admit(Criticality::Standard, None, now).0,
-            Admit::Enqueued { .. }
-        ));
-        assert!(granted(&s.admit(Criticality::Critical, None, now).0));
-        assert!(granted(&s.admit(Criticality::Critical, None, now).0));
-        assert_eq!(s.level(), Level::Critical);
-    }
-
-    #[test]
-    fn released_slots_go_to_critical_waiters_first() {
-        let now = Instant::now();
-        let mut s = state(4, 1);
-        for _ in 0..3 {
-            s.admit(Criticality::Standard, None, now);
-        }
-        s.admit(Criticality::Critical, None, now);
-        let (std_wait, _) = s.admit(Criticality::Standard, None, now);
-        let (crit_wait, _) = s.admit(Criticality::Critical, None, now);
-        let (Admit::Enqueued { id: std_id, .. }, Admit::Enqueued { id: crit_id, .. }) =
-            (std_wait, crit_wait)
-        else {
-            panic!("both should wait");
-        };
-        let effects = s.release(None, now);
-        assert_eq!(effects.grants.len(), 1);
-        assert_eq!(effects.grants[0].id, crit_id);
-        // The next release leaves one free slot: the reserve. Standard still waits.
-        let effects = s.release(None, now);
-        assert!(effects.grants.is_empty());
-        let effects = s.release(None, now);
-        assert_eq!(effects.grants[0].id, std_id);
-    }
-
-    #[test]
-    fn non_critical_is_shed_above_normal_and_queued_ones_are_told() {
-        let now = Instant::now();
-        let mut s = state(10, 1);
-        for _ in 0..9 {
-            s.admit(Criticality::Standard, None, now);
-        }
-        // 9/10 = 0.9: Warning. Non-critical is refused.
-        assert_eq!(s.level(), Level::Warning);
-        assert!(matches!(
-            s.admit(Criticality::NonCritical, None, now).0,
-            Admit::Rejected(RejectionKind::Shed)
-        ));
-    }
-
-    #[test]
-    fn queue_depth_is_bounded() {
-        let now = Instant::now();
-        let mut s = state(1, 0);
-        s.admit(Criticality::Standard, None, now);
-        for _ in 0..8 {
-            assert!(matches!(
-                s.admit(Criticality::Standard, None, now).0,
-                Admit::Enqueued { .. }
-            ));
-        }
-        assert!(matches!(
-            s.admit(Criticality::Critical, None, now).0,
-            Admit::Rejected(RejectionKind::QueueFull)
-        ));
-    }
-
-    #[test]
-    fn a_cancelled_waiter_is_never_granted() {
-        let now = Instant::now();
-        let mut s = state(1, 0);
-        s.admit(Criticality::Standard, None, now);
-        let (Admit::Enqueued { id, .. }, _) = s.admit(Criticality::Standard, None, now) else {
-            panic!("should wait");
-        };
-        assert!(s.cancel(Criticality::Standard, &None, id, now));
-        let effects = s.release(None, now);
-        assert!(effects.grants.is_empty());
-        assert_eq!(s.granted, 0);
-        assert_eq!(s.queued(), 0);
-    }
-
-    #[test]
-    fn recovery_reports_duration_and_peak() {
-        let t0 = Instant::now();
-        let mut s = state(10, 1);
-        for _ in 0..10 {
-            s.admit(Criticality::Critical, None, t0);
-        }
-        for _ in 0..10 {
-            s.release(None, t0 + Duration::from_millis(100));
-        }
-        s.observe(t0 + Duration::from_millis(600));
-        let effects = s.observe(t0 + Duration::from_millis(1100));
-        let (after, peak) = effects.recovered.expect("back to normal");
-        assert_eq!(after, Duration::from_millis(1100));
-        assert_eq!(peak, 1.0);
-    }
-}
+mod tests;

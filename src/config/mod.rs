@@ -24,13 +24,14 @@ use std::time::Duration;
 /// | `min_dwell` | 500 ms | how long pressure must stay low before the level drops |
 /// | `starvation_after` | 200 ms | a waiter older than this escalates to Critical |
 /// | `critical_reserve` | 10 % of the pool, at least 1 | slots only critical work may take |
-/// | `queue_depth` | 1024 | most acquisitions waiting at once; the next gets 503 |
-/// | `max_queue_wait` | 5 s | longest wait for a slot; then 503 |
+/// | `queue_depth` | 1024 | most acquisitions waiting at once per class; the next gets 503 |
+/// | `user_queue_depth` | 256 | most acquisitions of one user waiting at once per class |
+/// | `max_queue_wait` | 5 s | default deadline: the longest wait for a slot; then 503 |
 /// | `pool_wait_timeout` | 2 s | deadpool's wait for an object once a slot is held |
 /// | `pool_create_timeout` | 5 s | deadpool's limit on opening a connection |
 /// | `pool_recycle_timeout` | 2 s | deadpool's limit on recycling a connection |
 /// | `query_deadline` | `statement_timeout` + 2 s | client-side bound on every tracked query |
-/// | `breaker_ramp` | 2 s | half-open ramp for non-critical routes after recovery |
+/// | `breaker_ramp` | 2 s | after Critical, non-critical work's share of its slots grows from 10 % to 100 % over this |
 /// | `sample_interval` | 100 ms | how often the sampler reads `Pool::status()` |
 /// | `class_statement_timeout` | none | per-class `statement_timeout` overrides |
 /// | `limits` | see [`UserLimits`] | per-user rate and in-flight caps |
@@ -53,9 +54,14 @@ pub struct GuardConfig {
     pub starvation_after: Duration,
     /// Slots kept for [`Criticality::Critical`]; `None` means 10 % of the pool, at least one.
     pub critical_reserve: Option<usize>,
-    /// The most acquisitions that may wait at once.
+    /// The most acquisitions of one class that may wait at once.
     pub queue_depth: usize,
-    /// The longest an acquisition waits for a slot before it is answered 503.
+    /// The most acquisitions of one class one user may have waiting at once, so that one
+    /// user's flood cannot fill a queue alone (a dashboard's widgets still fit).
+    pub user_queue_depth: usize,
+    /// The default deadline: the longest an acquisition waits for a slot before it is
+    /// answered 503. One whose expected start lies past it is answered at once. Routes may
+    /// set their own ([`GuardLayer::deadline`](crate::GuardLayer::deadline)).
     #[serde(with = "crate::config::millis")]
     pub max_queue_wait: Duration,
     /// deadpool's wait timeout, used once the guard has granted a slot.
@@ -76,7 +82,8 @@ pub struct GuardConfig {
     /// [`QUERY_DEADLINE_MARGIN`], or 32 s when the guard does not know the timeout.
     #[serde(with = "crate::config::opt_millis")]
     pub query_deadline: Option<Duration>,
-    /// After recovery, non-critical routes are let back in over this ramp.
+    /// When the level falls from Critical, non-critical work's share of its slots grows from
+    /// 10 % to 100 % over this ramp: the deferred backlog starts at a controlled rate.
     #[serde(with = "crate::config::millis")]
     pub breaker_ramp: Duration,
     /// How often the sampler reads the pool's status and re-evaluates the level.
@@ -99,6 +106,7 @@ impl Default for GuardConfig {
             starvation_after: Duration::from_millis(200),
             critical_reserve: None,
             queue_depth: 1024,
+            user_queue_depth: 256,
             max_queue_wait: Duration::from_secs(5),
             pool_wait_timeout: Duration::from_secs(2),
             pool_create_timeout: Duration::from_secs(5),

@@ -74,6 +74,9 @@ impl GuardConfig {
         if self.queue_depth == 0 {
             return Err(BuildError::field("queue_depth", "must be at least 1"));
         }
+        if self.user_queue_depth == 0 {
+            return Err(BuildError::field("user_queue_depth", "must be at least 1"));
+        }
         if let Some(r) = self.critical_reserve {
             if r >= max_size {
                 return Err(BuildError::field(

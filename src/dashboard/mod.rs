@@ -1,19 +1,25 @@
-//! The self-healing dashboard (feature `admin`): an HTML page at `/admin/self-healing` and its
-//! JSON at `/admin/self-healing/status`.
+//! The self-healing dashboard (feature `admin`): an HTML page at `/admin/self-healing`, its
+//! JSON at `/admin/self-healing/status` and its charts at `/admin/self-healing/charts`.
 //!
-//! It shows the current level and pool use, server headroom, the active incident and recent
-//! ones with their analyses, what the guard prevented over the last 24 hours (timeouts,
+//! Charts of the last 15 minutes come first, drawn as inline SVG from a [`History`] ring the
+//! dashboard fills once a second: pool use with the warning, critical and recovery thresholds
+//! and the level as background bands; requests per second by class and outcome; critical
+//! acquire-wait p50/p99 and hold-time p99; server connections against `max_connections`;
+//! incidents marked on the time axis.
+//!
+//! It also shows the current level and pool use, server headroom, the active incident and
+//! recent ones with their analyses, what the guard prevented over the last 24 hours (timeouts,
 //! invalid transitions blocked, pool recoveries, auto-retries, shed and rate-limited requests),
 //! recent events and the daily report. Every free-text field is redacted with
 //! [`Redactor`] before it is served.
 //!
 //! # Access
 //!
-//! With [`DashboardConfig::bearer_token`] set, both routes require
+//! With [`DashboardConfig::bearer_token`] set, every route requires
 //! `Authorization: Bearer <token>` (401 with `WWW-Authenticate: Bearer` otherwise). A browser
 //! opens the page by URL, so the HTML route also accepts `?token=<token>`; its script then
-//! sends the token as a header to the JSON route. The trade-off: a token in a URL can end up in
-//! browser history, bookmarks and the access logs of proxies in between. The page is served
+//! sends the token as a header to the JSON and chart routes. The trade-off: a token in a URL
+//! can end up in browser history, bookmarks and the access logs of proxies in between. The page is served
 //! with `Referrer-Policy: no-referrer` and `Cache-Control: no-store`, but prefer a header
 //! (a reverse proxy that adds it, say) where you can, and use a token only for this page.
 //!
@@ -50,13 +56,17 @@
 //! ```
 
 mod auth;
+pub mod chart;
+mod history;
 mod page;
+pub mod panels;
 mod snapshot;
 mod stats;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use history::{History, HistoryPoint, OutcomeRate, DEFAULT_HISTORY_POINTS};
 pub use snapshot::{
     AnalysisView, EventView, IncidentView, PoolView, QueuedView, ServerView, Snapshot,
 };
@@ -80,6 +90,9 @@ use std::time::{Duration, SystemTime};
 pub const PAGE_PATH: &str = "/admin/self-healing";
 /// The path of the JSON snapshot.
 pub const STATUS_PATH: &str = "/admin/self-healing/status";
+/// The path of the charts (an HTML fragment of inline SVG figures), which the page's script
+/// fetches on every refresh.
+pub const CHARTS_PATH: &str = "/admin/self-healing/charts";
 
 /// How the dashboard behaves. Plain data with defaults.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,6 +107,8 @@ pub struct DashboardConfig {
     pub recent_incidents: usize,
     /// How often the page refreshes. Default 2 s.
     pub refresh: Duration,
+    /// Points of history kept for the charts, one a second. Default 900 (15 minutes).
+    pub history_points: usize,
 }
 
 impl std::fmt::Debug for DashboardConfig {
@@ -106,6 +121,7 @@ impl std::fmt::Debug for DashboardConfig {
             .field("recent_events", &self.recent_events)
             .field("recent_incidents", &self.recent_incidents)
             .field("refresh", &self.refresh)
+            .field("history_points", &self.history_points)
             .finish()
     }
 }
@@ -117,6 +133,7 @@ impl Default for DashboardConfig {
             recent_events: DEFAULT_RECENT_EVENTS,
             recent_incidents: 10,
             refresh: Duration::from_secs(2),
+            history_points: DEFAULT_HISTORY_POINTS,
         }
     }
 }
@@ -132,6 +149,7 @@ struct Inner {
     guard: Guard,
     incidents: IncidentStore,
     store: DashboardStore,
+    history: History,
     config: DashboardConfig,
     redactor: Redactor,
 }
@@ -151,22 +169,51 @@ impl Dashboard {
         redactor: Redactor,
     ) -> Self {
         let store = DashboardStore::new(config.recent_events);
+        let history = History::new(config.history_points);
         Self {
             inner: Arc::new(Inner {
                 guard,
                 incidents,
                 store,
+                history,
                 config,
                 redactor,
             }),
         }
     }
 
-    /// Starts the background subscriber that keeps recent events and the 24-hour counters.
-    /// It stops when the returned handle is dropped or the guard's event bus is gone. Must be
-    /// called inside a Tokio runtime.
+    /// Starts the background tasks: the subscriber that keeps recent events and the 24-hour
+    /// counters, and the sampler that adds a point to the charts' history every second. They
+    /// stop when the returned handle is dropped, or when the guard is gone. Must be called
+    /// inside a Tokio runtime.
     pub fn spawn(&self) -> SubscriberTask {
-        self.inner.store.spawn(self.inner.guard.events())
+        let sampler = self
+            .inner
+            .history
+            .spawn(&self.inner.guard, Duration::from_secs(1));
+        self.inner
+            .store
+            .spawn(self.inner.guard.events())
+            .with_sampler(sampler)
+    }
+
+    /// The charts' history.
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// The charts as the page shows them now: an HTML fragment of `<figure>`s with inline
+    /// SVG, as served by [`CHARTS_PATH`].
+    pub fn charts_html(&self) -> String {
+        let i = &self.inner;
+        let mut incidents: Vec<_> = i.incidents.active().into_iter().collect();
+        incidents.extend(i.incidents.recent(i.config.recent_incidents));
+        panels::render(
+            &i.history.points(),
+            &incidents,
+            i.guard.config(),
+            SystemTime::now(),
+        )
     }
 
     /// The dashboard's event store.
@@ -207,6 +254,7 @@ impl Dashboard {
         }
         let page = self.clone();
         let status = self.clone();
+        let charts = self.clone();
         Router::new()
             .route(
                 PAGE_PATH,
@@ -222,6 +270,31 @@ impl Dashboard {
                     async move { d.serve(req, TokenSources::Header) }
                 }),
             )
+            .route(
+                CHARTS_PATH,
+                get(move |req: Request| {
+                    let d = charts.clone();
+                    async move { d.serve_charts(req) }
+                }),
+            )
+    }
+
+    fn serve_charts(&self, req: Request) -> Response {
+        let token = self.inner.config.bearer_token.as_deref();
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>();
+        if let Err(denied) = authorize(token, TokenSources::Header, req.headers(), req.uri(), peer)
+        {
+            return denied.into_response();
+        }
+        (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            Html(self.charts_html()),
+        )
+            .into_response()
     }
 
     fn serve(&self, req: Request, sources: TokenSources) -> Response {
@@ -245,7 +318,7 @@ impl Dashboard {
                     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
                      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
                 )],
-                Html(page::render(&snap)),
+                Html(page::render(&snap, &self.charts_html())),
             )
                 .into_response(),
         }

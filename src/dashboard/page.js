@@ -1,7 +1,9 @@
 (function () {
   "use strict";
   var token = new URLSearchParams(window.location.search).get("token");
-  var url = window.location.pathname.replace(/\/+$/, "") + "/status";
+  var base = window.location.pathname.replace(/\/+$/, "");
+  var url = base + "/status";
+  var chartsUrl = base + "/charts";
   var refresh = parseInt(document.body.getAttribute("data-refresh-ms"), 10) || 2000;
   var $ = function (id) { return document.getElementById(id); };
   var esc = function (s) {
@@ -67,16 +69,23 @@
     $("daily").textContent = d.daily_summary;
   }
 
-  function tick() {
-    var headers = { "Accept": "application/json" };
+  function get(u, accept) {
+    var headers = { "Accept": accept };
     if (token) { headers["Authorization"] = "Bearer " + token; }
-    fetch(url, { headers: headers, cache: "no-store", credentials: "omit" })
+    return fetch(u, { headers: headers, cache: "no-store", credentials: "omit" })
       .then(function (r) {
         if (!r.ok) { throw new Error("HTTP " + r.status); }
-        return r.json();
-      })
-      .then(function (d) {
+        return accept === "application/json" ? r.json() : r.text();
+      });
+  }
+
+  function tick() {
+    Promise.all([get(url, "application/json"), get(chartsUrl, "text/html")])
+      .then(function (both) {
+        var d = both[0];
         render(d);
+        // The charts are SVG rendered by the server from its own history ring.
+        $("charts").innerHTML = both[1];
         document.body.setAttribute("data-rendered", "script");
         $("conn").className = "muted";
         $("conn").textContent = "Live: refreshes every " + refresh / 1000 + " s.";

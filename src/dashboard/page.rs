@@ -28,8 +28,8 @@ fn pct(u: f64) -> i64 {
     (u * 100.0).round() as i64
 }
 
-/// The whole page for `snap`.
-pub(crate) fn render(snap: &Snapshot) -> String {
+/// The whole page for `snap`, with `charts` (the chart figures) under the header.
+pub(crate) fn render(snap: &Snapshot, charts: &str) -> String {
     let p = &snap.pool;
     let level = p.level.as_str();
     let server = match &snap.server {
@@ -69,6 +69,7 @@ pub(crate) fn render(snap: &Snapshot) -> String {
 <div id="server-text" class="muted">{server}</div>
 </header>
 <main>
+<section class="wide"><h2>Last 15 minutes</h2><div id="charts" class="charts">{charts}</div></section>
 <section><h2>Active issues</h2><div id="active">{active}</div></section>
 <section><h2>Prevention stats (last 24 hours)</h2><div id="stats" class="stats">{stats}</div></section>
 <section><h2>Recent incidents</h2><div id="recent">{recent}</div></section>

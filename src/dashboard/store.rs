@@ -98,27 +98,41 @@ impl DashboardStore {
                 store.record(event, SystemTime::now());
             }
         });
-        SubscriberTask { handle }
+        SubscriberTask {
+            handle,
+            sampler: None,
+        }
     }
 }
 
-/// The running dashboard subscriber. Dropping it stops the task.
+/// The running dashboard subscriber (and, when started by the dashboard, its history
+/// sampler). Dropping it stops both.
 #[derive(Debug)]
 #[must_use = "the dashboard subscriber stops when this handle is dropped"]
 pub struct SubscriberTask {
     handle: JoinHandle<()>,
+    sampler: Option<JoinHandle<()>>,
 }
 
 impl SubscriberTask {
-    /// Whether the task has ended (the bus is gone).
+    /// Whether the tasks have ended (the bus and the guard are gone).
     pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
+        self.handle.is_finished() && self.sampler.as_ref().is_none_or(|s| s.is_finished())
+    }
+
+    /// The same handle, also owning the history `sampler`.
+    pub(crate) fn with_sampler(mut self, sampler: JoinHandle<()>) -> Self {
+        self.sampler = Some(sampler);
+        self
     }
 }
 
 impl Drop for SubscriberTask {
     fn drop(&mut self) {
         self.handle.abort();
+        if let Some(s) = &self.sampler {
+            s.abort();
+        }
     }
 }
 

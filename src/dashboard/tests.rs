@@ -81,7 +81,7 @@ fn secrets_in_event_messages_never_reach_the_json_or_the_page() {
     assert_eq!(snap.events.len(), 1);
     assert_eq!(snap.recent_incidents[0].timeline.len(), 1);
 
-    let html = super::page::render(&snap);
+    let html = super::page::render(&snap, "");
     assert!(!html.contains(EMAIL) && !html.contains(PASSWORD));
 }
 
@@ -107,6 +107,6 @@ fn the_snapshot_carries_pool_stats_and_a_null_server_section() {
         .as_str()
         .unwrap()
         .contains("Self-Healing System Report"));
-    let html = super::page::render(&snap);
+    let html = super::page::render(&snap, "");
     assert!(html.contains("level-critical") && html.contains("10/10"));
 }

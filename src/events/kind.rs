@@ -8,19 +8,29 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Requests answered by the guard in one summary window, per class
-/// (indexed non-critical, standard, critical).
+/// (indexed non-critical, standard, critical). Each request has one final outcome (served,
+/// shed, queue full, pool unavailable, rate-limited or timed out); `queued` counts the ones
+/// that waited on the way, whatever their end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OutcomeCounts {
     /// Acquisitions granted a connection.
     pub served: [u64; 3],
-    /// Requests answered 503 by the breaker or because the queue was full.
+    /// Requests answered 503 at once because they could not start before their deadline.
     pub shed: [u64; 3],
-    /// Acquisitions that had to wait in the queue.
+    /// Acquisitions that were deferred: they waited in the queue (and are also counted by
+    /// how they ended).
     pub queued: [u64; 3],
     /// Requests answered 429 by a per-user limit.
     pub rate_limited: [u64; 3],
-    /// Acquisitions that waited past `max_queue_wait`, and statements that hit the timeout.
+    /// Acquisitions that reached their deadline without a slot, and statements that hit the
+    /// timeout.
     pub timed_out: [u64; 3],
+    /// Requests answered 503 because their class's queue was full.
+    #[serde(default)]
+    pub queue_full: [u64; 3],
+    /// Requests granted a slot for which the pool could not hand out a connection (503).
+    #[serde(default)]
+    pub pool_unavailable: [u64; 3],
 }
 
 impl OutcomeCounts {
@@ -30,6 +40,13 @@ impl OutcomeCounts {
             && self.queued == [0; 3]
             && self.rate_limited == [0; 3]
             && self.timed_out == [0; 3]
+            && self.queue_full == [0; 3]
+            && self.pool_unavailable == [0; 3]
+    }
+
+    /// Requests refused with 503 (shed, queue full, pool unavailable), per class.
+    pub fn refused(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.shed[i] + self.queue_full[i] + self.pool_unavailable[i])
     }
 
     /// Adds another window's counts to these.
@@ -40,6 +57,8 @@ impl OutcomeCounts {
             self.queued[i] += other.queued[i];
             self.rate_limited[i] += other.rate_limited[i];
             self.timed_out[i] += other.timed_out[i];
+            self.queue_full[i] += other.queue_full[i];
+            self.pool_unavailable[i] += other.pool_unavailable[i];
         }
     }
 }

@@ -32,10 +32,10 @@ impl Event {
                 };
                 match (from, to) {
                     (_, Level::Critical) => format!(
-                        "CRITICAL: {at} ({of}, {waiting} waiting) - Emergency measures: non-critical shed, standard queued, critical served first"
+                        "CRITICAL: {at} ({of}, {waiting} waiting) - Emergency measures: non-critical work deferred, standard queued, critical served first"
                     ),
                     (Level::Normal, Level::Warning) => format!(
-                        "{at} ({of}, {waiting} waiting) - Warning threshold: breaker open for non-critical routes, per-user limits tightened"
+                        "{at} ({of}, {waiting} waiting) - Warning threshold: non-critical work deferred, per-user limits tightened"
                     ),
                     (Level::Critical, Level::Warning) => {
                         format!("Recovered to {at} ({of}) - queued work draining")
@@ -45,27 +45,27 @@ impl Event {
                 }
             }
             EventKind::BreakerChanged { state } => match state {
-                BreakerState::Open => "Circuit breaker open for non-critical routes".to_string(),
+                BreakerState::Open => "Non-critical work deferred: it waits for its slots instead of going straight to the pool".to_string(),
                 BreakerState::HalfOpen => {
-                    "Circuit breaker half-open: non-critical routes let back in on a ramp"
+                    "Non-critical work coming back on a ramp"
                         .to_string()
                 }
                 BreakerState::Closed => {
-                    "Circuit breaker closed: non-critical routes fully served".to_string()
+                    "Non-critical work fully served again".to_string()
                 }
             },
             EventKind::RequestsSummary { window, counts } => {
                 let sum = |a: &[u64; 3]| a.iter().sum::<u64>();
                 format!(
-                    "Last {} ms: {} served, {} shed, {} queued, {} rate-limited, {} timed out (critical: {} served, {} shed)",
+                    "Last {} ms: {} served, {} refused (503), {} deferred, {} rate-limited, {} timed out (critical: {} served, {} refused)",
                     window.as_millis(),
                     sum(&counts.served),
-                    sum(&counts.shed),
+                    sum(&counts.refused()),
                     sum(&counts.queued),
                     sum(&counts.rate_limited),
                     sum(&counts.timed_out),
                     counts.served[Criticality::Critical.index()],
-                    counts.shed[Criticality::Critical.index()],
+                    counts.refused()[Criticality::Critical.index()],
                 )
             }
             EventKind::StatementTimedOut { class, route } => format!(

@@ -1,15 +1,17 @@
-//! Acquiring a connection through the guard: admission, the queue wait, `Pool::get` and the
-//! per-class session settings.
+//! Acquiring a connection through the guard: admission, the wait for a slot (bounded by the
+//! waiter's deadline), `Pool::get` and the per-class session settings.
 
 use super::inner::GuardInner;
 use crate::admission::{Admit, GuardedConn, SlotPermit};
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::limit::UserKey;
 use crate::metrics::Outcome;
-use crate::rejection::RejectionKind;
-use crate::{Criticality, Error};
+use crate::rejection::{Rejection, RejectionKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Who an acquisition is for: the user key (for fairness) and a route or caller label (for
 /// events). Both optional.
@@ -21,22 +23,60 @@ pub struct AcquireContext {
     pub route: Option<Arc<str>>,
 }
 
+/// What became of one acquisition, before it is counted.
+type Attempt = (Result<GuardedConn, Error>, Outcome);
+
 impl GuardInner {
+    /// Acquires a slot and a connection as `class`, starting by `deadline` or not at all.
+    ///
+    /// Runs inside an `acquire` span (target `poolguard`) whose fields `class`, `route`,
+    /// `outcome` and `wait_ms` say what happened.
     pub(super) async fn acquire(
         self: &Arc<Self>,
         class: Criticality,
         context: AcquireContext,
+        deadline: Instant,
     ) -> Result<GuardedConn, Error> {
         let started = Instant::now();
-        let (admit, effects) = self.lock().admit(class, context.user.clone(), started);
-        self.apply(effects);
+        let span = tracing::info_span!(
+            target: "poolguard",
+            "acquire",
+            class = class.as_str(),
+            route = context.route.as_deref().unwrap_or(""),
+            outcome = tracing::field::Empty,
+            wait_ms = tracing::field::Empty,
+        );
+        let (result, outcome) = self
+            .attempt(class, context, deadline, started)
+            .instrument(span.clone())
+            .await;
+        let wait = started.elapsed();
+        span.record("outcome", outcome.as_str());
+        span.record("wait_ms", wait.as_secs_f64() * 1000.0);
+        self.count(class, outcome);
+        if outcome == Outcome::Served {
+            self.metrics.acquire_wait(class, wait.as_secs_f64());
+        }
+        result
+    }
+
+    async fn attempt(
+        self: &Arc<Self>,
+        class: Criticality,
+        context: AcquireContext,
+        deadline: Instant,
+        started: Instant,
+    ) -> Attempt {
+        let user = context.user.clone();
+        let admit = self.change(|s, now| s.admit(class, user, deadline, now));
         let permit = match admit {
-            Admit::Granted => SlotPermit::new(self.clone()),
-            Admit::Rejected(kind) => {
-                self.count(class, Outcome::Shed);
-                return Err(Error::Rejected(self.rejection(kind, class)));
+            Admit::Granted => SlotPermit::new(self.clone(), class),
+            Admit::Rejected(mut refusal) => {
+                refusal.retry_after = self.book_return(class, refusal.retry_after);
+                return self.refused(class, refusal);
             }
             Admit::Enqueued { id, rx } => {
+                // Deferred: counted apart from the request's final outcome.
                 self.count(class, Outcome::Queued);
                 let waiting = QueuedWaiter {
                     inner: self,
@@ -45,19 +85,16 @@ impl GuardInner {
                     id,
                     enqueued: started,
                 };
-                let granted = tokio::time::timeout(self.config.max_queue_wait, rx).await;
+                let granted =
+                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx).await;
                 waiting.leave_queue();
                 match granted {
                     Ok(Ok(Ok(permit))) => permit,
-                    Ok(Ok(Err(kind))) => {
-                        self.count(class, Outcome::Shed);
-                        return Err(Error::Rejected(self.rejection(kind, class)));
-                    }
+                    // Its return was booked when it was refused.
+                    Ok(Ok(Err(refusal))) => return self.refused(class, refusal),
                     Ok(Err(_)) | Err(_) => {
-                        self.count(class, Outcome::TimedOut);
-                        return Err(Error::Rejected(
-                            self.rejection(RejectionKind::QueueTimeout, class),
-                        ));
+                        let rejection = self.rejection(RejectionKind::QueueTimeout, class);
+                        return (Err(Error::Rejected(rejection)), Outcome::TimedOut);
                     }
                 }
             }
@@ -70,10 +107,8 @@ impl GuardInner {
             Err(e) => {
                 tracing::warn!(target: "poolguard", error = %crate::error::describe_pool_error(&e), %class, "pool could not hand out a connection");
                 drop(permit);
-                self.count(class, Outcome::Shed);
-                return Err(Error::Rejected(
-                    self.rejection(RejectionKind::PoolUnavailable, class),
-                ));
+                let rejection = self.rejection(RejectionKind::PoolUnavailable, class);
+                return (Err(Error::Rejected(rejection)), Outcome::PoolUnavailable);
             }
         };
         let conn = GuardedConn::new(object, permit, class, context.route, context.user);
@@ -90,12 +125,27 @@ impl GuardInner {
             ));
         }
         if !session.is_empty() {
-            conn.batch_execute(&session).await?;
+            if let Err(e) = conn.batch_execute(&session).await {
+                return (Err(e), Outcome::PoolUnavailable);
+            }
         }
-        self.count(class, Outcome::Served);
-        self.metrics
-            .acquire_wait(class, started.elapsed().as_secs_f64());
-        Ok(conn)
+        (Ok(conn), Outcome::Served)
+    }
+
+    fn refused(&self, class: Criticality, refusal: crate::rejection::Refusal) -> Attempt {
+        let kind = refusal.kind;
+        let outcome = match kind {
+            RejectionKind::QueueFull => Outcome::QueueFull,
+            RejectionKind::QueueTimeout => Outcome::TimedOut,
+            RejectionKind::PoolUnavailable => Outcome::PoolUnavailable,
+            _ => Outcome::Shed,
+        };
+        let rejection = Rejection {
+            kind,
+            class,
+            retry_after: refusal.retry_after,
+        };
+        (Err(Error::Rejected(rejection)), outcome)
     }
 }
 
@@ -119,16 +169,16 @@ impl QueuedWaiter<'_> {
 
 impl Drop for QueuedWaiter<'_> {
     fn drop(&mut self) {
-        let effects = {
-            let mut state = self.inner.lock();
-            // Leaving the queue can lower the pressure.
-            state
-                .cancel(self.class, &self.user, self.id, self.enqueued)
-                .then(|| state.observe(Instant::now()))
-        };
-        if let Some(effects) = effects {
-            self.inner.apply(effects);
-        }
+        let (class, user, id, enqueued) = (self.class, &self.user, self.id, self.enqueued);
+        // Leaving the queue can lower the pressure.
+        self.inner.change(|state, now| {
+            let effects = if state.cancel(class, user, id, enqueued) {
+                state.observe(now)
+            } else {
+                Default::default()
+            };
+            ((), effects)
+        });
     }
 }
 

@@ -3,8 +3,7 @@
 use super::inner::GuardInner;
 use super::window::WindowCounts;
 use super::Guard;
-use crate::admission::AdmissionState;
-use crate::breaker::Breaker;
+use crate::admission::{AdmissionSettings, AdmissionState};
 use crate::events::EventBus;
 use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
@@ -13,7 +12,6 @@ use crate::{BuildError, GuardConfig, Level};
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 use tokio::sync::watch;
 
 /// Builds a [`Guard`]; [`build`](GuardBuilder::build) validates the configuration.
@@ -100,12 +98,20 @@ impl GuardBuilder {
             starvation: c.starvation_after,
         };
         let reserve = c.reserve_for(max_size);
-        let state = AdmissionState::new(
+        let settings = AdmissionSettings {
             max_size,
             reserve,
-            c.queue_depth,
-            LevelMachine::new(thresholds),
-        );
+            warning_utilization: c.warning_utilization,
+            queue_depth: c.queue_depth,
+            user_queue_depth: c.user_queue_depth,
+            ramp: c.breaker_ramp,
+        };
+        // Any varying value seeds the Retry-After jitter.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5EED);
+        let state = AdmissionState::new(settings, LevelMachine::new(thresholds), seed);
         let timeouts = Timeouts {
             wait: Some(c.pool_wait_timeout),
             create: Some(c.pool_create_timeout),
@@ -114,22 +120,27 @@ impl GuardBuilder {
         let metrics = GuardMetrics::register();
         metrics.pool_max.set(max_size as f64);
         let inner = Arc::new(GuardInner {
-            breaker: Breaker::new(c.breaker_ramp, Instant::now()),
             limits: UserLimiter::new(c.limits.clone()),
             state: Mutex::new(state),
             level: AtomicU8::new(Level::Normal.to_u8()),
             metrics,
             events: EventBus::new(self.event_capacity),
             window: WindowCounts::default(),
-            avg_hold_us: AtomicU64::new(0),
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
             pending_gets: AtomicUsize::new(0),
-            queued_hint: AtomicUsize::new(0),
-            capacity_hint: AtomicUsize::new(max_size.saturating_sub(reserve)),
+            estimates: Default::default(),
+            start_intervals: Default::default(),
+            returns: Default::default(),
+            epoch: std::time::Instant::now(),
+            breaker: AtomicU8::new(0),
+            jitter_seq: AtomicU64::new(seed),
             health_conn: tokio::sync::Mutex::new(None),
             tag_prefix: OnceLock::new(),
             headroom: Mutex::new(None),
+            #[cfg(feature = "redis")]
+            shared_limits: OnceLock::new(),
+            shared_queries: Default::default(),
             pool: self.pool,
             direct: self.direct,
             tls: self.tls,

@@ -16,12 +16,14 @@ use crate::events::{EventBus, EventSubscriber};
 use crate::identity::Identity;
 use crate::pool::{build_pool_as, PoolOptions};
 use crate::rejection::RejectionKind;
+use crate::single_flight::SharedRows;
 use crate::tls::{PgUrl, TlsConnector};
 use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
 
 /// Guards a deadpool-postgres pool: decides who gets a connection, when, and who is told to
 /// come back later. Cheap to clone; every clone is the same guard.
@@ -71,7 +73,7 @@ impl Guard {
         let (pool, pg, identity) = build_pool_as(pg, &tls, options)?;
         let mut builder = Guard::builder(pool)
             .direct_connection(pg)
-            .pool_resets_sessions(true)
+            .pool_resets_sessions(options.session_settings.owns_session())
             .tls(tls);
         builder.identity = Some(identity);
         Ok(builder)
@@ -90,11 +92,15 @@ impl Guard {
         self.inner.identity.as_ref()
     }
 
-    /// Acquires a connection as `class`, waiting in the priority queue if needed.
+    /// Acquires a connection as `class`, waiting in the priority queue if needed, for at most
+    /// [`max_queue_wait`](GuardConfig::max_queue_wait) (its deadline).
     ///
-    /// Returns [`Error::Rejected`] when the guard refuses (breaker open, queue full, waited
-    /// past `max_queue_wait`, pool unavailable). If the returned future is dropped while
-    /// waiting, the waiter leaves the queue and never runs.
+    /// Returns [`Error::Rejected`] when the guard refuses: at once when its expected start
+    /// (its place in the queue over the class's measured drain rate) lies past the deadline
+    /// or the queue is full, at the deadline when it was not started by then, or when the
+    /// pool cannot hand out a connection. The rejection's `retry_after` is the estimate plus
+    /// a bounded jitter. If the returned future is dropped while waiting, the waiter leaves
+    /// the queue and never runs.
     pub async fn acquire(&self, class: Criticality) -> Result<GuardedConn, Error> {
         self.acquire_with(class, AcquireContext::default()).await
     }
@@ -105,7 +111,82 @@ impl Guard {
         class: Criticality,
         context: AcquireContext,
     ) -> Result<GuardedConn, Error> {
-        self.inner.acquire(class, context).await
+        let deadline = Instant::now() + self.inner.config.max_queue_wait;
+        self.inner.acquire(class, context, deadline).await
+    }
+
+    /// [`acquire_with`](Guard::acquire_with), starting by `deadline` or not at all (the
+    /// layer passes the request's deadline: the route's, a trusted header's, or the
+    /// configured default).
+    pub async fn acquire_until(
+        &self,
+        class: Criticality,
+        context: AcquireContext,
+        deadline: Instant,
+    ) -> Result<GuardedConn, Error> {
+        self.inner.acquire(class, context, deadline).await
+    }
+
+    /// How many acquisitions were granted a slot since the guard was built. A waiter whose
+    /// caller left before its turn is never granted one, so it does not count here.
+    pub fn grants_total(&self) -> u64 {
+        self.inner.lock().grants_total()
+    }
+
+    /// Runs a read-only query for all identical concurrent callers at once: the first caller
+    /// acquires a connection as `class` and runs `sql` with `params`; callers asking the same
+    /// (same SQL, same parameters) while it runs wait for it, take no slot, and share its rows.
+    /// Different parameters never share; nothing is cached once the query returns. See
+    /// [`single_flight`](crate::single_flight).
+    ///
+    /// Only for statements without side effects: the rows of one execution go to everyone.
+    ///
+    /// ```no_run
+    /// # async fn widget(guard: poolguard::Guard, team: i64) -> Result<(), poolguard::Error> {
+    /// use poolguard::{AcquireContext, Criticality};
+    /// let rows = guard
+    ///     .query_shared(
+    ///         Criticality::NonCritical,
+    ///         AcquireContext::default(),
+    ///         "SELECT count(*) FROM tasks WHERE team = $1",
+    ///         &[&team],
+    ///     )
+    ///     .await?;
+    /// let open: i64 = rows[0].get(0);
+    /// # let _ = open; Ok(()) }
+    /// ```
+    pub async fn query_shared(
+        &self,
+        class: Criticality,
+        context: AcquireContext,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<SharedRows, Error> {
+        let deadline = Instant::now() + self.inner.config.max_queue_wait;
+        self.query_shared_until(class, context, deadline, sql, params)
+            .await
+    }
+
+    /// [`query_shared`](Guard::query_shared) whose acquisition (if this caller runs the
+    /// query) starts by `deadline`.
+    pub async fn query_shared_until(
+        &self,
+        class: Criticality,
+        context: AcquireContext,
+        deadline: Instant,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<SharedRows, Error> {
+        let key = crate::single_flight::key(sql, params);
+        let (rows, _ran) = self
+            .inner
+            .shared_queries
+            .run(key, || async {
+                let conn = self.inner.acquire(class, context, deadline).await?;
+                conn.query(sql, params).await
+            })
+            .await?;
+        Ok(rows)
     }
 
     /// The current level (an atomic read).
@@ -160,8 +241,9 @@ impl Guard {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The estimated time until a request refused for `kind` is worth retrying, from the
-    /// queue length at the last sample and the average hold time.
+    /// The estimated time until a refused non-critical request is worth retrying: when a
+    /// newcomer can expect to start (its place in the queue over the measured drain rate),
+    /// plus a bounded jitter; one second before anything was measured.
     pub fn retry_after(&self, kind: RejectionKind) -> Duration {
         self.inner.retry_after(kind)
     }

@@ -10,7 +10,8 @@ use crate::{Criticality, Level};
 pub struct GuardStatus {
     /// The pressure level.
     pub level: Level,
-    /// The state of the non-critical breaker.
+    /// The non-critical gate: open above Normal (non-critical work deferred, not sent straight
+    /// to the pool), half-open while its start ramp runs, closed otherwise.
     pub breaker: BreakerState,
     /// The pool's maximum size.
     pub max_size: usize,
@@ -47,17 +48,17 @@ impl GuardInner {
         let s = self.lock();
         GuardStatus {
             level: s.level(),
-            breaker: self.breaker.state(),
-            max_size: s.max_size,
+            breaker: s.breaker(std::time::Instant::now()),
+            max_size: s.max_size(),
             size: pool.size,
             available: pool.available,
             in_use: s.in_use(),
-            granted: s.granted,
+            granted: s.granted(),
             external: s.external,
             queued: s.queued(),
             queued_by_class: Criticality::ALL.map(|c| s.queued_of(c)),
             pool_waiting: pool.waiting,
-            reserve: s.reserve,
+            reserve: s.reserve(),
             utilization: s.pool_utilization(),
             server_utilization: s.server_utilization,
             peak_utilization: s.peak_utilization,

@@ -1,13 +1,13 @@
 //! [`WindowCounts`]: the outcome counters behind each `RequestsSummary` event.
 
+use crate::criticality::Criticality;
 use crate::events::OutcomeCounts;
 use crate::metrics::Outcome;
-use crate::Criticality;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Outcome counts since the last `RequestsSummary` event.
 #[derive(Debug, Default)]
-pub(super) struct WindowCounts([[AtomicU64; 3]; 5]);
+pub(super) struct WindowCounts([[AtomicU64; 3]; Outcome::COUNT]);
 
 impl WindowCounts {
     pub(super) fn add(&self, class: Criticality, outcome: Outcome) {
@@ -25,6 +25,8 @@ impl WindowCounts {
             queued: take(Outcome::Queued),
             rate_limited: take(Outcome::RateLimited),
             timed_out: take(Outcome::TimedOut),
+            queue_full: take(Outcome::QueueFull),
+            pool_unavailable: take(Outcome::PoolUnavailable),
         }
     }
 }

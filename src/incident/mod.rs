@@ -34,6 +34,8 @@ mod tests;
 
 pub use local::{impact_line, local_summary, subject};
 pub use model::{Action, Analysis, AnalysisKind, Impact, Incident};
-pub use pipeline::spawn_incident_pipeline;
+pub use pipeline::{spawn_incident_pipeline, spawn_incident_pipeline_with};
 pub use store::{IncidentStore, DEFAULT_STORE_CAPACITY};
-pub use tracker::{IncidentTracker, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_TIMELINE};
+pub use tracker::{
+    IncidentTracker, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_TIMELINE, DEFAULT_QUIET_PERIOD,
+};

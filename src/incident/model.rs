@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 pub enum Action {
     /// The Warning level tightened the per-user limits.
     LimitsTightened,
-    /// The non-critical breaker opened.
+    /// Non-critical work was deferred (the gate opened).
     BreakerOpened,
     /// The Critical level's emergency measures: standard work queued, critical served first.
     EmergencyMeasures,
@@ -46,7 +46,7 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::LimitsTightened => "Per-user rate limits tightened".into(),
-            Action::BreakerOpened => "Circuit breaker activated for non-critical endpoints".into(),
+            Action::BreakerOpened => "Non-critical endpoints deferred (queued, not refused)".into(),
             Action::EmergencyMeasures => {
                 "Emergency measures: standard work queued, critical work served first".into()
             }
@@ -82,9 +82,9 @@ impl Impact {
     fn total(a: &[u64; 3]) -> u64 {
         a.iter().sum()
     }
-    /// Requests answered 503.
+    /// Requests answered 503 (shed at once, queue full, pool unavailable).
     pub fn shed(&self) -> u64 {
-        Self::total(&self.counts.shed)
+        Self::total(&self.counts.refused())
     }
     /// Acquisitions that waited in the queue.
     pub fn queued(&self) -> u64 {

@@ -41,6 +41,7 @@ pub(crate) fn summary(
             queued,
             rate_limited: limited,
             timed_out,
+            ..OutcomeCounts::default()
         },
     }
 }
@@ -259,7 +260,7 @@ fn the_local_summary_reads_like_the_seed_alert() {
     let expected_lines = [
         "[AUTO-RESOLVED] Connection Pool Critical - System Self-Healed",
         "The system detected high connection pool usage (95%) at 09:40:20 UTC.",
-        "- Circuit breaker activated for non-critical endpoints",
+        "- Non-critical endpoints deferred (queued, not refused)",
         "- Rate limiting applied to the heaviest users",
         "System recovered automatically in 0.8 seconds.",
         "Impact: 5 shed (503), 10 queued, 2 rate-limited (429), 1 timed out. Critical requests were all served.",
@@ -329,4 +330,61 @@ fn watchdog_actions_and_their_routes_are_part_of_the_incident() {
         ]
     );
     assert_eq!(active.routes, vec!["/api/reports/activity".to_string()]);
+}
+
+fn quiet_tracker() -> IncidentTracker {
+    IncidentTracker::default().quiet_period(Duration::from_secs(10))
+}
+
+#[test]
+fn a_flap_inside_the_quiet_period_continues_the_same_incident() {
+    let mut t = quiet_tracker();
+    let events = [
+        at(0, level(Level::Normal, Level::Warning, 0.85)),
+        at(1_000, level(Level::Warning, Level::Normal, 0.70)),
+        at(3_000, level(Level::Normal, Level::Warning, 0.86)),
+        at(5_000, level(Level::Warning, Level::Normal, 0.60)),
+        at(
+            5_010,
+            EventKind::Recovered {
+                after: Duration::from_millis(2_000),
+                peak_utilization: 0.86,
+            },
+        ),
+    ];
+    for e in &events {
+        assert!(t.observe(e).is_none(), "closed too early at {:?}", e.kind);
+    }
+    // Normal since 5 s: not closed 9.9 s later, closed at 10 s, as of the return to Normal.
+    assert!(t
+        .close_if_quiet(t0() + Duration::from_millis(14_900))
+        .is_none());
+    let i = t
+        .close_if_quiet(t0() + Duration::from_millis(15_000))
+        .expect("quiet for 10 s");
+    assert_eq!(i.id, 1);
+    assert_eq!(i.closed_at, Some(t0() + Duration::from_secs(5)));
+    assert_eq!(i.recovery_time, Some(Duration::from_secs(5)));
+    let changes = i
+        .timeline
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::LevelChanged { .. }))
+        .count();
+    assert_eq!(changes, 4, "both flaps are in the one incident");
+    assert!(t.active().is_none());
+    assert!(t.close_if_quiet(t0() + Duration::from_secs(60)).is_none());
+}
+
+#[test]
+fn an_escalation_after_the_quiet_period_is_a_new_incident() {
+    let mut t = quiet_tracker();
+    t.observe(&at(0, level(Level::Normal, Level::Warning, 0.85)));
+    t.observe(&at(1_000, level(Level::Warning, Level::Normal, 0.70)));
+    // The next escalation comes 12 s later, before any tick: the first incident closes then.
+    let first = t
+        .observe(&at(13_000, level(Level::Normal, Level::Warning, 0.9)))
+        .expect("the quiet period had passed");
+    assert_eq!(first.id, 1);
+    assert_eq!(first.closed_at, Some(t0() + Duration::from_secs(1)));
+    assert_eq!(t.active().map(|i| i.id), Some(2));
 }

@@ -9,11 +9,18 @@ use std::time::{Duration, SystemTime};
 pub const DEFAULT_MAX_TIMELINE: usize = 64;
 /// Default quiet period after which an incident that never left Normal closes.
 pub const DEFAULT_IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// How long the level must stay Normal before the incident pipeline closes an incident
+/// ([`IncidentTracker::quiet_period`]); a re-escalation inside it continues the same incident.
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(10);
 
 /// Assembles events into incidents.
 ///
 /// An incident opens on the first event of [`Severity::Warning`] or above and closes when the
-/// level returns to Normal (`LevelChanged { to: Normal }` or `Recovered`). A
+/// level returns to Normal (`LevelChanged { to: Normal }` or `Recovered`) and stays there for
+/// the [quiet period](IncidentTracker::quiet_period): one episode that flaps is one incident.
+/// The quiet period is zero for a tracker built here (it closes on the return to Normal) and
+/// [`DEFAULT_QUIET_PERIOD`] in [`spawn_incident_pipeline`](super::spawn_incident_pipeline);
+/// time passing is fed in with [`IncidentTracker::close_if_quiet`]. A
 /// [`Severity::Failure`] event outside an incident becomes a one-event incident at once. An
 /// incident opened while the level stayed Normal (a lone statement timeout, say) closes once no
 /// event has arrived for the idle period, checked by [`IncidentTracker::close_if_idle`].
@@ -25,6 +32,13 @@ pub struct IncidentTracker {
     max_timeline: usize,
     idle_close: Duration,
     last_event_at: Option<SystemTime>,
+    quiet_period: Duration,
+    /// Since when the level has been Normal inside the active incident.
+    normal_since: Option<SystemTime>,
+    /// The longest `Recovered { after }` seen in the active incident.
+    recovered_after: Option<Duration>,
+    /// An incident closed while another event was being handled, handed out next.
+    pending: Option<Incident>,
 }
 
 impl Default for IncidentTracker {
@@ -43,7 +57,38 @@ impl IncidentTracker {
             max_timeline: max_timeline.max(2),
             idle_close,
             last_event_at: None,
+            quiet_period: Duration::ZERO,
+            normal_since: None,
+            recovered_after: None,
+            pending: None,
         }
+    }
+
+    /// Closes an incident only once the level has stayed Normal for `quiet`; a re-escalation
+    /// inside it continues the same incident. Zero closes on the return to Normal.
+    pub fn quiet_period(mut self, quiet: Duration) -> Self {
+        self.quiet_period = quiet;
+        self
+    }
+
+    /// Closes the active incident if the level has been Normal for the quiet period at `now`
+    /// (its close time is the return to Normal); also hands out an incident closed earlier
+    /// that was not returned yet.
+    pub fn close_if_quiet(&mut self, now: SystemTime) -> Option<Incident> {
+        if let Some(done) = self.pending.take() {
+            return Some(done);
+        }
+        let since = self.normal_since?;
+        let quiet = now.duration_since(since).unwrap_or_default() >= self.quiet_period;
+        if !quiet || self.level != Level::Normal {
+            return None;
+        }
+        let mut incident = self.active.take()?;
+        self.normal_since = None;
+        incident.closed_at = Some(since);
+        let span = since.duration_since(incident.opened_at).unwrap_or_default();
+        incident.recovery_time = Some(self.recovered_after.take().map_or(span, |a| span.max(a)));
+        Some(incident)
     }
 
     /// Numbers new incidents from `id` on (e.g. after the last one in a store).
@@ -57,8 +102,21 @@ impl IncidentTracker {
         self.active.as_ref()
     }
 
-    /// Feeds one event; returns the incident it closed, if any.
+    /// Feeds one event; returns the incident it closed, if any (one whose quiet period had
+    /// passed by the event's time is closed first).
     pub fn observe(&mut self, event: &Event) -> Option<Incident> {
+        let before = self.close_if_quiet(event.at);
+        let now = self.observe_event(event);
+        match (before, now) {
+            (Some(b), Some(n)) => {
+                self.pending = Some(n);
+                Some(b)
+            }
+            (b, n) => b.or(n),
+        }
+    }
+
+    fn observe_event(&mut self, event: &Event) -> Option<Incident> {
         self.last_event_at = Some(event.at);
         if let EventKind::LevelChanged { to, .. } = &event.kind {
             self.level = *to;
@@ -79,12 +137,27 @@ impl IncidentTracker {
         }
         let mut incident = self.active.take()?;
         self.apply(&mut incident, event);
-        let closes = match &event.kind {
-            EventKind::LevelChanged { to, .. } => *to == Level::Normal,
-            EventKind::Recovered { .. } => true,
+        let back_to_normal = match &event.kind {
+            EventKind::LevelChanged { to, .. } => {
+                if *to != Level::Normal {
+                    // A re-escalation inside the quiet period: the same incident goes on.
+                    self.normal_since = None;
+                }
+                *to == Level::Normal
+            }
+            EventKind::Recovered { after, .. } => {
+                self.recovered_after = Some(self.recovered_after.map_or(*after, |a| a.max(*after)));
+                // Recovered is the guard's word that the level is back at Normal.
+                self.level = Level::Normal;
+                true
+            }
             _ => false,
         };
-        if closes {
+        if back_to_normal && !self.quiet_period.is_zero() {
+            self.normal_since.get_or_insert(event.at);
+        }
+        if back_to_normal && self.quiet_period.is_zero() {
+            self.recovered_after = None;
             self.close(&mut incident, event);
             return Some(incident);
         }

@@ -1,6 +1,6 @@
 //! The response future of [`GuardService`](super::GuardService).
 
-use crate::limit::InFlightPermit;
+use crate::limit::check::{PendingCheck, UserPermit};
 use http::Response;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -8,40 +8,43 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project! {
-    /// Either the inner service's future (holding the caller's in-flight slot until it
-    /// completes or is dropped) or a rejection answered at once.
+    /// The inner service's future (holding the caller's in-flight slot until it completes
+    /// or is dropped), a rejection answered at once, or (with limits shared in Redis) a
+    /// per-user check that runs first and either admits the request or answers it.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B> {
-        Admitted {
-            #[pin]
-            future: F,
-            permit: Option<InFlightPermit>,
-        },
-        Rejected {
-            response: Option<Response<B>>,
-        },
+        future: Option<F>,
+        check: Option<PendingCheck>,
+        permit: Option<UserPermit>,
+        response: Option<Response<B>>,
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(future: F, permit: Option<InFlightPermit>) -> Self {
+    pub(crate) fn admitted(future: F, permit: Option<UserPermit>) -> Self {
         Self {
-            kind: Kind::Admitted { future, permit },
+            future: Some(future),
+            check: None,
+            permit,
+            response: None,
+        }
+    }
+
+    pub(crate) fn checking(check: PendingCheck, future: F) -> Self {
+        Self {
+            future: Some(future),
+            check: Some(check),
+            permit: None,
+            response: None,
         }
     }
 
     pub(crate) fn rejected(response: Response<B>) -> Self {
         Self {
-            kind: Kind::Rejected {
-                response: Some(response),
-            },
+            future: None,
+            check: None,
+            permit: None,
+            response: Some(response),
         }
     }
 }
@@ -55,21 +58,36 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: From<String>,
 {
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future, permit } => {
-                let out = std::task::ready!(future.poll(cx));
-                // The request is done: its in-flight slot is free now, not when the
-                // future is dropped later.
-                permit.take();
-                Poll::Ready(out)
+        let mut this = self.project();
+        if let Some(check) = this.check.as_mut() {
+            let verdict = std::task::ready!(check.as_mut().poll(cx));
+            *this.check = None;
+            match verdict {
+                Ok(permit) => *this.permit = Some(permit),
+                Err(rejection) => {
+                    this.future.set(None);
+                    return Poll::Ready(Ok(rejection.to_response()));
+                }
             }
-            KindProj::Rejected { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
         }
+        if let Some(response) = this.response.take() {
+            return Poll::Ready(Ok(response));
+        }
+        let future = this
+            .future
+            .as_mut()
+            .as_pin_mut()
+            .expect("ResponseFuture polled after completion");
+        let out = std::task::ready!(future.poll(cx));
+        // The request is done: its in-flight slot is free now, not when the future is
+        // dropped later.
+        this.permit.take();
+        this.future.set(None);
+        Poll::Ready(out)
     }
 }

@@ -1,11 +1,29 @@
 //! The tower layer that puts a route under the guard.
 //!
 //! For each request, in `call` (never in `poll_ready`, which axum does not use for
-//! backpressure): for non-critical routes the breaker first (503 + `Retry-After`, without
-//! touching the pool or spending the caller's quota), then the per-user limits (429 +
-//! `Retry-After` + `RateLimit-*`), then the route's class and the caller's key go into the request extensions, where the
-//! [`Conn`](crate::Conn) extractor and [`RequestContext`] readers find them. Rejections are
-//! responses, so the layer's error type stays the inner service's (`Infallible` for axum).
+//! backpressure): the request's deadline (the route's, a trusted header's, or the configured
+//! default), then a lock-free check that it can start by then (503 + `Retry-After` from the
+//! estimate otherwise, without touching the pool or spending the caller's quota), then the
+//! per-user limits (429 + `Retry-After` + `RateLimit-*`), then the route's class, the caller's
+//! key and the deadline go into the request extensions, where the [`Conn`](crate::Conn)
+//! extractor and [`RequestContext`] readers find them. Rejections are responses, so the layer's
+//! error type stays the inner service's (`Infallible` for axum).
+//!
+//! Non-critical requests are not shed by level: above Normal they are deferred (they wait in
+//! the lowest queue when they acquire) and refused only when their deadline cannot be met.
+//!
+//! ```no_run
+//! # use poolguard::Guard;
+//! # use std::time::Duration;
+//! # fn routes(guard: &Guard) {
+//! // Reports wait up to 10 s for a slot; a gateway in front may shorten that per request.
+//! let reports = guard
+//!     .non_critical()
+//!     .deadline(Duration::from_secs(10))
+//!     .deadline_header(http::HeaderName::from_static("x-request-deadline-ms"));
+//! # let _ = reports;
+//! # }
+//! ```
 
 mod future;
 mod service;
@@ -13,9 +31,14 @@ mod service;
 pub use future::ResponseFuture;
 pub use service::GuardService;
 
+use crate::criticality::Criticality;
+use crate::guard::Guard;
 use crate::limit::{DefaultKeyExtractor, KeyExtractor, UserKey};
-use crate::{Criticality, Guard};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest deadline a trusted header may ask for.
+pub const MAX_HEADER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Wraps a service so its requests are admitted by the guard as one [`Criticality`].
 ///
@@ -26,12 +49,18 @@ pub struct GuardLayer {
     pub(crate) guard: Guard,
     pub(crate) class: Criticality,
     pub(crate) extractor: Arc<dyn KeyExtractor>,
+    /// The route's deadline; `None` uses the configured `max_queue_wait`.
+    pub(crate) deadline: Option<Duration>,
+    /// A request header (milliseconds) the application trusts to set the deadline.
+    pub(crate) deadline_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for GuardLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuardLayer")
             .field("class", &self.class)
+            .field("deadline", &self.deadline)
+            .field("deadline_header", &self.deadline_header)
             .finish_non_exhaustive()
     }
 }
@@ -43,6 +72,44 @@ impl GuardLayer {
     pub fn key_extractor(mut self, extractor: impl KeyExtractor) -> Self {
         self.extractor = Arc::new(extractor);
         self
+    }
+
+    /// The longest a request of this route waits for a slot (default: the configured
+    /// [`max_queue_wait`](crate::GuardConfig::max_queue_wait)). A request whose expected start
+    /// lies past it is answered 503 at once with an honest `Retry-After`; none is started
+    /// after it. Zero is raised to one millisecond.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Lets a request header set its own deadline, in milliseconds from its arrival (for
+    /// example one a gateway in front writes from the client's remaining budget). Only for a
+    /// header the application trusts: whoever sets it chooses how long the request may
+    /// wait. Values are clamped to `1..=`[`MAX_HEADER_DEADLINE`]; a missing or unreadable
+    /// value falls back to the route's deadline.
+    #[must_use]
+    pub fn deadline_header(mut self, header: http::HeaderName) -> Self {
+        self.deadline_header = Some(header);
+        self
+    }
+
+    /// The deadline of a request that arrived `now` with `headers`.
+    pub(crate) fn deadline_for(&self, headers: &http::HeaderMap, now: Instant) -> Instant {
+        let route = self
+            .deadline
+            .unwrap_or(self.guard.inner.config.max_queue_wait);
+        let from_header = self
+            .deadline_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|ms| {
+                Duration::from_millis(ms).clamp(Duration::from_millis(1), MAX_HEADER_DEADLINE)
+            });
+        now + from_header.unwrap_or(route)
     }
 }
 
@@ -63,6 +130,8 @@ pub struct RequestContext {
     pub user: Option<UserKey>,
     /// The guard.
     pub guard: Guard,
+    /// The request must be given a connection by then, or it is answered 503.
+    pub deadline: Instant,
 }
 
 impl Guard {
@@ -72,6 +141,8 @@ impl Guard {
             guard: self.clone(),
             class,
             extractor: Arc::new(DefaultKeyExtractor::new(self.config().limits.max_key_len)),
+            deadline: None,
+            deadline_header: None,
         }
     }
 
@@ -86,8 +157,9 @@ impl Guard {
         self.layer(Criticality::Standard)
     }
 
-    /// A layer for non-critical routes: answered 503 at once while the pool is under
-    /// pressure, let back in on a ramp after recovery.
+    /// A layer for non-critical routes: they use the slots that keep the pool under the
+    /// warning line; under pressure they are deferred and started as slots free, and
+    /// answered 503 (with an honest `Retry-After`) only when their deadline cannot be met.
     pub fn non_critical(&self) -> GuardLayer {
         self.layer(Criticality::NonCritical)
     }

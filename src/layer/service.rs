@@ -1,10 +1,9 @@
 //! The service made by [`GuardLayer`].
 
 use super::{GuardLayer, RequestContext, ResponseFuture};
-use crate::events::{Event, EventKind};
+use crate::criticality::Criticality;
+use crate::limit::check::{check_user, LimitCheck};
 use crate::metrics::Outcome;
-use crate::rejection::RejectionKind;
-use crate::Criticality;
 use http::{Request, Response};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -40,41 +39,45 @@ where
         let class = self.layer.class;
         let guard = &self.layer.guard;
         let inner = &guard.inner;
-        let level = inner.level();
+        let now = Instant::now();
+        let deadline = self.layer.deadline_for(req.headers(), now);
 
-        // The breaker first: a shed request costs no lock and spends none of the caller's
-        // quota.
-        if class == Criticality::NonCritical {
-            let (admitted, change) = inner.breaker.admit(level, Instant::now());
-            if let Some(state) = change {
-                inner
-                    .events
-                    .publish(Event::now(EventKind::BreakerChanged { state }));
-            }
-            if !admitted {
-                inner.count(class, Outcome::Shed);
-                let rejection = inner.rejection(RejectionKind::Shed, class);
-                return ResponseFuture::rejected(rejection.to_response());
-            }
+        // A request that cannot start before its deadline is told at once: no lock, no
+        // pool, none of the caller's quota spent.
+        if let Some(rejection) = inner.deadline_refusal(class, deadline, now) {
+            inner.count(class, Outcome::Shed);
+            return ResponseFuture::rejected(rejection.to_response());
         }
 
-        // An outer guard layer already checked the caller's limits: only the class changes.
+        // An outer guard layer already checked the caller's limits: only the class and the
+        // deadline change.
         let permit = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
+                ctx.deadline = deadline;
                 None
             }
             None => {
+                let level = inner.level();
                 let user = self
                     .layer
                     .extractor
                     .extract(req.headers(), req.extensions());
-                let permit = match &user {
-                    Some(key) => match inner.limits.check(key, level, class) {
-                        Ok(permit) => Some(permit),
-                        Err(rejection) => {
+                // Non-critical work is bounded by its slot budget, its deadline and each
+                // user's share of its queue: a dashboard's widgets are deferred, not refused
+                // by the per-user caps that protect the other routes.
+                let limited = user.as_ref().filter(|_| class != Criticality::NonCritical);
+                let mut pending = None;
+                let permit = match limited {
+                    Some(key) => match check_user(inner, key, level, class) {
+                        LimitCheck::Ready(Ok(permit)) => Some(permit),
+                        LimitCheck::Ready(Err(rejection)) => {
                             inner.count(class, Outcome::RateLimited);
                             return ResponseFuture::rejected(rejection.to_response());
+                        }
+                        LimitCheck::Pending(check) => {
+                            pending = Some(check);
+                            None
                         }
                     },
                     None => None,
@@ -83,7 +86,13 @@ where
                     class,
                     user,
                     guard: guard.clone(),
+                    deadline,
                 });
+                if let Some(check) = pending {
+                    // The inner future is made now but first polled once the check admits
+                    // the request (axum's handlers do nothing before they are polled).
+                    return ResponseFuture::checking(check, self.inner.call(req));
+                }
                 permit
             }
         };

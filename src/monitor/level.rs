@@ -13,9 +13,11 @@ pub enum Level {
     /// Everything is served.
     #[default]
     Normal,
-    /// The breaker is open for non-critical routes and per-user limits are tightened.
+    /// Non-critical work is deferred (it waits for its slots instead of going straight to
+    /// the pool) and per-user limits are tightened.
     Warning,
-    /// Only the reserve is left: standard work queues, critical work is served first.
+    /// Only the reserve is left: standard work queues, critical work is served first, and
+    /// non-critical work beyond what already runs waits for the level to fall.
     Critical,
 }
 
@@ -80,9 +82,11 @@ pub struct Thresholds {
 pub struct Pressure {
     /// The highest of pool utilization and server-wide utilization, in `[0, 1]`.
     pub utilization: f64,
-    /// Acquisitions waiting for a slot.
+    /// Acquisitions waiting for a slot, deferred non-critical ones included (they keep the
+    /// level at Warning).
     pub waiting: usize,
-    /// How long the oldest waiter has waited.
+    /// How long the oldest critical or standard waiter has waited (deferred non-critical
+    /// work never counts as starvation).
     pub oldest_wait: Duration,
 }
 

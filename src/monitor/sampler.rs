@@ -26,7 +26,7 @@ pub(crate) async fn run_sampler(guard: WeakInner) {
             return;
         };
         let now = Instant::now();
-        inner.sample(now);
+        inner.sample();
         if now.duration_since(last_summary) >= SUMMARY_EVERY {
             inner.summarize(now.duration_since(last_summary));
             last_summary = now;

@@ -1,5 +1,7 @@
 //! Deduplication: incidents with the same signature within a window are analysed once; later
-//! ones point at the first. Pure: time is passed in.
+//! ones point at the first. [`Dedupe`] is pure (time is passed in) and per process;
+//! [`SharedDedupe`] (feature `redis`) makes it one analysis per incident across every
+//! replica, with the local one as its fallback.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -63,6 +65,134 @@ impl Dedupe {
     /// Incidents skipped as duplicates.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
+    }
+}
+
+/// Dedupe across replicas (feature `redis`): the first replica to claim an incident
+/// signature in Redis (`SET key NX PX window`) analyses it, every other replica within the
+/// window reports it as a duplicate. When Redis cannot be reached within
+/// [`SharedDedupe::TIMEOUT`], the reporter's local [`Dedupe`] decides instead (each replica
+/// then analyses its own copy once), and the fallback is counted.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub struct SharedDedupe {
+    client: redis::Client,
+    connection: std::sync::Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>>,
+    key_prefix: String,
+    instance: String,
+    fallbacks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for SharedDedupe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDedupe")
+            .field("key_prefix", &self.key_prefix)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl SharedDedupe {
+    /// The longest one decision waits for Redis.
+    pub const TIMEOUT: Duration = Duration::from_millis(500);
+
+    /// Dedupe in the Redis at `url`, keys under `key_prefix` (e.g. `"poolguard:"`),
+    /// claims made as `instance`. Connects on first use. Fails on an invalid URL.
+    pub fn new(
+        url: &str,
+        key_prefix: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Result<Self, crate::BuildError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| crate::BuildError::field("redis.url", e.to_string()))?;
+        Ok(Self {
+            client,
+            connection: Default::default(),
+            key_prefix: key_prefix.into(),
+            instance: instance.into(),
+            fallbacks: Default::default(),
+        })
+    }
+
+    /// Decisions the local dedupe made because Redis could not be reached.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Decides for incident `id` with `signature` at `now`, in Redis, or in `local` when
+    /// Redis does not answer in time. A zero window turns deduplication off.
+    pub async fn check(
+        &self,
+        local: &mut Dedupe,
+        signature: &str,
+        id: u64,
+        now: SystemTime,
+    ) -> DedupeDecision {
+        if local.window.is_zero() {
+            return local.check(signature, id, now);
+        }
+        match tokio::time::timeout(Self::TIMEOUT, self.claim(signature, id, local.window)).await {
+            Ok(Ok(decision)) => {
+                match decision {
+                    DedupeDecision::Analyse => local.analysed += 1,
+                    DedupeDecision::Duplicate { .. } => local.duplicates += 1,
+                }
+                decision
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer in time".into(),
+                };
+                tracing::warn!(target: "poolguard::report", incident = id, "shared dedupe unavailable ({why}): deciding locally");
+                self.fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                local.check(signature, id, now)
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        signature: &str,
+        id: u64,
+        window: Duration,
+    ) -> redis::RedisResult<DedupeDecision> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| {
+                let settings = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Self::TIMEOUT)
+                    .set_response_timeout(Self::TIMEOUT)
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), settings)
+            })
+            .await?;
+        let mut connection = connection.clone();
+        let key = format!("{}incident:{signature}", self.key_prefix);
+        let mut claim = redis::cmd("SET");
+        claim
+            .arg(&key)
+            .arg(format!("{id}@{}", self.instance))
+            .arg("NX")
+            .arg("PX")
+            .arg(window.as_millis() as u64);
+        let claimed: Option<String> = claim.query_async(&mut connection).await?;
+        if claimed.is_some() {
+            return Ok(DedupeDecision::Analyse);
+        }
+        let first: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        let of = first
+            .as_deref()
+            .and_then(|v| v.split('@').next()?.parse().ok())
+            .unwrap_or(0);
+        tracing::info!(target: "poolguard::report", incident = id, first = first.as_deref().unwrap_or("?"), "incident already analysed by a replica");
+        Ok(DedupeDecision::Duplicate { of })
     }
 }
 

@@ -47,6 +47,8 @@ mod summary;
 mod tests;
 
 pub use budget::{Budget, BudgetConfig, BudgetLimit};
+#[cfg(feature = "redis")]
+pub use dedupe::SharedDedupe;
 pub use dedupe::{Dedupe, DedupeDecision, DEFAULT_DEDUPE_WINDOW};
 #[cfg(feature = "llm")]
 pub use llm::{Completion, LlmClient, LlmConfig, LlmError};

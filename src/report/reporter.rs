@@ -71,6 +71,8 @@ pub struct ReporterBuilder {
     sinks: Vec<Box<dyn Sink>>,
     #[cfg(feature = "llm")]
     llm: Option<super::llm::LlmClient>,
+    #[cfg(feature = "redis")]
+    shared_dedupe: Option<super::dedupe::SharedDedupe>,
 }
 
 impl std::fmt::Debug for ReporterBuilder {
@@ -105,6 +107,14 @@ impl ReporterBuilder {
         self
     }
 
+    /// Dedupes incidents across replicas in Redis (one analysis per incident cluster-wide),
+    /// with the local dedupe as the fallback while Redis is unreachable.
+    #[cfg(feature = "redis")]
+    pub fn shared_dedupe(mut self, dedupe: super::dedupe::SharedDedupe) -> Self {
+        self.shared_dedupe = Some(dedupe);
+        self
+    }
+
     /// Compiles the redaction rules and spawns the background task. Must be called inside a
     /// Tokio runtime. Fails only on an invalid `redact_patterns` entry.
     pub fn spawn(self) -> Result<(Reporter, JoinHandle<()>), PatternError> {
@@ -120,6 +130,8 @@ impl ReporterBuilder {
             sinks: self.sinks,
             #[cfg(feature = "llm")]
             llm: self.llm,
+            #[cfg(feature = "redis")]
+            shared_dedupe: self.shared_dedupe,
             counters: counters.clone(),
         };
         let handle = tokio::spawn(worker.run(rx));
@@ -136,6 +148,8 @@ impl Reporter {
             sinks: Vec::new(),
             #[cfg(feature = "llm")]
             llm: None,
+            #[cfg(feature = "redis")]
+            shared_dedupe: None,
         }
     }
 
@@ -165,6 +179,8 @@ struct Worker {
     sinks: Vec<Box<dyn Sink>>,
     #[cfg(feature = "llm")]
     llm: Option<super::llm::LlmClient>,
+    #[cfg(feature = "redis")]
+    shared_dedupe: Option<super::dedupe::SharedDedupe>,
     counters: Arc<Counters>,
 }
 
@@ -189,7 +205,19 @@ impl Worker {
     async fn handle(&mut self, mut incident: Incident) {
         let now = incident.closed_at.unwrap_or(incident.opened_at);
         let summary = local::local_summary(&incident);
-        let a = match self.dedupe.check(&incident.signature(), incident.id, now) {
+        let signature = incident.signature();
+        #[cfg(feature = "redis")]
+        let decision = match &self.shared_dedupe {
+            Some(shared) => {
+                shared
+                    .check(&mut self.dedupe, &signature, incident.id, now)
+                    .await
+            }
+            None => self.dedupe.check(&signature, incident.id, now),
+        };
+        #[cfg(not(feature = "redis"))]
+        let decision = self.dedupe.check(&signature, incident.id, now);
+        let a = match decision {
             DedupeDecision::Duplicate { of } => {
                 self.counters.inc(6, 1);
                 Analysis {

@@ -132,6 +132,40 @@ pub(crate) enum Signal {
     TerminateIdle,
 }
 
+impl Signal {
+    /// The action's name in spans: `cancel_query`, `terminate_query`, `terminate_idle`.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Signal::CancelQuery => "cancel_query",
+            Signal::TerminateQuery => "terminate_query",
+            Signal::TerminateIdle => "terminate_idle",
+        }
+    }
+}
+
+/// The span around one watchdog action, with the fields people filter on: the action, the
+/// backend's pid, class, route and query fingerprint, how long it had run (or idled), whether
+/// this is a dry run, and (recorded once known) the outcome.
+pub(crate) fn action_span(
+    signal: Signal,
+    info: &crate::events::BackendInfo,
+    elapsed: Duration,
+    dry_run: bool,
+) -> tracing::Span {
+    tracing::info_span!(
+        target: "poolguard::watchdog",
+        "watchdog_action",
+        action = signal.as_str(),
+        pid = info.pid,
+        class = info.class.map(|c| c.as_str()),
+        route = info.route.as_deref(),
+        fingerprint = %info.fingerprint,
+        elapsed_ms = elapsed.as_millis() as u64,
+        dry_run,
+        outcome = tracing::field::Empty,
+    )
+}
+
 /// Sends `signal` to `backend` if it is still in the state the decision was made on.
 pub(crate) async fn send(client: &Client, signal: Signal, backend: &Backend) -> ActionOutcome {
     let (sql, at) = match signal {

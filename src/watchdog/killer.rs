@@ -11,6 +11,7 @@ use crate::metrics::{BACKENDS_TERMINATED, QUERIES_CANCELLED};
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 use tokio_postgres::Client;
+use tracing::Instrument;
 
 /// One query the killer acted on, keyed by pid and `query_start`.
 type QueryKey = (i32, SystemTime);
@@ -82,12 +83,16 @@ impl SlowQueryKiller {
         key: QueryKey,
         signal: Signal,
     ) {
+        let info = tag::describe(backend, inner);
+        let span = activity::action_span(signal, &info, backend.running, config.dry_run);
         let outcome = if config.dry_run {
             ActionOutcome::DryRun
         } else {
-            activity::send(client, signal, backend).await
+            activity::send(client, signal, backend)
+                .instrument(span.clone())
+                .await
         };
-        let info = tag::describe(backend, inner);
+        span.record("outcome", outcome.as_str());
         let running = backend.running;
         let kind = match signal {
             Signal::CancelQuery => {

@@ -14,6 +14,7 @@ use crate::metrics::BACKENDS_TERMINATED;
 use std::collections::HashSet;
 use std::time::SystemTime;
 use tokio_postgres::Client;
+use tracing::Instrument;
 
 /// Remembers what it reported in dry run, so each idle session is reported once.
 #[derive(Debug, Default)]
@@ -49,12 +50,22 @@ impl IdleReaper {
                 return;
             }
             *budget -= 1;
+            let info = tag::describe(backend, inner);
+            let span = activity::action_span(
+                Signal::TerminateIdle,
+                &info,
+                backend.in_state,
+                config.dry_run,
+            );
             let outcome = if config.dry_run {
                 self.reported.insert((backend.pid, since));
                 ActionOutcome::DryRun
             } else {
-                activity::send(client, Signal::TerminateIdle, backend).await
+                activity::send(client, Signal::TerminateIdle, backend)
+                    .instrument(span.clone())
+                    .await
             };
+            span.record("outcome", outcome.as_str());
             if outcome == ActionOutcome::Done {
                 metrics::counter!(BACKENDS_TERMINATED, "reason" => "idle_in_transaction")
                     .increment(1);
@@ -65,7 +76,7 @@ impl IdleReaper {
             inner
                 .events
                 .publish(Event::now(EventKind::IdleInTransactionReaped {
-                    backend: tag::describe(backend, inner),
+                    backend: info,
                     idle: backend.in_state,
                     outcome,
                 }));

@@ -1,0 +1,176 @@
+//! In-process tallies the dashboard reads: cumulative request counts by outcome and class, and
+//! latency sketches of acquire wait and hold time by class. Lock-free counters, one atomic add
+//! per recording; readers take differences between two reads.
+
+// Only the dashboard (feature `admin`) reads them.
+#![cfg_attr(not(feature = "admin"), allow(dead_code))]
+
+use super::Outcome;
+use crate::Criticality;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Room for every outcome: more slots than the enum has variants, so an outcome added later
+/// is counted without touching this file.
+const OUTCOME_SLOTS: usize = 16;
+
+/// Buckets of a [`LatencySketch`].
+pub(crate) const SKETCH_BUCKETS: usize = 46;
+/// The upper bound of the first bucket, in seconds (100 µs).
+const FIRST_BOUND: f64 = 0.000_1;
+/// Each bucket's bound is `sqrt(2)` times the previous one: 100 µs to about 10 minutes.
+const GROWTH_LOG2: f64 = 0.5;
+
+/// The upper bound of bucket `i`, in seconds. The last bucket has no upper bound.
+pub(crate) fn bucket_bound(i: usize) -> f64 {
+    FIRST_BOUND * (i as f64 * GROWTH_LOG2).exp2()
+}
+
+fn bucket_of(secs: f64) -> usize {
+    if secs.is_nan() || secs <= FIRST_BOUND {
+        return 0;
+    }
+    let i = ((secs / FIRST_BOUND).log2() / GROWTH_LOG2).ceil() as usize;
+    i.min(SKETCH_BUCKETS - 1)
+}
+
+/// A cumulative histogram of durations on fixed log-spaced buckets.
+#[derive(Debug)]
+pub(crate) struct LatencySketch([AtomicU64; SKETCH_BUCKETS]);
+
+impl Default for LatencySketch {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl LatencySketch {
+    pub(crate) fn record(&self, secs: f64) {
+        self.0[bucket_of(secs)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cumulative count of every bucket.
+    pub(crate) fn read(&self) -> [u64; SKETCH_BUCKETS] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// The `q` quantile (`0..=1`) of the counts `now - before`, in seconds, interpolated linearly
+/// inside its bucket as Prometheus' `histogram_quantile` does. `None` when nothing was recorded
+/// in between.
+pub(crate) fn quantile(
+    before: &[u64; SKETCH_BUCKETS],
+    now: &[u64; SKETCH_BUCKETS],
+    q: f64,
+) -> Option<f64> {
+    let delta: [u64; SKETCH_BUCKETS] = std::array::from_fn(|i| now[i].saturating_sub(before[i]));
+    let total: u64 = delta.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0u64;
+    for (i, &n) in delta.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        if (seen + n) as f64 >= rank {
+            let low = if i == 0 { 0.0 } else { bucket_bound(i - 1) };
+            let high = bucket_bound(i);
+            let within = ((rank - seen as f64) / n as f64).clamp(0.0, 1.0);
+            return Some(low + (high - low) * within);
+        }
+        seen += n;
+    }
+    Some(bucket_bound(SKETCH_BUCKETS - 1))
+}
+
+/// What one guard counted since it was built.
+#[derive(Debug, Default)]
+pub(crate) struct Tallies {
+    /// Requests, indexed `[outcome][class]`.
+    requests: [[AtomicU64; 3]; OUTCOME_SLOTS],
+    /// The label of each outcome slot, set the first time it is counted.
+    names: [OnceLock<&'static str>; OUTCOME_SLOTS],
+    /// Acquire wait by class.
+    pub(crate) wait: [LatencySketch; 3],
+    /// Hold time by class.
+    pub(crate) hold: [LatencySketch; 3],
+}
+
+impl Tallies {
+    pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
+        let slot = outcome as usize;
+        debug_assert!(slot < OUTCOME_SLOTS, "more outcomes than tally slots");
+        if let (Some(row), Some(name)) = (self.requests.get(slot), self.names.get(slot)) {
+            name.get_or_init(|| outcome.as_str());
+            row[class.index()].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every outcome counted so far, by its metric label, with its cumulative counts by class
+    /// (indexed non-critical, standard, critical), in the order of the outcome enum. An
+    /// outcome appears once it happened, and then stays.
+    pub(crate) fn requests(&self) -> Vec<(&'static str, [u64; 3])> {
+        self.names
+            .iter()
+            .zip(&self.requests)
+            .filter_map(|(name, row)| {
+                let name = *name.get()?;
+                Some((name, [0, 1, 2].map(|c| row[c].load(Ordering::Relaxed))))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_fall_in_the_bucket_of_the_recorded_values() {
+        let s = LatencySketch::default();
+        let before = s.read();
+        for _ in 0..98 {
+            s.record(0.010);
+        }
+        s.record(0.500);
+        s.record(0.500);
+        let now = s.read();
+        let p50 = quantile(&before, &now, 0.5).unwrap();
+        let p99 = quantile(&before, &now, 0.99).unwrap();
+        assert!((0.007..=0.0115).contains(&p50), "{p50}");
+        assert!((0.35..=0.71).contains(&p99), "{p99}");
+        assert_eq!(quantile(&now, &now, 0.5), None);
+    }
+
+    #[test]
+    fn extremes_land_in_the_first_and_last_bucket() {
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(1e9), SKETCH_BUCKETS - 1);
+        assert!(bucket_bound(SKETCH_BUCKETS - 1) > 300.0);
+        for secs in [0.0002, 0.003, 0.2, 4.0] {
+            let i = bucket_of(secs);
+            assert!(
+                secs <= bucket_bound(i) && secs > bucket_bound(i - 1),
+                "{secs}"
+            );
+        }
+    }
+
+    #[test]
+    fn outcomes_are_listed_by_name_once_counted() {
+        let t = Tallies::default();
+        assert!(t.requests().is_empty());
+        t.request(Criticality::Critical, Outcome::Shed);
+        t.request(Criticality::Critical, Outcome::Served);
+        t.request(Criticality::NonCritical, Outcome::Shed);
+        let listed = t.requests();
+        assert_eq!(
+            listed,
+            [("served", [0, 0, 1]), ("shed", [1, 0, 1])],
+            "in enum order, by label"
+        );
+    }
+}
