@@ -79,7 +79,9 @@ pub struct GuardConfig {
     /// and its connection checked before reuse. `statement_timeout` is enforced by the
     /// server, which never sees a query lost in a stalled network; this is not. `None` (the
     /// default) is the connection's `statement_timeout` (the class override if larger) plus
-    /// [`QUERY_DEADLINE_MARGIN`], or 32 s when the guard does not know the timeout.
+    /// [`QUERY_DEADLINE_MARGIN`], or 32 s when the guard does not know the timeout (it reads
+    /// it from the startup options, so behind a pooler, where the session settings are sent
+    /// otherwise, set it explicitly).
     #[serde(with = "crate::config::opt_millis")]
     pub query_deadline: Option<Duration>,
     /// When the level falls from Critical, non-critical work's share of its slots grows from
