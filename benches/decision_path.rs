@@ -79,7 +79,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut critical = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     group.bench_function("poolguard_admit_critical", |b| {
         b.to_async(&rt).iter(|| {
@@ -89,7 +89,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut non_critical = ServiceBuilder::new()
-        .layer(guard.non_critical())
+        .layer(guard.non_critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     // Under pressure a report is deferred, not shed: the layer only checks (without a lock)
     // that it can still start before its deadline, and passes it on.
@@ -189,3 +189,11 @@ criterion_group! {
     targets = layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);
+
+/// The benchmark's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
+}

@@ -77,6 +77,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
             kill_after: s.kill_after,
             ..Default::default()
         },
+        trust_user_header: s.trust_user_header,
         instance: s.instance.clone(),
         watchdog_url: s.watchdog_url.clone(),
         tls: db.tls(),
