@@ -86,10 +86,11 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     app::prepare_schema(&db.connect().await?).await?;
     let app = app::build(db.pg_config(), &options, metrics).await?;
     let observability = match &app.guard {
-        Some(guard) => Some(observability::attach(
+        Some(guard) => Some(observability::attach_shared(
             guard,
             true,
             poolguard::incident::DEFAULT_QUIET_PERIOD,
+            s.redis.as_deref(),
         )?),
         None => None,
     };
