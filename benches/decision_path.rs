@@ -89,7 +89,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut critical = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     group.bench_function("poolguard_admit_critical", |b| {
         b.to_async(&rt).iter(|| {
@@ -99,7 +99,7 @@ fn layer_path(c: &mut Criterion) {
     });
 
     let mut non_critical = ServiceBuilder::new()
-        .layer(guard.non_critical())
+        .layer(guard.non_critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(ok));
     // Under pressure a report is deferred, not shed: the layer only checks (without a lock)
     // that it can still start before its deadline, and passes it on.
@@ -227,7 +227,7 @@ fn whole_decision(c: &mut Criterion) {
         })
     });
     let mut guarded = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(with_slot));
     group.bench_function("admitted", |b| {
         b.iter(|| {
@@ -259,7 +259,12 @@ fn whole_decision(c: &mut Criterion) {
     });
     shed_guard.report_server_utilization(1.0);
     let mut shed = ServiceBuilder::new()
-        .layer(shed_guard.non_critical().deadline(Duration::from_millis(1)))
+        .layer(
+            shed_guard
+                .non_critical()
+                .deadline(Duration::from_millis(1))
+                .key_extractor(trusted_user_header()),
+        )
         .service(tower::service_fn(with_slot));
     group.bench_function("shed", |b| {
         b.iter(|| {
@@ -315,7 +320,7 @@ fn decision_threads(c: &mut Criterion) {
     let guard = offline_guard(&rt);
     let bare = tower::service_fn(ok);
     let guarded = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(with_slot));
     let mut group = c.benchmark_group("decision_threads");
     for threads in [1, 2, 4, 8] {
@@ -338,3 +343,11 @@ criterion_group! {
     targets = whole_decision, decision_threads, layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);
+
+/// The benchmark's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
+}

@@ -131,7 +131,7 @@ fn main() {
         let guarded_addr = common::serve(
             Router::new()
                 .route("/q", get(guarded))
-                .route_layer(guard.standard()),
+                .route_layer(guard.standard().key_extractor(trusted_user_header())),
         )
         .await;
         // Warm both pools.
@@ -168,4 +168,12 @@ fn main() {
         drop(guard);
         drop(cluster);
     });
+}
+
+/// The benchmark's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
 }

@@ -82,13 +82,27 @@ impl IntoResponse for Error {
             }
             Error::StatementTimeout(_) => "statement_timeout",
             Error::Db(_) => "database_error",
+            Error::QueryDeadline { .. } => "query_deadline",
+            Error::ConnectionLost(_) => "connection_lost",
             Error::MissingLayer => "route_not_guarded",
         };
         if let Error::Db(e) = &self {
-            tracing::warn!(target: "poolguard", error = %e, "database error answered 500");
+            tracing::warn!(target: "poolguard", error = %error::describe_db_error(e), "database error answered 500");
+        }
+        if let Error::ConnectionLost(e) = &self {
+            tracing::warn!(target: "poolguard", error = %error::describe_db_error(e), "connection lost under a query; answered 503");
         }
         let body = serde_json::json!({ "error": reason });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }
 

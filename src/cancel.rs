@@ -7,7 +7,7 @@
 //! request until the other side closes it (both PostgreSQL and PgBouncer do once the cancel is
 //! dealt with), or a short bound passes.
 
-use crate::tls::TlsConnector;
+use crate::tls::{SslMode, TlsConnector};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,15 +18,22 @@ use tokio_postgres::{CancelToken, NoTls};
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Sends a cancel for `token`'s connection to the first TCP host of `pg` (the address the
-/// connection was made to), waiting for the other side to close; over TLS when `tls` can
-/// encrypt, or without a TCP address, `CancelToken::cancel_query`. Whether the request was
+/// connection was made to), waiting for the other side to close. When the connection had
+/// to be encrypted (`sslmode=require` and up), `CancelToken::cancel_query` with `tls`;
+/// without a TCP address, plain `CancelToken::cancel_query`. Whether the request was
 /// delivered.
 pub(crate) async fn send_cancel(
     token: &CancelToken,
     pg: Option<&tokio_postgres::Config>,
     tls: &TlsConnector,
 ) -> bool {
-    if tls.can_encrypt() {
+    // A cancel needs TLS only where the connection had to be encrypted; under `prefer` the
+    // plain request below works everywhere and is the one a pooler does not lose.
+    let must_encrypt = matches!(
+        tls.ssl_mode(),
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    );
+    if must_encrypt && tls.can_encrypt() {
         return matches!(
             tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(tls.clone())).await,
             Ok(Ok(()))

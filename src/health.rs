@@ -34,7 +34,8 @@ pub struct DatabaseHealth {
     pub status: &'static str,
     /// Round trip of `SELECT 1`, in milliseconds.
     pub latency_ms: Option<f64>,
-    /// Why the check failed.
+    /// Why the check failed, with the server's severity, SQLSTATE and message when it sent
+    /// one (`db error: FATAL 53300: sorry, too many clients already`).
     pub error: Option<String>,
 }
 
@@ -123,10 +124,7 @@ impl Guard {
             Ok(Err(e)) => DatabaseHealth {
                 status: "unhealthy",
                 latency_ms: None,
-                error: Some(match e.as_db_error() {
-                    Some(db) => format!("{e}: {} (SQLSTATE {})", db.message(), db.code().code()),
-                    None => e.to_string(),
-                }),
+                error: Some(crate::error::describe_db_error(&e)),
             },
             Err(_) => {
                 // A connection that stopped answering may never report itself closed:

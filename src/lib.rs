@@ -47,9 +47,12 @@ pub use crate::axum::metrics_route;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::axum::Conn;
 pub use admission::{GuardedConn, GuardedTransaction};
-pub use config::{BuildError, ClassTimeouts, GuardConfig, UserLimits};
+pub use config::{
+    BuildError, ClassTimeouts, GuardConfig, UserLimits, FALLBACK_QUERY_DEADLINE,
+    QUERY_DEADLINE_MARGIN,
+};
 pub use criticality::Criticality;
-pub use error::{Error, QUERY_CANCELED};
+pub use error::{describe_db_error, describe_pool_error, Error, QUERY_CANCELED};
 #[doc(hidden)]
 pub use guard::HeldSlot;
 pub use guard::{AcquireContext, Guard, GuardBuilder, GuardStatus};

@@ -40,8 +40,8 @@ pub const ACQUIRE_WAIT: &str = "poolguard_acquire_wait_seconds";
 pub const HOLD_TIME: &str = "poolguard_connection_hold_seconds";
 /// Level transitions, by the level entered.
 pub const LEVEL_TRANSITIONS: &str = "poolguard_level_transitions_total";
-/// Requests dropped mid-query: a server-side cancel was attempted and the connection
-/// discarded (the `QueryAbandoned` event says whether the cancel got through).
+/// Requests dropped mid-query: a server-side cancel was attempted and the connection checked
+/// before reuse (the `QueryAbandoned` event says whether the cancel got through).
 pub const QUERIES_ABANDONED: &str = "poolguard_queries_abandoned_total";
 /// Self-heal events lost by slow subscribers.
 pub const EVENTS_DROPPED: &str = "poolguard_events_dropped_total";
@@ -53,6 +53,9 @@ pub const BACKENDS_TERMINATED: &str = "poolguard_backends_terminated_total";
 pub const SERVER_CONNECTIONS: &str = "poolguard_server_connections";
 /// The server's usable connection limit (`max_connections` less reserved slots).
 pub const SERVER_MAX_CONNECTIONS: &str = "poolguard_server_max_connections";
+/// 1 while the watchdog cannot read the server and `poolguard_server_connections` holds its
+/// last reading (or the limit, when the server refused the watchdog as full); 0 otherwise.
+pub const SERVER_READING_STALE: &str = "poolguard_server_reading_stale";
 /// Status transitions blocked by the policy, by `from` and `to` state.
 pub const TRANSITIONS_BLOCKED: &str = "poolguard_transitions_blocked_total";
 /// Status transitions applied through the guarded update.
@@ -152,6 +155,10 @@ pub fn describe() {
     describe_gauge!(
         SERVER_MAX_CONNECTIONS,
         "Usable connection limit of the server"
+    );
+    describe_gauge!(
+        SERVER_READING_STALE,
+        "1 while the server-wide reading is held because the watchdog cannot read the server"
     );
     describe_counter!(
         TRANSITIONS_BLOCKED,

@@ -25,7 +25,19 @@ use std::time::Duration;
 /// | `application_name` | `"poolguard"` |
 /// | `instance` | unique per guard: host, pid ([`default_instance`](crate::identity::default_instance)) |
 /// | `connect_timeout` | 5 s |
+/// | `keepalive_idle` | 10 s (`None` turns TCP keepalive off) |
+/// | `keepalive_interval` | 5 s |
+/// | `keepalive_retries` | 3 |
+/// | `tcp_user_timeout` | 20 s (`None` leaves the system default) |
 /// | `session_settings` | [`SessionSettings::StartupOptions`] |
+///
+/// The TCP settings apply to every connection built from the config: the pool's, the
+/// watchdog's, the health check's and the cancel requests'. Keepalive finds a peer that went
+/// away while the connection is idle (after about `idle + interval * retries`, 25 s by
+/// default); `TCP_USER_TIMEOUT` closes a connection whose sent data stays unacknowledged that
+/// long (Linux only). Neither bounds a query whose bytes are accepted but never answered (a
+/// stalled proxy): the guard's client-side
+/// [`query_deadline`](crate::GuardConfig::query_deadline) does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolOptions {
     /// The most connections the pool opens.
@@ -44,6 +56,16 @@ pub struct PoolOptions {
     pub instance: Option<String>,
     /// The longest a new connection may take to open.
     pub connect_timeout: Duration,
+    /// Idle time before the first TCP keepalive probe; `None` turns keepalive off.
+    pub keepalive_idle: Option<Duration>,
+    /// Time between unanswered keepalive probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is closed.
+    pub keepalive_retries: u32,
+    /// `TCP_USER_TIMEOUT`: the longest sent data may stay unacknowledged before the
+    /// connection is closed; `None` leaves the system default (which retransmits for
+    /// about 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
     /// How `statement_timeout` and `idle_in_transaction_session_timeout` reach the server:
     /// startup options (direct), `SET` after connect (PgBouncer session pooling) or role
     /// defaults (PgBouncer transaction pooling).
@@ -59,6 +81,10 @@ impl Default for PoolOptions {
             application_name: "poolguard".to_string(),
             instance: None,
             connect_timeout: Duration::from_secs(5),
+            keepalive_idle: Some(Duration::from_secs(10)),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_retries: 3,
+            tcp_user_timeout: Some(Duration::from_secs(20)),
             session_settings: SessionSettings::default(),
         }
     }
@@ -89,6 +115,33 @@ impl PoolOptions {
             return Err(BuildError::field(
                 "connect_timeout",
                 "must be greater than zero",
+            ));
+        }
+        if self
+            .keepalive_idle
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(BuildError::field(
+                "keepalive_idle",
+                "must be at least 1 s (TCP keepalive counts whole seconds)",
+            ));
+        }
+        if self.keepalive_interval < Duration::from_secs(1) {
+            return Err(BuildError::field(
+                "keepalive_interval",
+                "must be at least 1 s (TCP keepalive counts whole seconds)",
+            ));
+        }
+        if self.keepalive_retries == 0 {
+            return Err(BuildError::field("keepalive_retries", "must be at least 1"));
+        }
+        if self
+            .tcp_user_timeout
+            .is_some_and(|d| d < Duration::from_millis(1))
+        {
+            return Err(BuildError::field(
+                "tcp_user_timeout",
+                "must be at least 1 ms",
             ));
         }
         let name = &self.application_name;
@@ -131,6 +184,20 @@ impl PoolOptions {
     fn apply_as(&self, pg: &mut tokio_postgres::Config, identity: &Identity) {
         pg.application_name(identity.application_name());
         pg.connect_timeout(self.connect_timeout);
+        match self.keepalive_idle {
+            Some(idle) => {
+                pg.keepalives(true)
+                    .keepalives_idle(idle)
+                    .keepalives_interval(self.keepalive_interval)
+                    .keepalives_retries(self.keepalive_retries);
+            }
+            None => {
+                pg.keepalives(false);
+            }
+        }
+        if let Some(timeout) = self.tcp_user_timeout {
+            pg.tcp_user_timeout(timeout);
+        }
         if self.session_settings != SessionSettings::StartupOptions {
             return;
         }
@@ -145,6 +212,34 @@ impl PoolOptions {
         };
         pg.options(&options);
     }
+}
+
+/// The `statement_timeout` that [`PoolOptions::apply`] put in a connection config's startup
+/// options (the last one wins, as on the server); `None` when there is none.
+pub(crate) fn statement_timeout_of(pg: &tokio_postgres::Config) -> Option<Duration> {
+    let options = pg.get_options()?;
+    options
+        .split_whitespace()
+        .rev()
+        .filter_map(|word| word.strip_prefix("statement_timeout="))
+        .find_map(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+}
+
+/// Refuses a deadpool pool built without a runtime (`Pool::builder(..).runtime(..)`): every
+/// acquisition with a timeout fails on it (`NoRuntimeSpecified`), and the guard always passes
+/// timeouts, so it would answer every request 503. deadpool has no accessor for the runtime;
+/// its `Debug` output names it.
+pub(crate) fn require_runtime(pool: &Pool) -> Result<(), BuildError> {
+    if format!("{pool:?}").contains("runtime: None") {
+        return Err(BuildError::field(
+            "pool",
+            "the pool has no runtime, so none of its timeouts can work and every acquire \
+             would fail: build it with .runtime(deadpool_postgres::Runtime::Tokio1), or use \
+             build_pool / Guard::connect",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses to recycle a connection that is still inside a transaction (a handler ran
@@ -296,6 +391,50 @@ mod tests {
             zero.validate(),
             Err(BuildError::InvalidConfig {
                 field: "max_size",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_pool_without_a_runtime_fails_at_build() {
+        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = Manager::new(pg, tokio_postgres::NoTls);
+        let bare = Pool::builder(manager).max_size(2).build().unwrap();
+        match crate::Guard::builder(bare).build() {
+            Err(BuildError::InvalidConfig {
+                field: "pool",
+                reason,
+            }) => {
+                assert!(reason.contains("runtime"), "{reason}")
+            }
+            other => panic!("built a guard that would refuse every acquire: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_settings_reach_the_connection_config() {
+        let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
+        PoolOptions::default().apply(&mut pg).unwrap();
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        assert_eq!(statement_timeout_of(&pg), Some(Duration::from_secs(30)));
+        let off = PoolOptions {
+            keepalive_idle: None,
+            ..PoolOptions::default()
+        };
+        let mut pg: tokio_postgres::Config = "postgres://u@localhost/db".parse().unwrap();
+        off.apply(&mut pg).unwrap();
+        assert!(!pg.get_keepalives());
+        let bad = PoolOptions {
+            keepalive_interval: Duration::from_millis(10),
+            ..PoolOptions::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(BuildError::InvalidConfig {
+                field: "keepalive_interval",
                 ..
             })
         ));

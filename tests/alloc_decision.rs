@@ -103,6 +103,14 @@ fn generous() -> UserLimits {
     }
 }
 
+/// The test's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
+}
+
 static SLOT_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The bare service plus the slot the `Conn` extractor would take: admitted and released as
@@ -154,7 +162,7 @@ fn an_admitted_request_allocates_nothing_of_its_own() {
     let bare_count = per_request(&rt, &mut bare, "user-1");
 
     let mut guarded = ServiceBuilder::new()
-        .layer(guard.critical())
+        .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(with_slot(guard.clone()));
     let guarded_count = per_request(&rt, &mut guarded, "user-1");
     assert!(SLOT_TAKEN.load(Ordering::Relaxed));
@@ -194,7 +202,7 @@ fn a_rate_limited_answer_allocates_only_its_response() {
         ..Default::default()
     });
     let mut guarded = ServiceBuilder::new()
-        .layer(guard.standard())
+        .layer(guard.standard().key_extractor(trusted_user_header()))
         .service(with_slot(guard.clone()));
     let count = per_request(&rt, &mut guarded, "user-1");
     let resp = rt.block_on(guarded.call(request("user-1"))).unwrap();
@@ -227,7 +235,12 @@ fn a_shed_answer_allocates_only_its_response() {
     });
     guard.report_server_utilization(1.0);
     let mut reports = ServiceBuilder::new()
-        .layer(guard.non_critical().deadline(Duration::from_millis(1)))
+        .layer(
+            guard
+                .non_critical()
+                .deadline(Duration::from_millis(1))
+                .key_extractor(trusted_user_header()),
+        )
         .service(with_slot(guard.clone()));
     let count = per_request(&rt, &mut reports, "user-1");
     let resp = rt.block_on(reports.call(request("user-1"))).unwrap();

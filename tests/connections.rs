@@ -18,6 +18,7 @@ async fn every_connection_carries_statement_timeout_even_after_recycling() {
     };
     let guard = guard_with(&pg, options, GuardConfig::default()).await;
     let mut backend_pids = std::collections::HashSet::new();
+    let mut peak_size = 0;
     for round in 0..40 {
         // Hold several at once so the pool opens all its connections.
         let mut held = Vec::new();
@@ -44,10 +45,14 @@ async fn every_connection_carries_statement_timeout_even_after_recycling() {
                 .await
                 .unwrap();
         }
+        peak_size = peak_size.max(guard.pool().status().size);
     }
+    // The settings came back through recycling, not by opening new connections: the pool
+    // never grew past its size and the same few backends served all 40 rounds.
+    assert!(peak_size <= 5, "the pool grew to {peak_size}");
     assert!(
-        backend_pids.len() >= 4,
-        "several connections were reused: {backend_pids:?}"
+        (4..=5).contains(&backend_pids.len()),
+        "the same connections were reused, reset: {backend_pids:?}"
     );
 }
 
@@ -93,11 +98,14 @@ async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
     };
     let guard = guard_with(&pg, pool_options(1), config).await;
     let report = guard.acquire(Criticality::NonCritical).await.unwrap();
-    let t: String = report
-        .query_one("SHOW statement_timeout", &[])
+    let row = report
+        .query_one(
+            "SELECT current_setting('statement_timeout'), pg_backend_pid()",
+            &[],
+        )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (t, report_pid): (String, i32) = (row.get(0), row.get(1));
     assert_eq!(t, "250ms");
     assert!(report
         .query("SELECT pg_sleep(2)", &[])
@@ -107,12 +115,19 @@ async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
     drop(report);
     // The single pooled connection goes back to the pool default for the next class.
     let standard = guard.acquire(Criticality::Standard).await.unwrap();
-    let t: String = standard
-        .query_one("SHOW statement_timeout", &[])
+    let row = standard
+        .query_one(
+            "SELECT current_setting('statement_timeout'), pg_backend_pid()",
+            &[],
+        )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (t, standard_pid): (String, i32) = (row.get(0), row.get(1));
     assert_eq!(t, "30s");
+    assert_eq!(
+        standard_pid, report_pid,
+        "the same connection, reset on recycle (not replaced by a fresh one)"
+    );
 }
 
 #[tokio::test]
@@ -201,16 +216,29 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
         .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")
         .await
         .unwrap();
-    {
+    let first_pid: i32 = {
         // A handler that opens a transaction, writes, and returns without COMMIT or ROLLBACK.
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
         conn.batch_execute("BEGIN; INSERT INTO ledger VALUES (1)")
             .await
             .unwrap();
-    }
+        conn.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
     // The next borrower (the pool holds one connection) is outside any transaction, and a
     // COMMIT it sends cannot commit the earlier request's write.
     let next = guard.acquire(Criticality::Standard).await.unwrap();
+    let next_pid: i32 = next
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        next_pid, first_pid,
+        "the connection was discarded, not reused"
+    );
     match next.batch_execute("SAVEPOINT probe").await {
         Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
         other => panic!("the next borrower was inside a transaction: {other:?}"),

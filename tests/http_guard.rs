@@ -8,6 +8,7 @@ use axum::Router;
 use common::{
     cluster, eventually, guard, guard_with, pool_options, quick_config, serve, HttpClient,
 };
+use poolguard::limit::DefaultKeyExtractor;
 use poolguard::{Conn, Criticality, Error, Guard, GuardConfig, Level, PoolOptions, UserLimits};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,17 +36,25 @@ async fn sleep(Query(q): Query<HashMap<String, u64>>, conn: Conn) -> Result<Stri
     Ok("slept".into())
 }
 
+/// The test client plays a gateway that sets `x-user-id`: the routes trust it.
+fn trusted(layer: poolguard::GuardLayer) -> poolguard::GuardLayer {
+    layer.key_extractor(DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    ))
+}
+
 fn app(guard: &Guard, hits: Hits) -> Router {
     let critical = Router::new()
         .route("/crit", get(select_one))
-        .route_layer(guard.critical());
+        .route_layer(trusted(guard.critical()));
     let standard = Router::new()
         .route("/std", get(select_one))
         .route("/sleep", get(sleep))
-        .route_layer(guard.standard());
+        .route_layer(trusted(guard.standard()));
     let non_critical = Router::new()
         .route("/report", get(report))
-        .route_layer(guard.non_critical());
+        .route_layer(trusted(guard.non_critical()));
     Router::new()
         .merge(critical)
         .merge(standard)
@@ -232,16 +241,46 @@ async fn per_user_limits_answer_429_and_tighten_at_warning() {
     assert_eq!(&statuses[..30], &[200; 30][..]);
 }
 
-/// Huge, non-UTF-8-ish and missing keys are served without panics (the key is hashed or the
-/// peer address used; `limit::key` unit tests check the hashing itself).
+/// Huge, non-printable and missing keys are served, and each stays one bounded identity: the
+/// same hostile key is limited as one user, a key differing in its last byte is another user,
+/// and a request without a key is keyed by its peer address.
 #[tokio::test]
 async fn hostile_user_keys_are_handled() {
     let pg = cluster(20).await;
-    let guard = guard(&pg, 4, GuardConfig::default()).await;
+    let config = GuardConfig {
+        limits: UserLimits {
+            in_flight: 1,
+            tight_in_flight: 1,
+            ..UserLimits::default()
+        },
+        ..GuardConfig::default()
+    };
+    let guard = guard(&pg, 6, config).await;
     let http = HttpClient::new(serve(app(&guard, Hits::default())).await);
     let huge = "x".repeat(8000);
-    assert_eq!(http.get("/std", Some(&huge)).await.status, 200);
-    assert_eq!(http.get("/std", Some("ü-ñ\tkey")).await.status, 200);
+    let other_huge = format!("{}y", "x".repeat(7999));
+    for key in [huge.as_str(), "\u{fc}-\u{f1}\tkey"] {
+        // One request of this key holds its only in-flight slot ...
+        let holder = {
+            let http = http.clone();
+            let key = key.to_string();
+            tokio::spawn(async move { http.get("/sleep?ms=1500", Some(&key)).await.status })
+        };
+        eventually(
+            "the first request holds a slot",
+            Duration::from_secs(5),
+            || async { guard.status().granted == 1 },
+        )
+        .await;
+        // ... so the same key is refused as the same user, whatever its length or bytes.
+        let r = http.get("/std", Some(key)).await;
+        assert_eq!(r.status, 429, "{key:.20}: {}", r.body);
+        // A key that differs only at its end is another user.
+        if key == huge {
+            assert_eq!(http.get("/std", Some(&other_huge)).await.status, 200);
+        }
+        assert_eq!(holder.await.unwrap(), 200);
+    }
     assert_eq!(
         http.get("/std", None).await.status,
         200,

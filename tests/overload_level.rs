@@ -9,6 +9,7 @@ fn unreachable_pool() -> deadpool_postgres::Pool {
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     deadpool_postgres::Pool::builder(manager)
         .max_size(10)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .unwrap()
 }

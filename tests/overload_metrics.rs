@@ -11,6 +11,7 @@ async fn the_utilization_gauge_includes_server_pressure_when_it_drives_the_level
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(10)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .unwrap();
     let guard = Guard::builder(pool)

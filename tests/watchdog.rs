@@ -298,27 +298,192 @@ async fn dry_run_reports_and_kills_nothing() {
     assert!(reported[0].message().starts_with("Dry run: would cancel"));
 }
 
+/// The pool is exhausted and so is the server (another application holds every other slot):
+/// the watchdog, on the connection it opened earlier, still cancels the slow queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_works_when_the_pool_is_exhausted() {
-    let pg = cluster(30).await;
+    let pg = cluster(12).await;
+    if pg.is_external() {
+        eprintln!("DATABASE_URL is set: the server's max_connections is not ours; skipped");
+        return;
+    }
     let guard = guard(&pg, 2, quick_config()).await;
+    let _watchdog = spawn(&guard, quick_watchdog());
+    eventually(
+        "the watchdog is connected",
+        Duration::from_secs(5),
+        || async { guard.server_headroom().is_some() },
+    )
+    .await;
     let a = guard.acquire(Criticality::Standard).await.unwrap();
     let b = guard.acquire(Criticality::Critical).await.unwrap();
     assert_eq!(guard.status().available, 0);
-    // Started only now: its connection cannot come from the pool.
-    let _watchdog = spawn(&guard, quick_watchdog());
+    // Another application takes every slot left on the server.
+    let mut hog = Vec::new();
+    let refusal = loop {
+        match pg.pg_config().connect(NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                hog.push(client);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        refusal.code().map(|c| c.code()),
+        Some("53300"),
+        "the server is exhausted: {refusal}"
+    );
     let started = Instant::now();
     let (ra, rb) = tokio::join!(
         a.query("SELECT pg_sleep(30)", &[]),
         b.query("SELECT pg_sleep(30)", &[])
     );
     eprintln!(
-        "both cancelled after {:?} with the pool full",
+        "both cancelled after {:?} with the pool and the server full",
         started.elapsed()
     );
     assert!(is_57014(&ra.unwrap_err()));
     assert!(is_57014(&rb.unwrap_err()));
     assert!(started.elapsed() < Duration::from_secs(8));
+    drop(hog);
+}
+
+/// A query that ignores its cancel runs on while the watchdog's check times out and its
+/// connection is replaced: after the grace period the query is terminated, not cancelled a
+/// second time (the killer's memory survives the reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_check_does_not_make_the_killer_forget() {
+    let pg = cluster(30).await;
+    let proxy =
+        common::proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], pg.port()))).await;
+    let options = poolguard::PoolOptions {
+        statement_timeout: Duration::from_secs(120),
+        application_name: "stubborn".into(),
+        ..pool_options(2)
+    };
+    // The guard, and so the watchdog, reach the server through the proxy.
+    let guard = poolguard::Guard::connect(proxy.config_for(&pg.pg_config()), &options)
+        .unwrap()
+        .config(quick_config())
+        .build()
+        .unwrap();
+    let mut sub = guard.subscribe();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            kill_after: Duration::from_millis(500),
+            cancel_grace: Duration::from_secs(3),
+            query_timeout: Duration::from_millis(300),
+            ..quick_watchdog()
+        },
+    );
+    // The stubborn query runs on a direct connection named as the guard's own.
+    let mut direct = pg.pg_config();
+    direct.application_name(guard.identity().unwrap().application_name());
+    let (client, conn) = direct.connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let stubborn = tokio::spawn(async move {
+        client
+            .batch_execute(
+                "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(10); \
+                 EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$",
+            )
+            .await
+    });
+    wait_event(&mut sub, Duration::from_secs(10), "the first cancel", |k| {
+        matches!(k, EventKind::QueryCancelled { .. })
+    })
+    .await;
+    // The watchdog's connection stalls: its check times out and it reconnects.
+    proxy.set(common::proxy::Mode::Stall);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.set(common::proxy::Mode::Pass);
+    let outcome = wait_event(
+        &mut sub,
+        Duration::from_secs(15),
+        "the next action on the stubborn query",
+        |k| {
+            matches!(
+                k,
+                EventKind::QueryCancelled { .. } | EventKind::BackendTerminated { .. }
+            )
+        },
+    )
+    .await;
+    assert!(
+        matches!(outcome.kind, EventKind::BackendTerminated { .. }),
+        "terminated, not cancelled again: {}",
+        outcome.message()
+    );
+    let err = tokio::time::timeout(Duration::from_secs(5), stubborn)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("57P01"), "{err}");
+}
+
+/// A storm of slow queries (each ignoring its cancel) takes the killer's whole budget every
+/// interval; the reaper has its own, so an idle transaction is reaped at once instead of
+/// after the storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_slow_queries_does_not_starve_the_reaper() {
+    let pg = cluster(40).await;
+    let guard = guard(&pg, 2, quick_config()).await;
+    let mut sub = guard.subscribe();
+    let mut clients = Vec::new();
+    let mut app = pg.pg_config();
+    app.application_name(guard.identity().unwrap().application_name());
+    let storm = 8;
+    for _ in 0..storm {
+        let (client, conn) = app.connect(NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let client = std::sync::Arc::new(client);
+        let c = client.clone();
+        tokio::spawn(async move {
+            let _ = c
+                .batch_execute(
+                    "DO $$ BEGIN LOOP BEGIN PERFORM pg_sleep(10); \
+                     EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$",
+                )
+                .await;
+        });
+        clients.push(client);
+    }
+    let (idle, conn) = app.connect(NoTls).await.unwrap();
+    tokio::spawn(conn);
+    idle.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let _watchdog = spawn(
+        &guard,
+        WatchdogConfig {
+            kill_after: Duration::from_secs(1),
+            idle_in_transaction_after: Duration::from_secs(1),
+            cancel_grace: Duration::from_secs(30),
+            max_kills_per_interval: 1,
+            ..quick_watchdog()
+        },
+    );
+    let mut cancels_before_reap = 0;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let e = sub.recv().await.unwrap();
+            match e.kind {
+                EventKind::QueryCancelled { .. } => cancels_before_reap += 1,
+                EventKind::IdleInTransactionReaped { .. } => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the idle transaction is reaped");
+    assert!(
+        cancels_before_reap < storm,
+        "reaped during the storm, after {cancels_before_reap} of {storm} cancels"
+    );
+    for c in &clients {
+        drop(c.clone());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

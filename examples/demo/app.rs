@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
+use poolguard::limit::DefaultKeyExtractor;
 use poolguard::tls::TlsConnector;
 use poolguard::watchdog::{Watchdog, WatchdogConfig, WatchdogHandle};
 use poolguard::{Conn, Guard, GuardConfig, PoolOptions};
@@ -69,6 +70,11 @@ pub struct AppOptions {
     /// The watchdog (slow-query killer, idle-transaction reaper, server headroom), in `full`
     /// mode.
     pub watchdog: WatchdogConfig,
+    /// Key per-user limits by the `x-user-id` header (else by the `UserKey` extension, then
+    /// the peer address). Only for a client you control: the in-process replays and
+    /// benchmarks, whose load generator is the only client (their default), or `serve
+    /// --trust-user-header` behind a gateway that sets the header. `serve` defaults to off.
+    pub trust_user_header: bool,
     /// This replica's instance name (`None`: unique per process).
     pub instance: Option<String>,
     /// The watchdog's own direct URL (`None`: the pool's server).
@@ -87,6 +93,7 @@ impl Default for AppOptions {
             statement_timeout: Duration::from_secs(30),
             guard_config: GuardConfig::default(),
             watchdog: WatchdogConfig::default(),
+            trust_user_header: true,
             instance: None,
             watchdog_url: None,
             tls: TlsConnector::plain(),
@@ -211,11 +218,24 @@ pub async fn build(
         None => standard.route("/api/spam/capture", post(naive_spam_capture)),
     };
     let non_critical = Router::new().route("/api/reports/activity", get(activity_report));
+    let keyed = |layer: poolguard::GuardLayer| {
+        if options.trust_user_header {
+            layer.key_extractor(DefaultKeyExtractor::trusting_header(
+                axum::http::HeaderName::from_static("x-user-id"),
+                options.guard_config.limits.max_key_len,
+            ))
+        } else {
+            layer
+        }
+    };
+    if guard.is_none() {
+        export_pool_gauges(&pool);
+    }
     let api = match (&guard, options.mode) {
         (Some(g), _) => critical
-            .route_layer(g.critical())
-            .merge(standard.route_layer(g.standard()))
-            .merge(non_critical.route_layer(g.non_critical()))
+            .route_layer(keyed(g.critical()))
+            .merge(standard.route_layer(keyed(g.standard())))
+            .merge(non_critical.route_layer(keyed(g.non_critical())))
             .merge(crate::spam::routes(g.clone(), crate::spam::policy()).with_state(())),
         (None, GuardMode::Generic) => critical.merge(standard).merge(non_critical).layer(
             ServiceBuilder::new()
@@ -240,6 +260,26 @@ pub async fn build(
         watchdog,
         pool,
     })
+}
+
+/// Without the guard nothing samples the pool: export the same pool gauges the guard does
+/// (`db_connection_pool_*`), so a dashboard or alert compares the two modes on one scale.
+/// Stops when the pool is dropped.
+fn export_pool_gauges(pool: &Pool) {
+    use poolguard::metrics::{POOL_ACTIVE, POOL_IDLE, POOL_MAX, POOL_WAITING};
+    let weak = pool.weak();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while let Some(pool) = weak.upgrade() {
+            let s = pool.status();
+            drop(pool);
+            metrics::gauge!(POOL_ACTIVE).set(s.size.saturating_sub(s.available) as f64);
+            metrics::gauge!(POOL_MAX).set(s.max_size as f64);
+            metrics::gauge!(POOL_IDLE).set(s.available as f64);
+            metrics::gauge!(POOL_WAITING).set(s.waiting as f64);
+            tick.tick().await;
+        }
+    });
 }
 
 async fn generic_error(err: BoxError) -> Response {

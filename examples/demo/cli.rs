@@ -62,6 +62,11 @@ pub struct Serve {
     /// The watchdog cancels queries running longer than this (500ms, 30s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub kill_after: Duration,
+    /// Key per-user limits by the x-user-id header. Only behind a gateway that sets it:
+    /// without this flag clients are keyed by their address, since any client can send any
+    /// header.
+    #[arg(long)]
+    pub trust_user_header: bool,
     /// Also export the OpenTelemetry database client metric names
     /// (db_client_connection_count{state}, _max, _pending_requests, _wait_time_seconds,
     /// _use_time_seconds, _timeouts_total) with this pool name.

@@ -77,6 +77,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
             kill_after: s.kill_after,
             ..Default::default()
         },
+        trust_user_header: s.trust_user_header,
         instance: s.instance.clone(),
         watchdog_url: s.watchdog_url.clone(),
         tls: db.tls(),
@@ -85,10 +86,11 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     app::prepare_schema(&db.connect().await?).await?;
     let app = app::build(db.pg_config(), &options, metrics).await?;
     let observability = match &app.guard {
-        Some(guard) => Some(observability::attach(
+        Some(guard) => Some(observability::attach_shared(
             guard,
             true,
             poolguard::incident::DEFAULT_QUIET_PERIOD,
+            s.redis.as_deref(),
         )?),
         None => None,
     };

@@ -4,7 +4,9 @@
 
 use poolguard::dashboard::{Dashboard, DashboardConfig};
 use poolguard::incident::{spawn_incident_pipeline_with, IncidentStore, IncidentTracker};
-use poolguard::report::{JsonLinesSink, LlmClient, LlmConfig, LogSink, Reporter, ReporterConfig};
+use poolguard::report::{
+    JsonLinesSink, LlmClient, LlmConfig, LogSink, Reporter, ReporterConfig, SharedDedupe,
+};
 use poolguard::Guard;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -32,6 +34,17 @@ pub fn attach(
     log_reports: bool,
     quiet: Duration,
 ) -> Result<Observability, Box<dyn std::error::Error>> {
+    attach_shared(guard, log_reports, quiet, None)
+}
+
+/// [`attach`], with incident analyses deduplicated across every replica sharing the Redis at
+/// `redis` (one LLM analysis per incident cluster-wide).
+pub fn attach_shared(
+    guard: &Guard,
+    log_reports: bool,
+    quiet: Duration,
+    redis: Option<&str>,
+) -> Result<Observability, Box<dyn std::error::Error>> {
     let store = IncidentStore::default();
     let llm = LlmConfig::from_env();
     match &llm {
@@ -54,6 +67,14 @@ pub fn attach(
     }
     if let Some(config) = llm {
         builder = builder.llm(LlmClient::new(config));
+    }
+    if let Some(url) = redis {
+        let instance = guard
+            .identity()
+            .map(|i| i.instance().to_string())
+            .unwrap_or_else(poolguard::identity::default_instance);
+        builder = builder.shared_dedupe(SharedDedupe::new(url, "poolguard-demo:", instance)?);
+        tracing::info!("incident analyses deduplicated across replicas in Redis at {url}");
     }
     let (reporter, worker) = builder.spawn()?;
     let tracker = IncidentTracker::default().quiet_period(quiet);

@@ -82,6 +82,7 @@ async fn start_app(
         statement_timeout: plan.statement_timeout,
         guard_config: GuardConfig::default(),
         watchdog: plan.watchdog.clone(),
+        trust_user_header: true,
         tls: db.tls(),
         ..AppOptions::default()
     };

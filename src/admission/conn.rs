@@ -1,13 +1,14 @@
 //! The connection the guard hands out.
 
+use super::abandon::{self, Unfinished};
+use super::tracker::{QueryState, Tracker};
 use super::{GuardedTransaction, SlotPermit};
-use crate::events::{Event, EventKind};
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::limit::UserKey;
-use crate::{Criticality, Error};
+use crate::pool::statement_timeout_of;
 use deadpool_postgres::{ClientWrapper, Object};
-use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -16,12 +17,18 @@ use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
 /// A pooled connection held through the guard.
 ///
 /// It dereferences to deadpool's [`ClientWrapper`] (and so to [`tokio_postgres::Client`]) for
-/// the whole client API. The query methods defined here are *tracked*: if the request that
-/// runs one is dropped before the query finishes (client gone, tower timeout), dropping this
-/// connection sends a server-side cancel and discards the connection instead of returning it
-/// to the pool, so the next borrower never gets a connection with a query or a broken
-/// transaction in flight. A statement stopped by `statement_timeout` comes back as
-/// [`Error::StatementTimeout`].
+/// the whole client API. The query methods defined here are *tracked*:
+///
+/// - each is bounded by the guard's client-side
+///   [`query_deadline`](crate::GuardConfig::query_deadline): a query that gets no answer in
+///   time (a stalled network) is answered [`Error::QueryDeadline`], and so is every later
+///   query on this connection;
+/// - if the request that runs one is dropped before the query finishes (client gone, tower
+///   timeout), or a query ran past its deadline, dropping this connection cancels the query on
+///   the server and checks the connection before it goes back to the pool (a connection that
+///   does not answer the check is discarded), so the next borrower never gets a connection
+///   with a query or a broken transaction in flight;
+/// - a statement stopped by `statement_timeout` comes back as [`Error::StatementTimeout`].
 ///
 /// Dropping it returns the connection to the pool and its slot to the guard.
 #[derive(Debug)]
@@ -33,7 +40,7 @@ pub struct GuardedConn {
     /// Its id in the guard's registry of held connections.
     held_id: u64,
     acquired_at: Instant,
-    in_flight: AtomicUsize,
+    queries: QueryState,
 }
 
 impl GuardedConn {
@@ -45,6 +52,9 @@ impl GuardedConn {
         user: Option<UserKey>,
     ) -> Self {
         let held_id = permit.register(class, route.clone(), user);
+        let inner = permit.inner();
+        let statement_timeout = inner.direct.as_ref().and_then(statement_timeout_of);
+        let deadline = inner.config.query_deadline_for(class, statement_timeout);
         Self {
             held_id,
             object: Some(object),
@@ -52,7 +62,7 @@ impl GuardedConn {
             class,
             route,
             acquired_at: Instant::now(),
-            in_flight: AtomicUsize::new(0),
+            queries: QueryState::new(deadline),
         }
     }
 
@@ -77,35 +87,19 @@ impl GuardedConn {
         self.acquired_at.elapsed()
     }
 
-    async fn tracked<T, F>(&self, query: F) -> Result<T, Error>
-    where
-        F: Future<Output = Result<T, tokio_postgres::Error>>,
-    {
-        // Decremented only when the query completes: a dropped future leaves it raised,
-        // which is how `drop` knows a query was abandoned mid-flight.
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let result = query.await;
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        result.map_err(|e| {
-            // A cancel (the watchdog's, or anyone's) is also SQLSTATE 57014; only Postgres's
-            // own statement_timeout is reported as one.
-            let by_timeout = crate::error::stopped_by_statement_timeout(&e);
-            let e = Error::from_query(e);
-            if e.is_statement_timeout() && by_timeout {
-                self.report_statement_timeout();
-            }
-            e
-        })
+    /// The client-side bound on each of its tracked queries.
+    pub fn query_deadline(&self) -> Duration {
+        self.queries.deadline()
     }
 
-    fn report_statement_timeout(&self) {
-        if let Some(permit) = &self.permit {
-            permit
-                .inner()
-                .note_statement_timeout(self.class, self.route.clone());
+    fn tracker(&self) -> Tracker<'_> {
+        Tracker {
+            state: &self.queries,
+            inner: self.permit.as_ref().map(SlotPermit::inner),
+            class: self.class,
+            route: self.route.as_ref(),
         }
     }
-
     /// Runs a statement and returns its rows (tracked; see the type docs).
     pub async fn query<T>(
         &self,
@@ -115,7 +109,9 @@ impl GuardedConn {
     where
         T: ?Sized + ToStatement,
     {
-        self.tracked(self.client().query(statement, params)).await
+        self.tracker()
+            .run(self.client().query(statement, params))
+            .await
     }
 
     /// Runs a statement that returns exactly one row (tracked).
@@ -127,7 +123,8 @@ impl GuardedConn {
     where
         T: ?Sized + ToStatement,
     {
-        self.tracked(self.client().query_one(statement, params))
+        self.tracker()
+            .run(self.client().query_one(statement, params))
             .await
     }
 
@@ -140,7 +137,8 @@ impl GuardedConn {
     where
         T: ?Sized + ToStatement,
     {
-        self.tracked(self.client().query_opt(statement, params))
+        self.tracker()
+            .run(self.client().query_opt(statement, params))
             .await
     }
 
@@ -153,26 +151,34 @@ impl GuardedConn {
     where
         T: ?Sized + ToStatement,
     {
-        self.tracked(self.client().execute(statement, params)).await
+        self.tracker()
+            .run(self.client().execute(statement, params))
+            .await
     }
 
     /// Runs one or more statements without parameters (tracked).
     pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
-        self.tracked(self.client().batch_execute(sql)).await
+        self.tracker().run(self.client().batch_execute(sql)).await
     }
 
     /// Runs statements with the simple query protocol (tracked).
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.tracked(self.client().simple_query(sql)).await
+        self.tracker().run(self.client().simple_query(sql)).await
     }
 
-    /// Opens a transaction that is tracked as a whole: see [`GuardedTransaction`].
+    /// Opens a transaction whose own query methods are tracked: see [`GuardedTransaction`].
     pub async fn transaction(&mut self) -> Result<GuardedTransaction<'_>, Error> {
+        let tracker = Tracker {
+            state: &self.queries,
+            inner: self.permit.as_ref().map(SlotPermit::inner),
+            class: self.class,
+            route: self.route.as_ref(),
+        };
         let client = self
             .object
             .as_deref_mut()
             .expect("the object is present until drop");
-        GuardedTransaction::begin(client, &self.in_flight).await
+        GuardedTransaction::begin(client, tracker).await
     }
 
     fn client(&self) -> &ClientWrapper {
@@ -204,51 +210,23 @@ impl Drop for GuardedConn {
         let Some(permit) = self.permit.take() else {
             return;
         };
-        let inner = permit.inner().clone();
-        inner.note_hold_time(self.class, held);
-        if let Some(object) = self.object.take() {
-            if self.in_flight.load(Ordering::Acquire) > 0 {
-                abandon(object, &inner, self.class, self.route.clone());
-            }
-            // Otherwise the object goes back to the pool here, before the slot is released
-            // below, so the next waiter finds it idle.
+        permit.inner().note_hold_time(self.class, held);
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if self.queries.unfinished() {
+            let why = if self.queries.expired() {
+                Unfinished::PastDeadline
+            } else {
+                Unfinished::Abandoned
+            };
+            // The slot goes back once the connection is clean (or closed).
+            abandon::clean(object, permit, self.class, self.route.clone(), why);
+            return;
         }
+        // The object goes back to the pool here, before the slot is released, so the next
+        // waiter finds it idle.
+        drop(object);
         drop(permit);
-    }
-}
-
-/// A query is still running for a request that is gone: cancel it on the server and close
-/// the connection instead of returning it to the pool.
-fn abandon(
-    object: Object,
-    inner: &Arc<crate::guard::GuardInner>,
-    class: Criticality,
-    route: Option<Arc<str>>,
-) {
-    let client = Object::take(object);
-    let token = client.cancel_token();
-    let tls = inner.tls.clone();
-    let direct = inner.direct.clone();
-    inner.metrics.abandoned.increment(1);
-    let events = inner.events.clone();
-    let report = move |cancel_sent: bool| {
-        events.publish(Event::now(EventKind::QueryAbandoned {
-            class,
-            route: route.as_deref().map(str::to_string),
-            cancel_sent,
-        }))
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn(async move {
-                let sent = crate::cancel::send_cancel(&token, direct.as_ref(), &tls).await;
-                drop(client);
-                report(sent);
-            });
-        }
-        Err(_) => {
-            drop(client);
-            report(false);
-        }
     }
 }

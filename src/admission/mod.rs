@@ -8,11 +8,13 @@
 //! lowest queue and started as slots free. Every waiter has a deadline: one whose expected
 //! start lies past it is refused at once, and none is started after it.
 
+mod abandon;
 mod conn;
 mod held;
 mod permit;
 mod queue;
 mod state;
+mod tracker;
 mod transaction;
 
 pub use conn::GuardedConn;

@@ -1,57 +1,118 @@
-//! A transaction on a guarded connection, tracked as a whole.
+//! A transaction on a guarded connection, with tracked query methods.
 
-use crate::Error;
+use super::tracker::Tracker;
+use crate::error::Error;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
 
 /// A transaction opened by [`GuardedConn::transaction`](crate::GuardedConn::transaction).
 ///
-/// It dereferences to deadpool's [`Transaction`](deadpool_postgres::Transaction) for the whole
-/// query API. From `BEGIN` until [`commit`](Self::commit) or [`rollback`](Self::rollback)
-/// completes, the connection counts as busy: if the request is dropped in between (client
-/// gone, tower timeout) — or the transaction is dropped without either — dropping the
-/// connection sends a server-side cancel and discards it, so PostgreSQL rolls the
-/// transaction back and the next borrower never sees it.
+/// Its own `query`, `query_one`, `query_opt`, `execute`, `batch_execute`, `simple_query`,
+/// [`commit`](Self::commit) and [`rollback`](Self::rollback) are tracked like the
+/// connection's: bounded by the query deadline, and if the request is dropped while one of
+/// them runs, the query is cancelled on the server and the connection checked before reuse.
+/// A query that fails (say, on a constraint) is only an error: the transaction is rolled back
+/// when it is dropped (or with [`rollback`](Self::rollback)) and the connection is reused as
+/// usual. Dropped without commit, between queries, it sends `ROLLBACK`, and the pool's
+/// recycle check refuses a connection still inside a transaction.
+///
+/// It dereferences to deadpool's [`Transaction`](deadpool_postgres::Transaction) for the rest
+/// of the API (prepared statements, savepoints, `COPY`), which is not tracked.
 pub struct GuardedTransaction<'a> {
     tx: Option<deadpool_postgres::Transaction<'a>>,
-    in_flight: &'a AtomicUsize,
+    tracker: Tracker<'a>,
 }
 
 impl<'a> GuardedTransaction<'a> {
     pub(crate) async fn begin(
         client: &'a mut deadpool_postgres::ClientWrapper,
-        in_flight: &'a AtomicUsize,
+        tracker: Tracker<'a>,
     ) -> Result<Self, Error> {
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        match client.transaction().await {
-            Ok(tx) => Ok(Self {
-                tx: Some(tx),
-                in_flight,
-            }),
-            Err(e) => {
-                // BEGIN failed: nothing is open on the server.
-                in_flight.fetch_sub(1, Ordering::AcqRel);
-                Err(Error::from_query(e))
-            }
-        }
+        let tx = tracker.run(client.transaction()).await?;
+        Ok(Self {
+            tx: Some(tx),
+            tracker,
+        })
     }
 
-    /// Commits. Once it succeeds the connection is free for normal reuse; if it fails, the
-    /// connection's state is unknown and it is discarded when dropped.
+    fn tx(&self) -> &deadpool_postgres::Transaction<'a> {
+        self.tx.as_ref().expect("present until commit or rollback")
+    }
+
+    /// Runs a statement and returns its rows (tracked).
+    pub async fn query<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.tracker.run(self.tx().query(statement, params)).await
+    }
+
+    /// Runs a statement that returns exactly one row (tracked).
+    pub async fn query_one<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.tracker
+            .run(self.tx().query_one(statement, params))
+            .await
+    }
+
+    /// Runs a statement that returns at most one row (tracked).
+    pub async fn query_opt<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.tracker
+            .run(self.tx().query_opt(statement, params))
+            .await
+    }
+
+    /// Runs a statement and returns the number of rows it touched (tracked).
+    pub async fn execute<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error>
+    where
+        T: ?Sized + ToStatement,
+    {
+        self.tracker.run(self.tx().execute(statement, params)).await
+    }
+
+    /// Runs one or more statements without parameters (tracked).
+    pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
+        self.tracker.run(self.tx().batch_execute(sql)).await
+    }
+
+    /// Runs statements with the simple query protocol (tracked).
+    pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.tracker.run(self.tx().simple_query(sql)).await
+    }
+
+    /// Commits (tracked). If it fails, the transaction is over on the server and the
+    /// connection is reused as usual.
     pub async fn commit(mut self) -> Result<(), Error> {
         let tx = self.tx.take().expect("present until commit or rollback");
-        tx.commit().await.map_err(Error::from_query)?;
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        Ok(())
+        self.tracker.run(tx.commit()).await
     }
 
-    /// Rolls back. Once it succeeds the connection is free for normal reuse; if it fails, it
-    /// is discarded when dropped.
+    /// Rolls back (tracked).
     pub async fn rollback(mut self) -> Result<(), Error> {
         let tx = self.tx.take().expect("present until commit or rollback");
-        tx.rollback().await.map_err(Error::from_query)?;
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        Ok(())
+        self.tracker.run(tx.rollback()).await
     }
 }
 
@@ -59,7 +120,7 @@ impl<'a> Deref for GuardedTransaction<'a> {
     type Target = deadpool_postgres::Transaction<'a>;
 
     fn deref(&self) -> &Self::Target {
-        self.tx.as_ref().expect("present until commit or rollback")
+        self.tx()
     }
 }
 

@@ -30,6 +30,7 @@ use std::time::Duration;
 /// | `pool_wait_timeout` | 2 s | deadpool's wait for an object once a slot is held |
 /// | `pool_create_timeout` | 5 s | deadpool's limit on opening a connection |
 /// | `pool_recycle_timeout` | 2 s | deadpool's limit on recycling a connection |
+/// | `query_deadline` | `statement_timeout` + 2 s | client-side bound on every tracked query |
 /// | `breaker_ramp` | 2 s | after Critical, non-critical work's share of its slots grows from 10 % to 100 % over this |
 /// | `sample_interval` | 100 ms | how often the sampler reads `Pool::status()` |
 /// | `class_statement_timeout` | none | per-class `statement_timeout` overrides |
@@ -72,6 +73,17 @@ pub struct GuardConfig {
     /// deadpool's recycle timeout.
     #[serde(with = "crate::config::millis")]
     pub pool_recycle_timeout: Duration,
+    /// The client-side bound on every tracked query of a [`GuardedConn`](crate::GuardedConn)
+    /// (and of its transactions): past it the query is answered
+    /// [`Error::QueryDeadline`](crate::Error::QueryDeadline) (504), cancelled on the server
+    /// and its connection checked before reuse. `statement_timeout` is enforced by the
+    /// server, which never sees a query lost in a stalled network; this is not. `None` (the
+    /// default) is the connection's `statement_timeout` (the class override if larger) plus
+    /// [`QUERY_DEADLINE_MARGIN`], or 32 s when the guard does not know the timeout (it reads
+    /// it from the startup options, so behind a pooler, where the session settings are sent
+    /// otherwise, set it explicitly).
+    #[serde(with = "crate::config::opt_millis")]
+    pub query_deadline: Option<Duration>,
     /// When the level falls from Critical, non-critical work's share of its slots grows from
     /// 10 % to 100 % over this ramp: the deferred backlog starts at a controlled rate.
     #[serde(with = "crate::config::millis")]
@@ -101,11 +113,40 @@ impl Default for GuardConfig {
             pool_wait_timeout: Duration::from_secs(2),
             pool_create_timeout: Duration::from_secs(5),
             pool_recycle_timeout: Duration::from_secs(2),
+            query_deadline: None,
             breaker_ramp: Duration::from_secs(2),
             sample_interval: Duration::from_millis(100),
             class_statement_timeout: ClassTimeouts::default(),
             limits: UserLimits::default(),
         }
+    }
+}
+
+/// How much longer than `statement_timeout` the default
+/// [`query_deadline`](GuardConfig::query_deadline) waits: enough for the server's own timeout
+/// error to arrive first whenever the server can be reached.
+pub const QUERY_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The [`query_deadline`](GuardConfig::query_deadline) when neither it nor the connection's
+/// `statement_timeout` is known: the default `statement_timeout` plus the margin.
+pub const FALLBACK_QUERY_DEADLINE: Duration = Duration::from_secs(32);
+
+impl GuardConfig {
+    /// The query deadline of a connection acquired as `class` whose startup
+    /// `statement_timeout` is `statement_timeout` (if known).
+    pub fn query_deadline_for(
+        &self,
+        class: Criticality,
+        statement_timeout: Option<Duration>,
+    ) -> Duration {
+        if let Some(deadline) = self.query_deadline {
+            return deadline;
+        }
+        let longest = match (statement_timeout, self.class_statement_timeout.get(class)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        longest.map_or(FALLBACK_QUERY_DEADLINE, |t| t + QUERY_DEADLINE_MARGIN)
     }
 }
 

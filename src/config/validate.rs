@@ -64,6 +64,11 @@ impl GuardConfig {
         nonzero("pool_wait_timeout", self.pool_wait_timeout)?;
         nonzero("pool_create_timeout", self.pool_create_timeout)?;
         nonzero("pool_recycle_timeout", self.pool_recycle_timeout)?;
+        if let Some(deadline) = self.query_deadline {
+            if deadline < Duration::from_millis(1) {
+                return Err(BuildError::field("query_deadline", "must be at least 1 ms"));
+            }
+        }
         nonzero("breaker_ramp", self.breaker_ramp)?;
         nonzero("sample_interval", self.sample_interval)?;
         if self.queue_depth == 0 {

@@ -228,6 +228,7 @@ mod tests {
         let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(4)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .unwrap();
         Guard::builder(pool).build().unwrap()

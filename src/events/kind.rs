@@ -202,7 +202,7 @@ pub enum EventKind {
         route: Option<String>,
     },
     /// A request was dropped while its query ran; the query was cancelled on the server and
-    /// the connection discarded.
+    /// the connection checked before reuse (discarded if it did not answer).
     QueryAbandoned {
         /// The class of the acquisition.
         class: Criticality,

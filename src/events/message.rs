@@ -77,7 +77,7 @@ impl Event {
                 route,
                 cancel_sent,
             } => format!(
-                "Request dropped mid-query ({class}{}): {}; connection discarded",
+                "Request dropped mid-query ({class}{}): {}; connection checked before reuse",
                 route_suffix(route),
                 if *cancel_sent {
                     "server-side cancel sent"

@@ -80,7 +80,7 @@ impl GuardInner {
         let object = match object {
             Ok(object) => object,
             Err(e) => {
-                tracing::warn!(target: "poolguard", error = %e, %class, "pool could not hand out a connection");
+                tracing::warn!(target: "poolguard", error = %crate::error::describe_pool_error(&e), %class, "pool could not hand out a connection");
                 drop(permit);
                 let rejection = self.rejection(RejectionKind::PoolUnavailable, class);
                 return (Err(Error::Rejected(rejection)), Outcome::PoolUnavailable);

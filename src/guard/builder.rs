@@ -87,6 +87,7 @@ impl GuardBuilder {
             return Err(BuildError::field("event_capacity", "must be at least 1"));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        crate::pool::require_runtime(&self.pool)?;
         let c = &self.config;
         let thresholds = Thresholds {
             warning: c.warning_utilization,
@@ -161,6 +162,7 @@ mod tests {
         let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
         deadpool_postgres::Pool::builder(manager)
             .max_size(4)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .unwrap()
     }

@@ -67,7 +67,7 @@ impl std::fmt::Debug for GuardLayer {
 
 impl GuardLayer {
     /// Uses `extractor` to find the user key of each request (default:
-    /// [`DefaultKeyExtractor`]: `UserKey` extension, `x-user-id` header, peer address).
+    /// [`DefaultKeyExtractor`]: `UserKey` extension, then peer address; no header).
     #[must_use]
     pub fn key_extractor(mut self, extractor: impl KeyExtractor) -> Self {
         self.extractor = Arc::new(extractor);
@@ -140,10 +140,7 @@ impl Guard {
         GuardLayer {
             guard: self.clone(),
             class,
-            extractor: Arc::new(DefaultKeyExtractor::new(
-                http::HeaderName::from_static("x-user-id"),
-                self.config().limits.max_key_len,
-            )),
+            extractor: Arc::new(DefaultKeyExtractor::new(self.config().limits.max_key_len)),
             deadline: None,
             deadline_header: None,
         }

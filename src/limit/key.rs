@@ -139,25 +139,51 @@ where
     }
 }
 
-/// The default extractor, in this order: a [`UserKey`] request extension (set by your
-/// authentication layer), the header (default `x-user-id`), then the peer address when
-/// axum's `ConnectInfo<SocketAddr>` is present.
+/// The default extractor: a [`UserKey`] request extension (set by your authentication
+/// layer), then the peer address when axum's `ConnectInfo<SocketAddr>` is present.
+///
+/// A header is a claim the client makes about itself: any client could pick a fresh id per
+/// request to escape its limits, or send a victim's id to spend the victim's quota. So no
+/// header is read unless the application says it is trusted —
+/// [`trusting_header`](Self::trusting_header) — because a proxy or gateway in front sets it
+/// and strips what clients send.
 #[derive(Debug, Clone)]
 pub struct DefaultKeyExtractor {
-    header: http::HeaderName,
+    trusted_header: Option<http::HeaderName>,
     max_len: usize,
 }
 
 impl DefaultKeyExtractor {
-    /// Reads the key from `header`, keeping keys of up to `max_len` characters.
-    pub fn new(header: http::HeaderName, max_len: usize) -> Self {
-        Self { header, max_len }
+    /// The `UserKey` extension, then the peer address; keys from the peer are kept up to
+    /// `max_len` characters.
+    pub fn new(max_len: usize) -> Self {
+        Self {
+            trusted_header: None,
+            max_len,
+        }
+    }
+
+    /// The `UserKey` extension, then `header`, then the peer address. Use it only when
+    /// something you control in front of the application sets `header` (and removes it from
+    /// client requests): the value is taken as the user's identity. Values longer than
+    /// `max_len` or not printable ASCII are replaced by a hash
+    /// ([`UserKey::from_untrusted`]).
+    pub fn trusting_header(header: http::HeaderName, max_len: usize) -> Self {
+        Self {
+            trusted_header: Some(header),
+            max_len,
+        }
+    }
+
+    /// The header read as the user's identity, if one is trusted.
+    pub fn trusted_header(&self) -> Option<&http::HeaderName> {
+        self.trusted_header.as_ref()
     }
 }
 
 impl Default for DefaultKeyExtractor {
     fn default() -> Self {
-        Self::new(http::HeaderName::from_static("x-user-id"), 64)
+        Self::new(64)
     }
 }
 
@@ -166,7 +192,7 @@ impl KeyExtractor for DefaultKeyExtractor {
         if let Some(key) = extensions.get::<UserKey>() {
             return Some(key.clone());
         }
-        if let Some(v) = headers.get(&self.header) {
+        if let Some(v) = self.trusted_header.as_ref().and_then(|h| headers.get(h)) {
             return Some(UserKey::from_untrusted(v.as_bytes(), self.max_len));
         }
         peer_key(extensions)
@@ -187,7 +213,7 @@ fn peer_key_of(ip: std::net::IpAddr) -> UserKey {
     use std::io::Write;
     let mut buf = [0u8; UserKey::INLINE];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // "ip:" and the longest IPv6 text (39 bytes) always fits: fall back to a shared key.
+    // "ip:" and the longest IPv6 text (39 bytes) always fit; a shared key only in case.
     if write!(cursor, "ip:{ip}").is_ok() {
         let len = cursor.position() as usize;
         if let Ok(text) = std::str::from_utf8(&buf[..len]) {
@@ -237,11 +263,37 @@ mod tests {
     }
 
     #[test]
-    fn extension_wins_over_header() {
+    fn the_default_never_reads_a_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", "victim".parse().unwrap());
+        let x = DefaultKeyExtractor::default();
+        assert_eq!(x.extract(&headers, &Extensions::new()), None);
+        let mut ext = Extensions::new();
+        ext.insert(UserKey::new("from-auth"));
+        assert_eq!(x.extract(&headers, &ext).unwrap().as_str(), "from-auth");
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn the_default_falls_back_to_the_peer_address() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", "victim".parse().unwrap());
+        let mut ext = Extensions::new();
+        ext.insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [192, 0, 2, 7],
+            4711,
+        ))));
+        let key = DefaultKeyExtractor::default().extract(&headers, &ext);
+        assert_eq!(key.unwrap().as_str(), "ip:192.0.2.7");
+    }
+
+    #[test]
+    fn a_trusted_header_comes_after_the_extension() {
         let mut headers = HeaderMap::new();
         headers.insert("x-user-id", "from-header".parse().unwrap());
         let mut ext = Extensions::new();
-        let x = DefaultKeyExtractor::default();
+        let x =
+            DefaultKeyExtractor::trusting_header(http::HeaderName::from_static("x-user-id"), 64);
         assert_eq!(x.extract(&headers, &ext).unwrap().as_str(), "from-header");
         ext.insert(UserKey::new("from-auth"));
         assert_eq!(x.extract(&headers, &ext).unwrap().as_str(), "from-auth");

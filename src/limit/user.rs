@@ -82,8 +82,10 @@ impl UserLimiter {
         }
     }
 
-    /// Checks one request of `key` at `level`: the rate first (normal quota, and the tight
-    /// one too at Warning and above), then the in-flight cap.
+    /// Checks one request of `key` at `level`: the in-flight cap first, then the rate (normal
+    /// quota, and the tight one too at Warning and above). A request refused at the cap spends
+    /// no rate token, so a client retrying against its cap does not burn its quota; one
+    /// refused on the rate gives its in-flight slot back at once.
     pub(crate) fn check(
         &self,
         key: &UserKey,
@@ -91,20 +93,21 @@ impl UserLimiter {
         class: Criticality,
     ) -> Result<InFlightPermit, Rejection> {
         let tight = level != Level::Normal;
-        self.check_rate(&self.normal, key, self.config.burst, class)?;
-        if tight {
-            self.check_rate(&self.tight, key, self.config.tight_burst, class)?;
-        }
         let cap = if tight {
             self.config.tight_in_flight
         } else {
             self.config.in_flight
         };
-        self.enter(key, cap).ok_or(Rejection {
+        let permit = self.enter(key, cap).ok_or(Rejection {
             kind: RejectionKind::InFlightLimit { limit: cap },
             class,
             retry_after: Duration::from_secs(1),
-        })
+        })?;
+        self.check_rate(&self.normal, key, self.config.burst, class)?;
+        if tight {
+            self.check_rate(&self.tight, key, self.config.tight_burst, class)?;
+        }
+        Ok(permit)
     }
 
     fn check_rate(
@@ -238,6 +241,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, RejectionKind::RateLimited { limit: 2 });
         assert!(err.retry_after > Duration::ZERO && err.retry_after <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_retry_refused_at_the_in_flight_cap_spends_no_rate_token() {
+        // A burst of 3 and a refill far slower than the test.
+        let l = UserLimiter::new(UserLimits {
+            rate_per_second: 1,
+            burst: 3,
+            in_flight: 1,
+            ..limits()
+        });
+        let a = UserKey::new("a");
+        let held = l.check(&a, Level::Normal, Criticality::Standard).unwrap();
+        for _ in 0..10 {
+            let refused = l
+                .check(&a, Level::Normal, Criticality::Standard)
+                .unwrap_err();
+            assert_eq!(refused.kind, RejectionKind::InFlightLimit { limit: 1 });
+        }
+        drop(held);
+        // One token went to the first request; the ten refused retries spent none.
+        for _ in 0..2 {
+            drop(l.check(&a, Level::Normal, Criticality::Standard).unwrap());
+        }
+        let err = l
+            .check(&a, Level::Normal, Criticality::Standard)
+            .unwrap_err();
+        assert_eq!(err.kind, RejectionKind::RateLimited { limit: 3 });
+        // A request refused on the rate does not keep an in-flight slot.
+        assert_eq!(l.in_flight_of(&a), 0);
     }
 
     #[test]

@@ -24,7 +24,10 @@ struct Acted {
     terminated: bool,
 }
 
-/// Remembers which queries were cancelled, to terminate the ones that ignore it.
+/// Remembers which queries were cancelled, to terminate the ones that ignore it. Its memory
+/// survives a reconnect of the watchdog: entries are keyed by pid and `query_start`, so they
+/// can only match the very query they were made for, and a query that ignored its cancel is
+/// terminated after the grace period instead of being cancelled again.
 #[derive(Debug, Default)]
 pub(crate) struct SlowQueryKiller {
     acted: HashMap<QueryKey, Acted>,
@@ -127,11 +130,5 @@ impl SlowQueryKiller {
             }
         };
         inner.events.publish(Event::now(kind));
-    }
-
-    /// Forgets everything (after a reconnect: pids and start times are from another server
-    /// life).
-    pub(crate) fn reset(&mut self) {
-        self.acted.clear();
     }
 }

@@ -119,6 +119,7 @@ mod tests {
                 usable,
                 utilization: f64::from(used) / f64::from(usable),
                 sampled_at: SystemTime::now(),
+                stale: false,
             },
         }
     }

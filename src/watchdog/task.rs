@@ -1,8 +1,12 @@
 //! The watchdog loop: its own connection (never one of the pool's), reconnected with capped
 //! exponential backoff, and one pass of every check per interval.
+//!
+//! A watchdog query that times out (a stalled network, a server that stopped answering) ends
+//! the connection: the next interval reconnects, instead of asking a dead connection again
+//! forever. Meanwhile the server reading is held, marked stale (see [`headroom`]).
 
 use super::activity::Selector;
-use super::headroom::{self, PressureAlarm};
+use super::headroom::{self, PressureAlarm, Unreadable};
 use super::killer::SlowQueryKiller;
 use super::reaper::IdleReaper;
 use super::replicas::Replicas;
@@ -85,7 +89,12 @@ impl Runner {
             if client.as_ref().is_none_or(Client::is_closed) {
                 if client.take().is_some() {
                     tracing::warn!(target: "poolguard::watchdog", "lost its connection; reconnecting");
-                    self.lost(&inner);
+                    self.lost();
+                    self.alarm.unreadable(
+                        &inner,
+                        Unreadable::Unreachable,
+                        "its connection was lost",
+                    );
                 }
                 if Instant::now() < next_attempt {
                     continue;
@@ -97,7 +106,13 @@ impl Runner {
                         backoff = INITIAL_BACKOFF;
                     }
                     Err(e) => {
-                        tracing::warn!(target: "poolguard::watchdog", error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach Postgres");
+                        tracing::warn!(target: "poolguard::watchdog", error = %e.text, retry_in_ms = backoff.as_millis() as u64, "cannot reach Postgres");
+                        let why = if e.server_full {
+                            Unreadable::Full
+                        } else {
+                            Unreadable::Unreachable
+                        };
+                        self.alarm.unreadable(&inner, why, &e.text);
                         next_attempt = Instant::now() + backoff;
                         backoff = (backoff * 2).min(self.config.reconnect_backoff_max);
                         continue;
@@ -105,17 +120,29 @@ impl Runner {
                 }
             }
             let c = client.as_ref().expect("connected above");
-            match tokio::time::timeout(self.config.query_timeout * 3, self.tick(&inner, c)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(target: "poolguard::watchdog", error = %e, "check failed");
+            let check = tokio::time::timeout(self.config.query_timeout * 3, self.tick(&inner, c));
+            let failure = match check.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(TickError::Query(e))) => {
+                    let text = crate::error::describe_db_error(&e);
+                    tracing::warn!(target: "poolguard::watchdog", error = %text, "check failed");
+                    if !c.is_closed() {
+                        continue;
+                    }
+                    text
                 }
-                Err(_) => {
-                    tracing::warn!(target: "poolguard::watchdog", "check timed out; reconnecting");
-                    client = None;
-                    self.lost(&inner);
-                }
-            }
+                Ok(Err(TickError::TimedOut(what))) => format!("{what} got no answer"),
+                Err(_) => "the check got no answer".to_string(),
+            };
+            // The connection stopped answering: drop it (its socket is closed) and reconnect
+            // on the next interval. The killer keeps what it cancelled: the same query on the
+            // same backend is still due for termination after the grace period.
+            tracing::warn!(target: "poolguard::watchdog", error = %failure, "dropping its connection; reconnecting");
+            client = None;
+            self.lost();
+            self.alarm
+                .unreadable(&inner, Unreadable::Unreachable, &failure);
+            next_attempt = Instant::now();
         }
         if let Some(inner) = self.guard.upgrade() {
             self.alarm.clear(&inner);
@@ -123,24 +150,31 @@ impl Runner {
     }
 
     /// Opens the watchdog's own connection, named `{service}:{instance}:watchdog`.
-    async fn connect(&self) -> Result<Client, String> {
+    async fn connect(&self) -> Result<Client, ConnectError> {
         let mut pg = self.pg.clone();
         pg.application_name(&self.session_name);
         let connecting = pg.connect(self.tls.clone());
         let (client, connection) = tokio::time::timeout(self.config.query_timeout, connecting)
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnectError {
+                text: "connect timed out".into(),
+                server_full: false,
+            })?
+            .map_err(|e| ConnectError {
+                server_full: e.code()
+                    == Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS),
+                text: crate::error::describe_db_error(&e),
+            })?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
         Ok(client)
     }
 
-    /// Forgets what depended on the lost connection.
-    fn lost(&mut self, inner: &Arc<GuardInner>) {
-        self.alarm.clear(inner);
-        self.killer.reset();
+    /// Forgets what depended on the lost connection: the replica's leadership (its
+    /// advisory lock was held by that session). The server reading is held, not forgotten
+    /// (see [`headroom`]), and the killer keeps what it cancelled.
+    fn lost(&mut self) {
         if let Some(replicas) = &mut self.replicas {
             replicas.lost();
         }
@@ -157,37 +191,30 @@ impl Runner {
         }
     }
 
-    /// One pass: server headroom, slow queries, idle transactions, resize.
-    async fn tick(
-        &mut self,
-        inner: &Arc<GuardInner>,
-        client: &Client,
-    ) -> Result<(), tokio_postgres::Error> {
+    /// One pass: server headroom, slow queries, idle transactions, resize. The killer and the
+    /// reaper each have their own budget of `max_kills_per_interval`, so a storm of slow
+    /// queries never starves the reaping of idle transactions.
+    async fn tick(&mut self, inner: &Arc<GuardInner>, client: &Client) -> Result<(), TickError> {
         let limit = self.config.query_timeout;
-        let timed_out = || {
-            tracing::warn!(target: "poolguard::watchdog", "a watchdog query timed out");
-        };
-        let Ok(h) = tokio::time::timeout(limit, headroom::read(client)).await else {
-            timed_out();
-            return Ok(());
-        };
-        let h = h?;
+        let h = tokio::time::timeout(limit, headroom::read(client))
+            .await
+            .map_err(|_| TickError::TimedOut("the server reading"))??;
         let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
         self.alarm.publish(inner, h, announce);
-        let Ok(backends) = tokio::time::timeout(limit, self.selector.scan(client)).await else {
-            timed_out();
-            return Ok(());
-        };
-        let backends = backends?;
+        let backends = tokio::time::timeout(limit, self.selector.scan(client))
+            .await
+            .map_err(|_| TickError::TimedOut("the pg_stat_activity scan"))??;
         let mut budget = self.config.max_kills_per_interval;
         if let Some(replicas) = &mut self.replicas {
             budget = replicas.tick(client, inner, &self.config, &h).await?;
         }
+        let mut kill_budget = budget;
         self.killer
-            .tick(client, inner, &self.config, &backends, &mut budget)
+            .tick(client, inner, &self.config, &backends, &mut kill_budget)
             .await;
+        let mut reap_budget = budget;
         self.reaper
-            .tick(client, inner, &self.config, &backends, &mut budget)
+            .tick(client, inner, &self.config, &backends, &mut reap_budget)
             .await;
         if let Some(resizer) = &mut self.resizer {
             let s = inner.status();
@@ -203,5 +230,29 @@ impl Runner {
             }
         }
         Ok(())
+    }
+}
+
+/// A connection attempt that failed.
+#[derive(Debug)]
+struct ConnectError {
+    /// What went wrong, with the server's message and SQLSTATE.
+    text: String,
+    /// The server refused it as full (SQLSTATE 53300).
+    server_full: bool,
+}
+
+/// Why one pass of the checks stopped.
+#[derive(Debug)]
+enum TickError {
+    /// A query failed.
+    Query(tokio_postgres::Error),
+    /// A query got no answer within `query_timeout`.
+    TimedOut(&'static str),
+}
+
+impl From<tokio_postgres::Error> for TickError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TickError::Query(e)
     }
 }

@@ -2,6 +2,9 @@
 //! server and client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faults;
+pub mod proxy;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -91,6 +94,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn new(addr: SocketAddr) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
