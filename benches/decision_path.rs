@@ -1,15 +1,25 @@
 //! The guard's per-request decision path, and `guard.acquire` against a bare `pool.get`.
 //!
-//! Run: `cargo bench --bench decision_path`. Every group has its baseline in the same run:
-//! `bare` (the service alone) and `generic` (tower's ConcurrencyLimit + LoadShed + Timeout);
-//! compare ratios, not absolute times.
+//! Run: `cargo bench --bench decision_path -- --warm-up-time 1 --measurement-time 3`. Every
+//! group has its baseline in the same run: `bare` (the service alone) and `generic` (tower's
+//! ConcurrencyLimit + LoadShed + Timeout); compare ratios, not absolute times.
+//!
+//! `decision/*` is the whole decision for an admitted request: layer, key, rate check,
+//! in-flight cap, controller, and the slot admitted and released as `Conn` does (without the
+//! database round trip), against the bare service; `decision_threads/*` runs it on 1, 2, 4
+//! and 8 threads at once and reports the cost per request and core (flat when nothing is
+//! contended).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use futures_util::FutureExt;
 use http::{Request, Response};
 use poolguard::monitor::{LevelMachine, Pressure, Thresholds};
 use poolguard::testing::TestCluster;
-use poolguard::{Criticality, Guard, GuardConfig, PoolOptions, UserKey};
+use poolguard::{
+    AcquireContext, Criticality, Guard, GuardConfig, PoolOptions, RequestContext, UserKey,
+};
 use std::convert::Infallible;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -180,13 +190,157 @@ async fn futures_warm(guard: &Guard) -> Vec<poolguard::GuardedConn> {
     v
 }
 
+/// The inner service of a guarded route that takes its slot as the `Conn` extractor does:
+/// from the request's context, with its class, user and deadline.
+async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let ctx = req
+        .extensions()
+        .get::<RequestContext>()
+        .expect("under a guard layer");
+    let context = AcquireContext {
+        user: ctx.user.clone(),
+        route: None,
+    };
+    let slot = ctx
+        .guard
+        .admit_slot(ctx.class, context, ctx.deadline)
+        .await
+        .expect("a free pool admits at once");
+    drop(slot);
+    Ok(Response::new(String::new()))
+}
+
+fn whole_decision(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let guard = offline_guard(&rt);
+    let mut group = c.benchmark_group("decision");
+    let mut bare = tower::service_fn(ok);
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            bare.call(request("user-1"))
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        })
+    });
+    let mut guarded = ServiceBuilder::new()
+        .layer(guard.critical().key_extractor(trusted_user_header()))
+        .service(tower::service_fn(with_slot));
+    group.bench_function("admitted", |b| {
+        b.iter(|| {
+            let resp = guarded
+                .call(request("user-1"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            debug_assert_eq!(resp.status(), 200);
+            resp
+        })
+    });
+
+    // A report that may wait a millisecond while the server is full, after one measured
+    // hold: answered 503 at once, before its key or quota is looked at.
+    let shed_guard = offline_guard(&rt);
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let slot = shed_guard
+            .admit_slot(
+                Criticality::NonCritical,
+                AcquireContext::default(),
+                deadline,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(slot);
+    });
+    shed_guard.report_server_utilization(1.0);
+    let mut shed = ServiceBuilder::new()
+        .layer(
+            shed_guard
+                .non_critical()
+                .deadline(Duration::from_millis(1))
+                .key_extractor(trusted_user_header()),
+        )
+        .service(tower::service_fn(with_slot));
+    group.bench_function("shed", |b| {
+        b.iter(|| {
+            let resp = shed
+                .call(request("user-1"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            debug_assert_eq!(resp.status(), 503);
+            resp
+        })
+    });
+    group.finish();
+}
+
+/// `iters` requests on each of `threads` threads at once through a clone of `svc`; returns
+/// the wall time times the cores in use, over all requests: the cost of one request on one
+/// core, the same at every thread count when nothing is contended.
+fn on_threads<S>(svc: &S, threads: usize, iters: u64) -> Duration
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send,
+    S::Future: Send,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let start = Barrier::new(threads + 1);
+    let elapsed = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let mut svc = svc.clone();
+            let start = &start;
+            scope.spawn(move || {
+                start.wait();
+                for i in 0..iters {
+                    let user = USERS[i as usize % USERS.len()];
+                    let resp = svc.call(request(user)).now_or_never().unwrap().unwrap();
+                    std::hint::black_box(resp);
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    let wall = elapsed.elapsed();
+    wall * threads.min(cores) as u32 / threads as u32
+}
+
+const USERS: [&str; 4] = ["user-1", "user-2", "user-3", "user-4"];
+
+fn decision_threads(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let guard = offline_guard(&rt);
+    let bare = tower::service_fn(ok);
+    let guarded = ServiceBuilder::new()
+        .layer(guard.critical().key_extractor(trusted_user_header()))
+        .service(tower::service_fn(with_slot));
+    let mut group = c.benchmark_group("decision_threads");
+    for threads in [1, 2, 4, 8] {
+        group.bench_function(format!("bare/{threads}"), |b| {
+            b.iter_custom(|iters| on_threads(&bare, threads, iters))
+        });
+        group.bench_function(format!("admitted/{threads}"), |b| {
+            b.iter_custom(|iters| on_threads(&guarded, threads, iters))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = layer_path, pure_cores, acquire_vs_pool_get
+    targets = whole_decision, decision_threads, layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);
 

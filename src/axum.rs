@@ -75,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Criticality {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let reason = match &self {
-            Error::Rejected(r) => return r.to_response(),
+            Error::Rejected(r) => return r.to_static_response(),
             // The same SQLSTATE (57014) covers the timeout and a cancel (the watchdog's).
             Error::StatementTimeout(e) if !error::stopped_by_statement_timeout(e) => {
                 "query_cancelled"

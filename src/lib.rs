@@ -53,6 +53,8 @@ pub use config::{
 };
 pub use criticality::Criticality;
 pub use error::{describe_db_error, describe_pool_error, Error, QUERY_CANCELED};
+#[doc(hidden)]
+pub use guard::HeldSlot;
 pub use guard::{AcquireContext, Guard, GuardBuilder, GuardStatus};
 pub use health::{DatabaseHealth, HealthReport, PoolHealth};
 pub use layer::{GuardLayer, RequestContext};

@@ -67,37 +67,12 @@ impl GuardInner {
         deadline: Instant,
         started: Instant,
     ) -> Attempt {
-        let user = context.user.clone();
-        let admit = self.change(|s, now| s.admit(class, user, deadline, now));
-        let permit = match admit {
-            Admit::Granted => SlotPermit::new(self.clone(), class),
-            Admit::Rejected(mut refusal) => {
-                refusal.retry_after = self.book_return(class, refusal.retry_after);
-                return self.refused(class, refusal);
-            }
-            Admit::Enqueued { id, rx } => {
-                // Deferred: counted apart from the request's final outcome.
-                self.count(class, Outcome::Queued);
-                let waiting = QueuedWaiter {
-                    inner: self,
-                    class,
-                    user: context.user.clone(),
-                    id,
-                    enqueued: started,
-                };
-                let granted =
-                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx).await;
-                waiting.leave_queue();
-                match granted {
-                    Ok(Ok(Ok(permit))) => permit,
-                    // Its return was booked when it was refused.
-                    Ok(Ok(Err(refusal))) => return self.refused(class, refusal),
-                    Ok(Err(_)) | Err(_) => {
-                        let rejection = self.rejection(RejectionKind::QueueTimeout, class);
-                        return (Err(Error::Rejected(rejection)), Outcome::TimedOut);
-                    }
-                }
-            }
+        let permit = match self
+            .admit_slot(class, &context.user, deadline, started)
+            .await
+        {
+            Ok(permit) => permit,
+            Err(refused) => return refused,
         };
         let pending = PendingGet::enter(&self.pending_gets);
         let object = self.pool.timeout_get(&self.timeouts).await;
@@ -130,6 +105,49 @@ impl GuardInner {
             }
         }
         (Ok(conn), Outcome::Served)
+    }
+
+    /// Admission of one acquisition: a slot now, a slot after a wait in the queue (bounded
+    /// by `deadline`), or the refusal as it is counted. Everything `acquire` does before
+    /// `Pool::get`.
+    pub(super) async fn admit_slot(
+        self: &Arc<Self>,
+        class: Criticality,
+        user: &Option<UserKey>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<SlotPermit, Attempt> {
+        let admit = self.change(|s, now| s.admit(class, user.clone(), deadline, now));
+        match admit {
+            Admit::Granted => Ok(SlotPermit::new(self.clone(), class)),
+            Admit::Rejected(mut refusal) => {
+                refusal.retry_after = self.book_return(class, refusal.retry_after);
+                Err(self.refused(class, refusal))
+            }
+            Admit::Enqueued { id, rx } => {
+                // Deferred: counted apart from the request's final outcome.
+                self.count(class, Outcome::Queued);
+                let waiting = QueuedWaiter {
+                    inner: self,
+                    class,
+                    user: user.clone(),
+                    id,
+                    enqueued: started,
+                };
+                let granted =
+                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx).await;
+                waiting.leave_queue();
+                match granted {
+                    Ok(Ok(Ok(permit))) => Ok(permit),
+                    // Its return was booked when it was refused.
+                    Ok(Ok(Err(refusal))) => Err(self.refused(class, refusal)),
+                    Ok(Err(_)) | Err(_) => {
+                        let rejection = self.rejection(RejectionKind::QueueTimeout, class);
+                        Err((Err(Error::Rejected(rejection)), Outcome::TimedOut))
+                    }
+                }
+            }
+        }
     }
 
     fn refused(&self, class: Criticality, refusal: crate::rejection::Refusal) -> Attempt {

@@ -3,12 +3,15 @@
 mod acquire;
 mod builder;
 mod inner;
+mod slot;
 mod status;
 mod window;
 
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
 pub(crate) use inner::{GuardInner, WeakInner};
+#[doc(hidden)]
+pub use slot::HeldSlot;
 pub use status::GuardStatus;
 
 use crate::admission::GuardedConn;

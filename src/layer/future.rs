@@ -58,7 +58,7 @@ impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: From<String>,
+    B: From<String> + From<&'static str>,
 {
     type Output = Result<Response<B>, E>;
 
@@ -71,7 +71,7 @@ where
                 Ok(permit) => *this.permit = Some(permit),
                 Err(rejection) => {
                     this.future.set(None);
-                    return Poll::Ready(Ok(rejection.to_response()));
+                    return Poll::Ready(Ok(rejection.to_static_response()));
                 }
             }
         }

@@ -25,7 +25,7 @@ impl<S> GuardService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GuardService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<String>,
+    ResBody: From<String> + From<&'static str>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -46,7 +46,7 @@ where
         // pool, none of the caller's quota spent.
         if let Some(rejection) = inner.deadline_refusal(class, deadline, now) {
             inner.count(class, Outcome::Shed);
-            return ResponseFuture::rejected(rejection.to_response());
+            return ResponseFuture::rejected(rejection.to_static_response());
         }
 
         // An outer guard layer already checked the caller's limits: only the class and the
@@ -73,7 +73,7 @@ where
                         LimitCheck::Ready(Ok(permit)) => Some(permit),
                         LimitCheck::Ready(Err(rejection)) => {
                             inner.count(class, Outcome::RateLimited);
-                            return ResponseFuture::rejected(rejection.to_response());
+                            return ResponseFuture::rejected(rejection.to_static_response());
                         }
                         LimitCheck::Pending(check) => {
                             pending = Some(check);

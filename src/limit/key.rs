@@ -5,18 +5,47 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// The identity per-user limits are keyed by. Cheap to clone.
+/// The identity per-user limits are keyed by. Cheap to clone: a key of up to
+/// [`UserKey::INLINE`] bytes is stored inline (making or cloning one never allocates), a longer
+/// one is shared.
 ///
 /// Keys from the outside world are sanitized by [`UserKey::from_untrusted`]: printable ASCII
 /// up to the configured length is kept as is; anything longer or containing other bytes is
 /// replaced by a stable hash, so hostile keys cannot blow up memory or logs.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserKey(Arc<str>);
+#[derive(Clone)]
+pub struct UserKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// The first `len` bytes are the key (valid UTF-8).
+    Inline {
+        len: u8,
+        bytes: [u8; UserKey::INLINE],
+    },
+    Shared(Arc<str>),
+}
 
 impl UserKey {
+    /// The longest key stored without an allocation.
+    pub const INLINE: usize = 46;
+
     /// A key from a trusted value (for example a user id set by an authentication layer).
     pub fn new(key: impl Into<Arc<str>>) -> Self {
-        UserKey(key.into())
+        let key: Arc<str> = key.into();
+        Self::inline(&key).unwrap_or(UserKey(Repr::Shared(key)))
+    }
+
+    /// The key for `text` without an allocation, if it is short enough.
+    fn inline(text: &str) -> Option<Self> {
+        if text.len() > Self::INLINE {
+            return None;
+        }
+        let mut bytes = [0u8; Self::INLINE];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(UserKey(Repr::Inline {
+            len: text.len() as u8,
+            bytes,
+        }))
     }
 
     /// A key from untrusted bytes (a header value): kept if it is 1..=`max_len` printable
@@ -27,29 +56,70 @@ impl UserKey {
             && bytes.iter().all(|b| b.is_ascii_graphic());
         if printable {
             // Checked above: ASCII only, so this never fails.
-            UserKey(Arc::from(std::str::from_utf8(bytes).unwrap_or_default()))
+            let text = std::str::from_utf8(bytes).unwrap_or_default();
+            Self::inline(text).unwrap_or_else(|| UserKey(Repr::Shared(Arc::from(text))))
         } else {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             bytes.hash(&mut h);
-            UserKey(Arc::from(format!("#{:016x}", h.finish())))
+            let hash = h.finish();
+            let mut text = [b'#'; 17];
+            for (i, digit) in text[1..].iter_mut().enumerate() {
+                let nibble = (hash >> (60 - 4 * i)) & 0xf;
+                *digit = b"0123456789abcdef"[nibble as usize];
+            }
+            // Hex digits: ASCII, and 17 bytes always fit inline.
+            Self::inline(std::str::from_utf8(&text).unwrap_or_default())
+                .unwrap_or_else(|| UserKey::new("#"))
         }
     }
 
     /// The key as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Only ever filled from a `&str` cut at its length.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Repr::Shared(text) => text,
+        }
+    }
+}
+
+impl PartialEq for UserKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for UserKey {}
+
+impl Hash for UserKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for UserKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for UserKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for UserKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserKey({:?})", &*self.0)
+        write!(f, "UserKey({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for UserKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -134,7 +204,23 @@ fn peer_key(extensions: &Extensions) -> Option<UserKey> {
     use axum::extract::ConnectInfo;
     extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|ConnectInfo(addr)| UserKey::new(format!("ip:{}", addr.ip())))
+        .map(|ConnectInfo(addr)| peer_key_of(addr.ip()))
+}
+
+/// `ip:` and the address, written into a buffer (no allocation for the key).
+#[cfg(feature = "axum")]
+fn peer_key_of(ip: std::net::IpAddr) -> UserKey {
+    use std::io::Write;
+    let mut buf = [0u8; UserKey::INLINE];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // "ip:" and the longest IPv6 text (39 bytes) always fit; a shared key only in case.
+    if write!(cursor, "ip:{ip}").is_ok() {
+        let len = cursor.position() as usize;
+        if let Ok(text) = std::str::from_utf8(&buf[..len]) {
+            return UserKey::from_untrusted(text.as_bytes(), UserKey::INLINE);
+        }
+    }
+    UserKey::new(format!("ip:{ip}"))
 }
 
 #[cfg(not(feature = "axum"))]
@@ -164,6 +250,16 @@ mod tests {
             UserKey::from_untrusted(&[0xff, 0x00, b'\n', 0xc3], 64)
         );
         assert_ne!(binary, UserKey::from_untrusted(&[0xff], 64));
+    }
+
+    #[test]
+    fn short_and_long_keys_compare_by_text() {
+        let long = "u".repeat(UserKey::INLINE + 1);
+        assert_eq!(UserKey::new(long.as_str()).as_str(), long);
+        assert_eq!(UserKey::new("abc"), UserKey::from_untrusted(b"abc", 64));
+        assert!(UserKey::new("a") < UserKey::new(long.as_str()));
+        let hashed = UserKey::from_untrusted(b"\xff", 64);
+        assert!(hashed.as_str()[1..].bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

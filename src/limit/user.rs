@@ -5,12 +5,45 @@ use crate::rejection::{Rejection, RejectionKind};
 use crate::{Criticality, Level, UserLimits};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SHARDS: usize = 16;
+
+/// One user's in-flight count. Shared by the shard map and every permit of the user: a
+/// permit is taken by one increment and given back by one decrement, without the map.
+#[derive(Debug, Default)]
+struct InFlightEntry {
+    count: AtomicU32,
+}
+
+/// Hashes a key hashed already (the map's keys are hashes): the value as is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; fold anything else in for completeness.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// In-flight entries by the key's hash (a per-process random SipHash: two users share an
+/// entry only on a 64-bit collision no one outside can aim for).
+type Shard = Mutex<HashMap<u64, Arc<InFlightEntry>, BuildHasherDefault<Prehashed>>>;
 
 /// Per-user rate and in-flight limits.
 ///
@@ -21,14 +54,14 @@ pub(crate) struct UserLimiter {
     config: UserLimits,
     normal: DefaultKeyedRateLimiter<UserKey>,
     tight: DefaultKeyedRateLimiter<UserKey>,
-    in_flight: Arc<[Mutex<HashMap<UserKey, u32>>; SHARDS]>,
+    in_flight: [Shard; SHARDS],
+    hasher: RandomState,
 }
 
-/// Holds one of a user's in-flight slots; releases it on drop.
+/// Holds one of a user's in-flight slots; releases it on drop (one atomic decrement).
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
-    shards: Arc<[Mutex<HashMap<UserKey, u32>>; SHARDS]>,
-    key: UserKey,
+    entry: Arc<InFlightEntry>,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -38,19 +71,13 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     Quota::per_second(rate).allow_burst(burst)
 }
 
-fn shard_of(key: &UserKey) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() as usize) % SHARDS
-}
-
 impl UserLimiter {
     pub(crate) fn new(config: UserLimits) -> Self {
         Self {
             normal: RateLimiter::keyed(quota(config.rate_per_second, config.burst)),
             tight: RateLimiter::keyed(quota(config.tight_rate_per_second, config.tight_burst)),
-            in_flight: Arc::new(std::array::from_fn(|_| Mutex::new(HashMap::new()))),
+            in_flight: std::array::from_fn(|_| Mutex::default()),
+            hasher: RandomState::new(),
             config,
         }
     }
@@ -97,26 +124,31 @@ impl UserLimiter {
         })
     }
 
-    fn enter(&self, key: &UserKey, cap: u32) -> Option<InFlightPermit> {
-        let mut shard = self.in_flight[shard_of(key)]
+    /// The key's entry, made on its first request (and kept until housekeeping finds it
+    /// idle, so a user's next request finds it without allocating).
+    fn entry_of(&self, key: &UserKey) -> Arc<InFlightEntry> {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.in_flight[(hash >> 60) as usize % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let count = shard.entry(key.clone()).or_insert(0);
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(InFlightPermit {
-            shards: self.in_flight.clone(),
-            key: key.clone(),
-        })
+        shard.entry(hash).or_default().clone()
+    }
+
+    fn enter(&self, key: &UserKey, cap: u32) -> Option<InFlightPermit> {
+        let entry = self.entry_of(key);
+        entry
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlightPermit { entry })
     }
 
     /// Requests in flight for `key`.
     #[cfg(test)]
     pub(crate) fn in_flight_of(&self, key: &UserKey) -> u32 {
-        let shard = self.in_flight[shard_of(key)].lock().unwrap();
-        shard.get(key).copied().unwrap_or(0)
+        self.entry_of(key).count.load(Ordering::Acquire)
     }
 
     /// Keys the rate limiters currently hold state for.
@@ -125,26 +157,26 @@ impl UserLimiter {
         self.normal.len() + self.tight.len()
     }
 
-    /// Forgets rate state of keys whose bucket is full again and returns memory.
+    /// Forgets rate state of keys whose bucket is full again, and in-flight entries of keys
+    /// with nothing in flight, and returns memory.
     pub(crate) fn housekeeping(&self) {
         for limiter in [&self.normal, &self.tight] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
+        }
+        for shard in &self.in_flight {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            // Under the shard lock no permit can be made from an entry; one no permit holds
+            // (strong count 1) and at zero is idle.
+            shard.retain(|_, e| Arc::strong_count(e) > 1 || e.count.load(Ordering::Acquire) > 0);
+            shard.shrink_to_fit();
         }
     }
 }
 
 impl Drop for InFlightPermit {
     fn drop(&mut self) {
-        let mut shard = self.shards[shard_of(&self.key)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = shard.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                shard.remove(&self.key);
-            }
-        }
+        self.entry.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -181,6 +213,8 @@ mod tests {
             .is_ok());
         drop(held);
         assert_eq!(l.in_flight_of(&a), 0);
+        l.housekeeping();
+        assert!(l.in_flight.iter().all(|s| s.lock().unwrap().is_empty()));
         assert!(l.check(&a, Level::Normal, Criticality::Standard).is_ok());
     }
 

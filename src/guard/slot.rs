@@ -1,0 +1,94 @@
+//! A slot admitted and released exactly as [`Guard::acquire`](super::Guard::acquire) does it,
+//! minus `Pool::get`: what the decision benchmark and the allocation test measure.
+
+use super::inner::GuardInner;
+use super::Guard;
+use crate::admission::SlotPermit;
+use crate::criticality::Criticality;
+use crate::error::Error;
+use crate::metrics::Outcome;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// One slot held through the guard without a connection. Dropping it records the hold time
+/// and releases the slot, as dropping a [`GuardedConn`](crate::GuardedConn) does.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HeldSlot {
+    permit: Option<SlotPermit>,
+    class: Criticality,
+    acquired_at: Instant,
+}
+
+impl Guard {
+    /// Admits one acquisition of `class` by `deadline` (queue, level, held registry, counts
+    /// and histograms as [`Guard::acquire_until`] does) without asking the pool for a
+    /// connection. For benchmarks and tests of the admission path; not a stable API.
+    #[doc(hidden)]
+    pub async fn admit_slot(
+        &self,
+        class: Criticality,
+        context: super::AcquireContext,
+        deadline: Instant,
+    ) -> Result<HeldSlot, Error> {
+        self.inner.hold_slot(class, context, deadline).await
+    }
+}
+
+impl GuardInner {
+    async fn hold_slot(
+        self: &Arc<Self>,
+        class: Criticality,
+        context: super::AcquireContext,
+        deadline: Instant,
+    ) -> Result<HeldSlot, Error> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            target: "poolguard",
+            "acquire",
+            class = class.as_str(),
+            route = context.route.as_deref().unwrap_or(""),
+            outcome = tracing::field::Empty,
+            wait_ms = tracing::field::Empty,
+        );
+        let admitted = self
+            .admit_slot(class, &context.user, deadline, started)
+            .instrument(span.clone())
+            .await;
+        let wait = started.elapsed();
+        let (result, outcome) = match admitted {
+            Ok(mut permit) => {
+                permit.register(class, context.route, context.user);
+                let slot = HeldSlot {
+                    permit: Some(permit),
+                    class,
+                    acquired_at: Instant::now(),
+                };
+                (Ok(slot), Outcome::Served)
+            }
+            Err((Err(e), outcome)) => (Err(e), outcome),
+            Err((Ok(_), outcome)) => {
+                unreachable!("admission never hands out a connection ({outcome:?})")
+            }
+        };
+        span.record("outcome", outcome.as_str());
+        span.record("wait_ms", wait.as_secs_f64() * 1000.0);
+        self.count(class, outcome);
+        if outcome == Outcome::Served {
+            self.metrics.acquire_wait(class, wait.as_secs_f64());
+        }
+        result
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            permit
+                .inner()
+                .note_hold_time(self.class, self.acquired_at.elapsed());
+            drop(permit);
+        }
+    }
+}

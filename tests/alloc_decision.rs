@@ -1,0 +1,251 @@
+//! Allocations on the request path, counted by a global allocator that only this test binary
+//! installs: an admitted request (layer, key, rate check, in-flight cap, controller, slot
+//! admission and release) allocates nothing of its own once warm; a refused one allocates only
+//! what its response needs.
+
+use http::{Request, Response};
+use poolguard::{
+    AcquireContext, Criticality, Guard, GuardConfig, PoolOptions, RequestContext, UserKey,
+    UserLimits,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tower::{Service, ServiceBuilder};
+
+/// Counts the allocations of the thread that turned counting on.
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    let out = f();
+    COUNTING.with(|on| on.set(false));
+    (out, ALLOCATIONS.with(Cell::get))
+}
+
+type Body = String;
+
+fn request(user: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/api/auth/session")
+        .header("x-user-id", user)
+        .body(String::new())
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A guard whose pool points nowhere: admission never asks it for a connection.
+fn offline_guard(limits: UserLimits) -> Guard {
+    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+    let config = GuardConfig {
+        limits,
+        ..GuardConfig::default()
+    };
+    Guard::connect(pg, &PoolOptions::default())
+        .unwrap()
+        .config(config)
+        .build()
+        .unwrap()
+}
+
+fn generous() -> UserLimits {
+    UserLimits {
+        rate_per_second: 1_000_000_000,
+        burst: 1_000_000_000,
+        tight_rate_per_second: 1_000_000_000,
+        tight_burst: 1_000_000_000,
+        ..Default::default()
+    }
+}
+
+/// The test's client is the only one: its `x-user-id` header is trusted.
+fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
+    poolguard::limit::DefaultKeyExtractor::trusting_header(
+        http::HeaderName::from_static("x-user-id"),
+        64,
+    )
+}
+
+static SLOT_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The bare service plus the slot the `Conn` extractor would take: admitted and released as
+/// `acquire` does, minus `Pool::get`.
+fn with_slot(
+    guard: Guard,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
+    tower::service_fn(move |_req: Request<Body>| {
+        let guard = guard.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let slot = guard
+                .admit_slot(Criticality::Critical, AcquireContext::default(), deadline)
+                .await
+                .expect("a free pool admits at once");
+            SLOT_TAKEN.store(true, Ordering::Relaxed);
+            drop(slot);
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    })
+}
+
+/// The allocations of one request through `svc`, after `warm_up` requests.
+fn per_request<S>(rt: &tokio::runtime::Runtime, svc: &mut S, user: &str) -> u64
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    for _ in 0..200 {
+        let req = request(user);
+        drop(rt.block_on(svc.call(req)));
+    }
+    let mut worst = 0;
+    for _ in 0..100 {
+        let req = request(user);
+        let (resp, n) = allocations(|| rt.block_on(svc.call(req)));
+        drop(resp);
+        worst = worst.max(n);
+    }
+    worst
+}
+
+#[test]
+fn an_admitted_request_allocates_nothing_of_its_own() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+
+    let mut bare = with_slot(guard.clone());
+    let bare_count = per_request(&rt, &mut bare, "user-1");
+
+    let mut guarded = ServiceBuilder::new()
+        .layer(guard.critical().key_extractor(trusted_user_header()))
+        .service(with_slot(guard.clone()));
+    let guarded_count = per_request(&rt, &mut guarded, "user-1");
+    assert!(SLOT_TAKEN.load(Ordering::Relaxed));
+
+    // What the handler's context costs the request itself: its slot in the request's
+    // extensions (the map, and the boxed value), which `Conn` and handlers read it from.
+    let context = RequestContext {
+        class: Criticality::Critical,
+        user: Some(UserKey::new("user-1")),
+        guard: guard.clone(),
+        deadline: Instant::now(),
+    };
+    let mut req = request("user-1");
+    let ((), extension_count) = allocations(|| {
+        req.extensions_mut().insert(context);
+    });
+    drop(req);
+    println!(
+        "allocations per request: bare+slot {bare_count}, guarded {guarded_count}, \
+         of which the request's extension storage {extension_count}"
+    );
+    assert_eq!(
+        guarded_count,
+        bare_count + extension_count,
+        "the decision allocated {} times per admitted request",
+        guarded_count - bare_count - extension_count
+    );
+}
+
+#[test]
+fn a_rate_limited_answer_allocates_only_its_response() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(UserLimits {
+        rate_per_second: 1,
+        burst: 1,
+        ..Default::default()
+    });
+    let mut guarded = ServiceBuilder::new()
+        .layer(guard.standard().key_extractor(trusted_user_header()))
+        .service(with_slot(guard.clone()));
+    let count = per_request(&rt, &mut guarded, "user-1");
+    let resp = rt.block_on(guarded.call(request("user-1"))).unwrap();
+    assert_eq!(resp.status(), 429);
+    println!("allocations per 429 (String body): {count}");
+    // The header map (its index and entries) and the `String` body; with a body type that
+    // takes a `&'static str` as is (axum's), only the header map.
+    assert!(count <= 3, "a 429 allocated {count} times");
+}
+
+#[test]
+fn a_shed_answer_allocates_only_its_response() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+    // One measured hold gives non-critical work a drain rate; with the server full, a report
+    // that may wait a millisecond cannot start in time and is told so at once.
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let slot = guard
+            .admit_slot(
+                Criticality::NonCritical,
+                AcquireContext::default(),
+                deadline,
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(slot);
+    });
+    guard.report_server_utilization(1.0);
+    let mut reports = ServiceBuilder::new()
+        .layer(
+            guard
+                .non_critical()
+                .deadline(Duration::from_millis(1))
+                .key_extractor(trusted_user_header()),
+        )
+        .service(with_slot(guard.clone()));
+    let count = per_request(&rt, &mut reports, "user-1");
+    let resp = rt.block_on(reports.call(request("user-1"))).unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    println!("allocations per shed 503 (String body): {count}");
+    assert!(count <= 3, "a 503 allocated {count} times");
+}
