@@ -172,7 +172,13 @@ async fn a_real_incident_shows_on_the_dashboard_and_in_the_browser() {
     let calm = status_json(addr).await;
     assert_eq!(calm["pool"]["level"], "normal");
     assert!(calm["active_incident"].is_null());
-    assert!(calm["server"].is_null());
+    // The watchdog may already have read the server (its first pass runs at once): calm
+    // either way.
+    assert!(
+        calm["server"].is_null() || calm["server"]["utilization"].as_f64().unwrap_or(0.0) < 0.85,
+        "{}",
+        calm["server"]
+    );
 
     // Calm traffic for a few seconds: served requests of every class.
     let calm_until = std::time::Instant::now() + Duration::from_secs(3);
