@@ -26,6 +26,19 @@ pub struct AcquireContext {
 /// What became of one acquisition, before it is counted.
 type Attempt = (Result<GuardedConn, Error>, Outcome);
 
+/// The `acquire` span (target `poolguard`); `outcome` and `wait_ms` are recorded when the
+/// acquisition ends.
+pub(super) fn acquire_span(class: Criticality, route: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        target: "poolguard",
+        "acquire",
+        class = class.as_str(),
+        route = route.unwrap_or(""),
+        outcome = tracing::field::Empty,
+        wait_ms = tracing::field::Empty,
+    )
+}
+
 impl GuardInner {
     /// Acquires a slot and a connection as `class`, starting by `deadline` or not at all.
     ///
@@ -38,18 +51,24 @@ impl GuardInner {
         deadline: Instant,
     ) -> Result<GuardedConn, Error> {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            target: "poolguard",
-            "acquire",
-            class = class.as_str(),
-            route = context.route.as_deref().unwrap_or(""),
-            outcome = tracing::field::Empty,
-            wait_ms = tracing::field::Empty,
-        );
+        let span = acquire_span(class, context.route.as_deref());
         let (result, outcome) = self
             .attempt(class, context, deadline, started)
             .instrument(span.clone())
             .await;
+        self.finish_acquire(&span, class, outcome, started);
+        result
+    }
+
+    /// Records how an acquisition started at `started` ended: on its span, in the outcome
+    /// counts and, when served, in the wait histogram.
+    pub(super) fn finish_acquire(
+        &self,
+        span: &tracing::Span,
+        class: Criticality,
+        outcome: Outcome,
+        started: Instant,
+    ) {
         let wait = started.elapsed();
         span.record("outcome", outcome.as_str());
         span.record("wait_ms", wait.as_secs_f64() * 1000.0);
@@ -57,7 +76,6 @@ impl GuardInner {
         if outcome == Outcome::Served {
             self.metrics.acquire_wait(class, wait.as_secs_f64());
         }
-        result
     }
 
     async fn attempt(

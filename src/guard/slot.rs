@@ -44,19 +44,11 @@ impl GuardInner {
         deadline: Instant,
     ) -> Result<HeldSlot, Error> {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            target: "poolguard",
-            "acquire",
-            class = class.as_str(),
-            route = context.route.as_deref().unwrap_or(""),
-            outcome = tracing::field::Empty,
-            wait_ms = tracing::field::Empty,
-        );
+        let span = super::acquire::acquire_span(class, context.route.as_deref());
         let admitted = self
             .admit_slot(class, &context.user, deadline, started)
             .instrument(span.clone())
             .await;
-        let wait = started.elapsed();
         let (result, outcome) = match admitted {
             Ok(mut permit) => {
                 permit.register(class, context.route, context.user);
@@ -72,12 +64,7 @@ impl GuardInner {
                 unreachable!("admission never hands out a connection ({outcome:?})")
             }
         };
-        span.record("outcome", outcome.as_str());
-        span.record("wait_ms", wait.as_secs_f64() * 1000.0);
-        self.count(class, outcome);
-        if outcome == Outcome::Served {
-            self.metrics.acquire_wait(class, wait.as_secs_f64());
-        }
+        self.finish_acquire(&span, class, outcome, started);
         result
     }
 }
