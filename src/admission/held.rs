@@ -1,14 +1,37 @@
 //! The registry of connections held through the guard: who holds what, since when, for which
-//! route and user. Kept inside the admission state, so registering a connection costs one
-//! short lock on checkout and nothing on release (the slot release takes the lock anyway).
+//! route and user. Sharded, so registering and forgetting a connection takes one short lock
+//! on a shard that threads rarely share, never a lock every request takes.
 //!
 //! The watchdog scans it for leaks and looks up the route of a backend it acts on.
 
+use crate::criticality::Criticality;
 use crate::limit::UserKey;
-use crate::Criticality;
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How many shards: a power of two, more than the threads that register at once on most
+/// hosts.
+const SHARDS: usize = 32;
+
+/// Hands each thread its shard, round robin.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The shard of the calling thread.
+fn my_shard() -> usize {
+    SHARD.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        s.get()
+    })
+}
 
 /// One connection held through the guard.
 #[derive(Debug, Clone)]
@@ -30,25 +53,37 @@ pub(crate) struct Leak {
     pub(crate) held: Duration,
 }
 
-/// Held connections by registry id.
+/// One shard: held connections by registry id, and the next id's sequence number.
+#[derive(Debug, Default)]
+struct Shard {
+    held: HashMap<u64, Held>,
+    next: u64,
+}
+
+/// Held connections by registry id; an id names its shard in its low bits.
 #[derive(Debug, Default)]
 pub(crate) struct HeldRegistry {
-    held: HashMap<u64, Held>,
-    next_id: u64,
+    shards: [Mutex<Shard>; SHARDS],
 }
 
 impl HeldRegistry {
+    fn shard(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records a connection handed out now; returns its id.
     pub(crate) fn insert(
-        &mut self,
+        &self,
         class: Criticality,
         route: Option<Arc<str>>,
         user: Option<UserKey>,
         now: Instant,
     ) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.held.insert(
+        let index = my_shard();
+        let mut shard = self.shard(index);
+        let id = shard.next * SHARDS as u64 + index as u64;
+        shard.next += 1;
+        shard.held.insert(
             id,
             Held {
                 since: now,
@@ -62,34 +97,39 @@ impl HeldRegistry {
     }
 
     /// Forgets a connection that came back.
-    pub(crate) fn remove(&mut self, id: u64) {
-        self.held.remove(&id);
+    pub(crate) fn remove(&self, id: u64) {
+        self.shard(id as usize % SHARDS).held.remove(&id);
     }
 
-    /// The connection with registry id `id`, if it is still held.
-    pub(crate) fn get(&self, id: u64) -> Option<&Held> {
-        self.held.get(&id)
+    /// The route and user of the connection with registry id `id`, if it is still held.
+    pub(crate) fn route_of(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
+        self.shard(id as usize % SHARDS)
+            .held
+            .get(&id)
+            .map(|h| (h.route.clone(), h.user.clone()))
     }
 
     /// How many connections are held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.held.len()
+        (0..SHARDS).map(|i| self.shard(i).held.len()).sum()
     }
 
     /// Connections held longer than `after` that were not reported yet; marks them reported.
-    pub(crate) fn take_leaks(&mut self, after: Duration, now: Instant) -> Vec<Leak> {
+    pub(crate) fn take_leaks(&self, after: Duration, now: Instant) -> Vec<Leak> {
         let mut leaks = Vec::new();
-        for h in self.held.values_mut() {
-            let held = now.saturating_duration_since(h.since);
-            if !h.leak_reported && held >= after {
-                h.leak_reported = true;
-                leaks.push(Leak {
-                    class: h.class,
-                    route: h.route.clone(),
-                    user: h.user.clone(),
-                    held,
-                });
+        for i in 0..SHARDS {
+            for h in self.shard(i).held.values_mut() {
+                let held = now.saturating_duration_since(h.since);
+                if !h.leak_reported && held >= after {
+                    h.leak_reported = true;
+                    leaks.push(Leak {
+                        class: h.class,
+                        route: h.route.clone(),
+                        user: h.user.clone(),
+                        held,
+                    });
+                }
             }
         }
         leaks
@@ -103,7 +143,7 @@ mod tests {
     #[test]
     fn a_leak_is_reported_once_and_forgotten_on_release() {
         let t0 = Instant::now();
-        let mut r = HeldRegistry::default();
+        let r = HeldRegistry::default();
         let id = r.insert(
             Criticality::Standard,
             Some("/export".into()),
@@ -126,6 +166,6 @@ mod tests {
             .is_empty());
         r.remove(id);
         assert_eq!(r.len(), 1);
-        assert!(r.get(id).is_none());
+        assert!(r.route_of(id).is_none());
     }
 }

@@ -10,15 +10,19 @@
 
 mod abandon;
 mod conn;
+mod gate;
 mod held;
+mod hold;
 mod permit;
 mod queue;
+mod slots;
 mod state;
 mod tracker;
 mod transaction;
 
 pub use conn::GuardedConn;
-pub(crate) use held::Leak;
+pub(crate) use held::{HeldRegistry, Leak};
 pub(crate) use permit::SlotPermit;
+pub(crate) use slots::Slots;
 pub(crate) use state::{AdmissionSettings, AdmissionState, Admit, Effects};
 pub use transaction::GuardedTransaction;

@@ -1,12 +1,13 @@
 //! The admission state: who holds a slot, who waits, in what order slots are handed out, and
 //! who is told at once that it would not start in time.
 //!
-//! Everything here is plain data behind one short-held mutex in the guard; time is passed in,
-//! and the decisions come from the pure cores in [`crate::controller`]. The guard's locking,
-//! publishing and I/O live elsewhere, so this state machine can serve as the model a faster
-//! admission path is checked against.
+//! Everything here is plain data behind one short-held mutex; time is passed in, and the
+//! decisions come from the pure cores in [`crate::controller`]. The slot counts and the
+//! measured hold times live in the [`FastGate`] in front of it, which grants and releases
+//! without the lock while nothing is wrong; this state machine decides everything else, and
+//! is the model the gate is checked against (driven alone, it is the whole admission).
 
-use super::held::HeldRegistry;
+use super::gate::{FastGate, GateSettings, MAX_CEILING};
 use super::queue::{FairQueue, Grant, Waiter};
 use crate::controller::{ClassCapacity, DrainEstimate, RetryJitter, StartRamp};
 use crate::criticality::Criticality;
@@ -15,6 +16,7 @@ use crate::limit::UserKey;
 use crate::monitor::{Level, LevelMachine, Pressure, Transition};
 use crate::rejection::{Refusal, RejectionKind};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -81,9 +83,13 @@ pub(crate) struct AdmissionSettings {
 pub(crate) struct AdmissionState {
     settings: AdmissionSettings,
     capacity: ClassCapacity,
-    /// Slots held through the guard, by class.
-    granted: [usize; 3],
-    /// Slots granted since the start (a waiter whose caller left is never counted).
+    /// The most slots the guard may hold, by the level machine and the reserve, before a
+    /// grant must be decided here (the fast path's ceiling when nothing is used outside it).
+    fast_ceiling: usize,
+    /// The slot counts by class, the measured hold times, and the lock-free path over them.
+    gate: Arc<FastGate>,
+    /// Slots granted here since the start (a waiter whose caller left is never counted);
+    /// the gate counts its own.
     grants_total: u64,
     /// Connections in use outside the guard (from the sampler).
     pub(crate) external: usize,
@@ -98,24 +104,45 @@ pub(crate) struct AdmissionState {
     next_id: u64,
     machine: LevelMachine,
     episode: Option<Episode>,
-    pub(crate) peak_utilization: f64,
-    drain: [DrainEstimate; 3],
+    peak_utilization: f64,
     ramp: StartRamp,
     jitter: RetryJitter,
-    /// Connections held through the guard, for leak detection and the watchdog.
-    pub(crate) held: HeldRegistry,
+}
+
+/// The largest use that keeps every class's grant free of effects: within the reserve line,
+/// under the non-critical ceiling, and below the warning utilization `warning` exactly as the
+/// level machine compares it.
+fn fast_ceiling(capacity: &ClassCapacity, warning: f64) -> usize {
+    let max = capacity.max_size;
+    let mut n = capacity
+        .ceiling(Criticality::Standard)
+        .min(capacity.non_critical_ceiling)
+        .min(MAX_CEILING);
+    while n > 0 && n as f64 / max as f64 >= warning {
+        n -= 1;
+    }
+    n
 }
 
 impl AdmissionState {
-    pub(crate) fn new(settings: AdmissionSettings, machine: LevelMachine, seed: u64) -> Self {
+    /// A state over `gate`, which holds its slot counts (a gate of its own when the state is
+    /// driven alone).
+    pub(crate) fn new(
+        settings: AdmissionSettings,
+        machine: LevelMachine,
+        seed: u64,
+        gate: Arc<FastGate>,
+    ) -> Self {
+        let capacity = ClassCapacity::new(
+            settings.max_size,
+            settings.reserve,
+            settings.warning_utilization,
+        );
         Self {
-            capacity: ClassCapacity::new(
-                settings.max_size,
-                settings.reserve,
-                settings.warning_utilization,
-            ),
+            fast_ceiling: fast_ceiling(&capacity, machine.thresholds().warning),
+            capacity,
             settings,
-            granted: [0; 3],
+            gate,
             grants_total: 0,
             external: 0,
             pool_waiting: 0,
@@ -126,10 +153,21 @@ impl AdmissionState {
             machine,
             episode: None,
             peak_utilization: 0.0,
-            drain: Default::default(),
             ramp: StartRamp::new(settings.ramp),
             jitter: RetryJitter::new(seed),
-            held: HeldRegistry::default(),
+        }
+    }
+
+    /// What the fast path may do until the next change: grant while the level is Normal, no
+    /// one waits and the use stays within the ceiling (non-critical work only outside a ramp
+    /// and while the server has room for it).
+    pub(crate) fn gate_settings(&self, now: Instant) -> GateSettings {
+        let open = self.level() == Level::Normal && self.queued() == 0 && self.pool_waiting == 0;
+        let server = self.server_slots();
+        GateSettings {
+            open,
+            non_critical: !self.ramp.is_ramping(now) && server < self.capacity.non_critical_ceiling,
+            ceiling: self.fast_ceiling.saturating_sub(self.external),
         }
     }
 
@@ -142,6 +180,7 @@ impl AdmissionState {
             reserve,
             self.settings.warning_utilization,
         );
+        self.fast_ceiling = fast_ceiling(&self.capacity, self.machine.thresholds().warning);
     }
 
     pub(crate) fn level(&self) -> Level {
@@ -158,17 +197,28 @@ impl AdmissionState {
 
     /// Slots held through the guard.
     pub(crate) fn granted(&self) -> usize {
-        self.granted.iter().sum()
+        self.gate.total()
     }
 
     /// Slots held through the guard by `class`.
-    #[cfg(test)]
     pub(crate) fn granted_of(&self, class: Criticality) -> usize {
-        self.granted[class.index()]
+        self.gate.count(class)
     }
 
+    /// Slots granted since the start, here and on the fast path.
     pub(crate) fn grants_total(&self) -> u64 {
-        self.grants_total
+        self.grants_total + self.gate.fast_grants()
+    }
+
+    /// The highest utilization seen since the start (a fast grant counts with the use outside
+    /// the guard as it is now).
+    pub(crate) fn peak_utilization(&self) -> f64 {
+        let fast = (self.gate.peak() + self.external) as f64 / self.settings.max_size as f64;
+        self.peak_utilization.max(fast.min(1.0))
+    }
+
+    fn drain(&self, class: Criticality) -> DrainEstimate {
+        self.gate.holds.estimate(class)
     }
 
     pub(crate) fn queued(&self) -> usize {
@@ -224,8 +274,12 @@ impl AdmissionState {
         if class != Criticality::NonCritical {
             return pool;
         }
-        let server = (self.server_utilization * self.settings.max_size as f64).ceil() as usize;
-        pool.max(server)
+        pool.max(self.server_slots())
+    }
+
+    /// The server's use in slots of this pool.
+    fn server_slots(&self) -> usize {
+        (self.server_utilization * self.settings.max_size as f64).ceil() as usize
     }
 
     /// Whether one more acquisition of `class` may start now, by capacity alone (at every
@@ -234,7 +288,7 @@ impl AdmissionState {
         self.capacity.may_start(
             class,
             self.in_use_for(class),
-            self.granted[class.index()],
+            self.granted_of(class),
             self.ramp.share(now),
             self.ramp.floor(now),
         )
@@ -261,20 +315,21 @@ impl AdmissionState {
 
     /// The slots that drain `class`'s queue: its budget given what the other classes use.
     fn draining_slots(&self, class: Criticality) -> usize {
-        let others = self.in_use_for(class) - self.granted[class.index()];
+        let others = self.in_use_for(class) - self.granted_of(class);
         self.capacity.budget(class, others).max(1)
     }
 
     /// When the waiter with `ahead` waiters in front of it in `class` can expect to start;
     /// `None` before the class's first measured hold.
     fn expected_start(&self, class: Criticality, ahead: usize) -> Option<Duration> {
-        self.drain[class.index()].expected_start(ahead, self.draining_slots(class))
+        self.drain(class)
+            .expected_start(ahead, self.draining_slots(class))
     }
 
     /// The time between two starts of `class` at its measured drain rate; `None` before the
     /// first measured hold.
     pub(crate) fn start_interval(&self, class: Criticality) -> Option<Duration> {
-        let rate = self.drain[class.index()].rate(self.draining_slots(class))?;
+        let rate = self.drain(class).rate(self.draining_slots(class))?;
         Some(Duration::from_secs_f64(1.0 / rate))
     }
 
@@ -348,7 +403,7 @@ impl AdmissionState {
     }
 
     fn grant(&mut self, class: Criticality) {
-        self.granted[class.index()] += 1;
+        self.gate.add(class);
         self.grants_total += 1;
     }
 
@@ -369,22 +424,29 @@ impl AdmissionState {
     }
 
     /// A slot of `class` was given back, with how long it was held if a connection was
-    /// handed out on it (a grant whose caller had left measures nothing) and that
-    /// connection's registry id.
+    /// handed out on it (a grant whose caller had left measures nothing). The whole release
+    /// when the state is driven alone, as the model.
+    #[cfg(test)]
     pub(crate) fn release(
         &mut self,
         class: Criticality,
         held: Option<Duration>,
-        registry_id: Option<u64>,
         now: Instant,
     ) -> Effects {
-        if let Some(id) = registry_id {
-            self.held.remove(id);
-        }
-        let g = &mut self.granted[class.index()];
-        *g = g.saturating_sub(1);
+        self.gate.release(class);
+        self.after_release(class, held, now)
+    }
+
+    /// What follows a release whose slot was already taken off the gate's count: the hold
+    /// time is measured, the level re-evaluated and the slot handed on.
+    pub(crate) fn after_release(
+        &mut self,
+        class: Criticality,
+        held: Option<Duration>,
+        now: Instant,
+    ) -> Effects {
         if let Some(held) = held {
-            self.drain[class.index()].record(held);
+            self.gate.holds.record(class, held);
         }
         let mut effects = self.observe(now);
         self.refuse_hopeless(class, now, &mut effects);
@@ -454,12 +516,12 @@ impl AdmissionState {
                 // At Critical, reports that run keep their slots; beyond them only a tenth of
                 // the budget may start until the level falls.
                 Level::Critical => {
-                    let running = self.granted[Criticality::NonCritical.index()];
+                    let running = self.granted_of(Criticality::NonCritical);
                     self.ramp.hold(running)
                 }
                 // Out of Critical, what non-critical work did not run comes back on the ramp.
                 _ if t.from == Level::Critical => {
-                    let running = self.granted[Criticality::NonCritical.index()];
+                    let running = self.granted_of(Criticality::NonCritical);
                     self.ramp.start(now, running)
                 }
                 _ => {}

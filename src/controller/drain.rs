@@ -22,6 +22,19 @@ impl DrainEstimate {
         }
     }
 
+    /// An estimate that starts from a known average hold in seconds (what
+    /// [`hold_secs`](Self::hold_secs) returned), bit for bit.
+    pub fn with_hold_secs(hold_secs: f64) -> Self {
+        Self {
+            hold_secs: Some(hold_secs),
+        }
+    }
+
+    /// The average hold in seconds, exactly as it is kept; `None` before the first hold.
+    pub fn hold_secs(&self) -> Option<f64> {
+        self.hold_secs
+    }
+
     /// Feeds one measured hold (from grant to release).
     pub fn record(&mut self, held: Duration) {
         let h = held.as_secs_f64();

@@ -135,6 +135,9 @@ impl GuardInner {
         deadline: Instant,
         started: Instant,
     ) -> Result<SlotPermit, Attempt> {
+        if self.slots.try_grant(class) {
+            return Ok(SlotPermit::new(self.clone(), class));
+        }
         let admit = self.change(|s, now| s.admit(class, user.clone(), deadline, now));
         match admit {
             Admit::Granted => Ok(SlotPermit::new(self.clone(), class)),

@@ -3,7 +3,7 @@
 use super::inner::GuardInner;
 use super::window::WindowCounts;
 use super::Guard;
-use crate::admission::{AdmissionSettings, AdmissionState};
+use crate::admission::{AdmissionSettings, HeldRegistry, Slots};
 use crate::events::EventBus;
 use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
@@ -111,7 +111,7 @@ impl GuardBuilder {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x5EED);
-        let state = AdmissionState::new(settings, LevelMachine::new(thresholds), seed);
+        let slots = Slots::new(settings, LevelMachine::new(thresholds), seed);
         let timeouts = Timeouts {
             wait: Some(c.pool_wait_timeout),
             create: Some(c.pool_create_timeout),
@@ -121,7 +121,8 @@ impl GuardBuilder {
         metrics.pool_max.set(max_size as f64);
         let inner = Arc::new(GuardInner {
             limits: UserLimiter::new(c.limits.clone()),
-            state: Mutex::new(state),
+            slots,
+            held: HeldRegistry::default(),
             level: AtomicU8::new(Level::Normal.to_u8()),
             metrics,
             events: EventBus::new(self.event_capacity),

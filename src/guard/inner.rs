@@ -7,7 +7,7 @@
 //! grants, refusals, events — is carried out after the lock is released.
 
 use super::window::WindowCounts;
-use crate::admission::{AdmissionState, Effects, SlotPermit};
+use crate::admission::{AdmissionState, Effects, HeldRegistry, SlotPermit, Slots};
 use crate::controller::RetryJitter;
 use crate::criticality::Criticality;
 use crate::events::{BreakerState, Event, EventBus, EventKind};
@@ -18,7 +18,7 @@ use crate::rejection::{Rejection, RejectionKind};
 use crate::GuardConfig;
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -38,7 +38,10 @@ pub(crate) struct GuardInner {
     pub(crate) tls: crate::tls::TlsConnector,
     /// The service and instance the pool's connections are named with.
     pub(crate) identity: Option<crate::identity::Identity>,
-    pub(super) state: Mutex<AdmissionState>,
+    /// The pool's slots: the lock-free gate and the admission state behind it.
+    pub(super) slots: Slots,
+    /// Connections held through the guard, for leak detection and the watchdog.
+    pub(super) held: HeldRegistry,
     pub(super) level: AtomicU8,
     pub(crate) limits: UserLimiter,
     pub(crate) metrics: GuardMetrics,
@@ -95,8 +98,9 @@ fn breaker_from_u8(v: u8) -> BreakerState {
 }
 
 impl GuardInner {
-    pub(super) fn lock(&self) -> MutexGuard<'_, AdmissionState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Reads the admission state under its lock.
+    pub(super) fn read<R>(&self, f: impl FnOnce(&AdmissionState) -> R) -> R {
+        self.slots.read(f)
     }
 
     pub(crate) fn level(&self) -> Level {
@@ -115,9 +119,8 @@ impl GuardInner {
         f: impl FnOnce(&mut AdmissionState, Instant) -> (R, Effects),
     ) -> R {
         let now = Instant::now();
-        let (result, effects, breaker) = {
-            let mut state = self.lock();
-            let (result, effects) = f(&mut state, now);
+        let (result, effects, breaker) = self.slots.change(now, |state| {
+            let (result, effects) = f(state, now);
             if effects.transition.is_some() {
                 let level = state.level();
                 self.level.store(level.to_u8(), Ordering::Release);
@@ -138,7 +141,7 @@ impl GuardInner {
             let b = breaker_to_u8(state.breaker(now));
             let changed = self.breaker.swap(b, Ordering::AcqRel) != b;
             (result, effects, changed.then(|| breaker_from_u8(b)))
-        };
+        });
         self.apply(effects, breaker);
         result
     }
@@ -236,7 +239,12 @@ impl GuardInner {
         held: Option<Duration>,
         registry_id: Option<u64>,
     ) {
-        self.change(|s, now| ((), s.release(class, held, registry_id, now)));
+        if let Some(id) = registry_id {
+            self.held.remove(id);
+        }
+        if !self.slots.release(class, held) {
+            self.change(|s, now| ((), s.after_release(class, held, now)));
+        }
     }
 
     /// Records a connection handed out through the guard; returns its registry id.
@@ -246,20 +254,17 @@ impl GuardInner {
         route: Option<Arc<str>>,
         user: Option<UserKey>,
     ) -> u64 {
-        self.lock().held.insert(class, route, user, Instant::now())
+        self.held.insert(class, route, user, Instant::now())
     }
 
     /// Connections held longer than `after`, each reported once.
     pub(crate) fn take_leaks(&self, after: Duration) -> Vec<crate::admission::Leak> {
-        self.lock().held.take_leaks(after, Instant::now())
+        self.held.take_leaks(after, Instant::now())
     }
 
     /// The route and user of the held connection with registry id `id`.
     pub(crate) fn held_route(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
-        self.lock()
-            .held
-            .get(id)
-            .map(|h| (h.route.clone(), h.user.clone()))
+        self.held.route_of(id)
     }
 
     /// Changes the number of slots the guard hands out (after the pool was resized). A

@@ -133,7 +133,7 @@ impl Guard {
     /// How many acquisitions were granted a slot since the guard was built. A waiter whose
     /// caller left before its turn is never granted one, so it does not count here.
     pub fn grants_total(&self) -> u64 {
-        self.inner.lock().grants_total()
+        self.inner.read(|s| s.grants_total())
     }
 
     /// Runs a read-only query for all identical concurrent callers at once: the first caller

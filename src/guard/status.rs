@@ -45,8 +45,7 @@ pub struct GuardStatus {
 impl GuardInner {
     pub(crate) fn status(&self) -> GuardStatus {
         let pool = self.pool.status();
-        let s = self.lock();
-        GuardStatus {
+        self.read(|s| GuardStatus {
             level: s.level(),
             breaker: s.breaker(std::time::Instant::now()),
             max_size: s.max_size(),
@@ -61,7 +60,7 @@ impl GuardInner {
             reserve: s.reserve(),
             utilization: s.pool_utilization(),
             server_utilization: s.server_utilization,
-            peak_utilization: s.peak_utilization,
-        }
+            peak_utilization: s.peak_utilization(),
+        })
     }
 }

@@ -119,6 +119,11 @@ impl LevelMachine {
         }
     }
 
+    /// The thresholds it works with.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
     /// The current level.
     pub fn level(&self) -> Level {
         self.level

@@ -17,7 +17,12 @@ fn settings(max: usize, reserve: usize) -> AdmissionSettings {
 }
 
 fn state(max: usize, reserve: usize) -> AdmissionState {
-    AdmissionState::new(settings(max, reserve), machine(), 42)
+    AdmissionState::new(
+        settings(max, reserve),
+        machine(),
+        42,
+        std::sync::Arc::new(crate::admission::gate::FastGate::default()),
+    )
 }
 
 fn machine() -> LevelMachine {
@@ -75,13 +80,13 @@ fn released_slots_go_to_critical_waiters_first() {
     s.admit(Criticality::Critical, None, far(now), now);
     let (std_id, _r1) = enqueued(s.admit(Criticality::Standard, None, far(now), now).0);
     let (crit_id, _r2) = enqueued(s.admit(Criticality::Critical, None, far(now), now).0);
-    let effects = s.release(Criticality::Standard, Some(MS), None, now);
+    let effects = s.release(Criticality::Standard, Some(MS), now);
     assert_eq!(effects.grants.len(), 1);
     assert_eq!(effects.grants[0].id, crit_id);
     // The next release leaves one free slot: the reserve. Standard still waits.
-    let effects = s.release(Criticality::Standard, Some(MS), None, now);
+    let effects = s.release(Criticality::Standard, Some(MS), now);
     assert!(effects.grants.is_empty());
-    let effects = s.release(Criticality::Standard, Some(MS), None, now);
+    let effects = s.release(Criticality::Standard, Some(MS), now);
     assert_eq!(effects.grants[0].id, std_id);
 }
 
@@ -99,11 +104,11 @@ fn non_critical_is_deferred_above_normal_and_started_as_slots_free() {
     assert_eq!(s.granted_of(Criticality::NonCritical), 0);
     // Use falls to 8/10: still at the line of 8 (ceil(8.5) - 1), nothing starts.
     assert!(s
-        .release(Criticality::Standard, Some(MS), None, now)
+        .release(Criticality::Standard, Some(MS), now)
         .grants
         .is_empty());
     // 7/10: below the line, the deferred report starts.
-    let effects = s.release(Criticality::Standard, Some(MS), None, now);
+    let effects = s.release(Criticality::Standard, Some(MS), now);
     assert_eq!(effects.grants.len(), 1);
     assert_eq!(effects.grants[0].id, id);
     assert_eq!(s.granted_of(Criticality::NonCritical), 1);
@@ -169,8 +174,9 @@ fn a_waiter_that_cannot_start_before_its_deadline_is_refused_at_once() {
     let t0 = Instant::now();
     let mut s = state(20, 2);
     s.settings.queue_depth = 1000;
-    s.drain[Criticality::NonCritical.index()] =
-        DrainEstimate::with_hold(Duration::from_millis(800));
+    s.gate
+        .holds
+        .record(Criticality::NonCritical, Duration::from_millis(800));
     for _ in 0..16 {
         assert!(granted(
             &s.admit(Criticality::NonCritical, None, far(t0), t0).0
@@ -224,7 +230,6 @@ fn the_first_measured_hold_refuses_the_hopeless_tail_at_once() {
     let effects = s.release(
         Criticality::NonCritical,
         Some(Duration::from_millis(800)),
-        None,
         t1,
     );
     // One slot freed, one started; at 800 ms holds over 16 slots 4.2 s left is room for 5
@@ -276,7 +281,7 @@ fn a_cancelled_waiter_is_never_granted() {
     s.admit(Criticality::Standard, None, far(now), now);
     let (id, _rx) = enqueued(s.admit(Criticality::Standard, None, far(now), now).0);
     assert!(s.cancel(Criticality::Standard, &None, id, now));
-    let effects = s.release(Criticality::Standard, Some(MS), None, now);
+    let effects = s.release(Criticality::Standard, Some(MS), now);
     assert!(effects.grants.is_empty());
     assert_eq!(s.granted(), 0);
     assert_eq!(s.grants_total(), 1);
@@ -302,7 +307,7 @@ fn a_waiter_whose_caller_left_or_whose_deadline_passed_is_never_started() {
     let (live, _live_rx) = enqueued(s.admit(Criticality::Standard, None, far(t0), t0).0);
     drop(gone);
     let t1 = t0 + Duration::from_millis(150);
-    let effects = s.release(Criticality::Standard, Some(MS), None, t1);
+    let effects = s.release(Criticality::Standard, Some(MS), t1);
     assert_eq!(
         effects.grants.iter().map(|w| w.id).collect::<Vec<_>>(),
         [live]
@@ -330,7 +335,7 @@ fn non_critical_waits_out_a_full_server_and_comes_back_on_a_ramp() {
     assert!(granted(
         &s.admit(Criticality::Standard, None, far(t0), t0).0
     ));
-    s.release(Criticality::Standard, Some(MS), None, t0);
+    s.release(Criticality::Standard, Some(MS), t0);
     assert_eq!(s.granted_of(Criticality::NonCritical), 0);
     // The server frees up; after the dwell the level falls to Warning and the ramp starts
     // at a tenth of the 16 report slots.
@@ -370,10 +375,10 @@ fn a_short_critical_spike_does_not_stop_running_reports() {
     }
     assert_eq!(s.level(), Level::Critical);
     for _ in 0..3 {
-        s.release(Criticality::Critical, Some(MS), None, t0 + MS);
+        s.release(Criticality::Critical, Some(MS), t0 + MS);
     }
     // Reports finish and are replaced: those running at Critical keep their slots.
-    let e = s.release(Criticality::NonCritical, Some(MS), None, t0 + MS);
+    let e = s.release(Criticality::NonCritical, Some(MS), t0 + MS);
     assert_eq!(e.grants.len(), 1);
     assert_eq!(s.level(), Level::Critical);
     // Out of Critical: the ramp keeps the 16 that were running.
@@ -382,7 +387,6 @@ fn a_short_critical_spike_does_not_stop_running_reports() {
     let e = s.release(
         Criticality::NonCritical,
         Some(MS),
-        None,
         t0 + Duration::from_millis(601),
     );
     assert_eq!(e.grants.len(), 1);
@@ -400,7 +404,6 @@ fn recovery_reports_duration_and_peak() {
         s.release(
             Criticality::Critical,
             Some(MS),
-            None,
             t0 + Duration::from_millis(100),
         );
     }

@@ -1,0 +1,272 @@
+//! [`FastGate`]: the lock-free front of admission. While nothing is wrong (the level is
+//! Normal, no one waits, and one more slot keeps the pool under the warning line) a slot is
+//! granted and given back with one atomic operation each; everything else goes to the
+//! admission state behind its lock.
+//!
+//! # The protocol
+//!
+//! One 64-bit word holds the slots held through the guard by each class (16 bits each), the
+//! *ceiling* (how many slots the guard may hold before a grant must be decided under the
+//! lock, 14 bits), and two flags: *open* (the level is Normal and no one waits, so a release
+//! has nothing to hand on) and *non-critical allowed* (no start ramp runs and the server has
+//! room for a report).
+//!
+//! - A fast grant is one compare-and-swap that adds a slot to its class's count while the
+//!   word is open and the total stays within the ceiling.
+//! - A release subtracts its slot in one `fetch_sub`. If the word it replaced was open, the
+//!   release is done; otherwise it takes the lock to hand the slot on.
+//! - Every change under the lock first *seals* the word (clears the flags and the ceiling,
+//!   so no fast grant can succeed until it is done; counts can then only fall), decides on
+//!   the counts as they are, and *publishes* the flags and ceiling of the state it leaves.
+//!
+//! So a fast grant never overtakes a waiter (a waiter exists only under a sealed or closed
+//! word) and never crosses a line the admission state would have acted on: the ceiling is
+//! the largest use at which the state would grant every class with no other effect. The
+//! admission state is the model: it makes every decision the gate does not, and a property
+//! test checks that the two give the same decisions.
+
+use super::hold::HoldTimes;
+use crate::criticality::Criticality;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bits of one class's count.
+const COUNT_BITS: u32 = 16;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// Where the ceiling starts, and its width.
+const CEILING_SHIFT: u32 = 48;
+const CEILING_BITS: u32 = 14;
+/// The highest ceiling the word can hold: a larger pool is served by the lock above it.
+pub(crate) const MAX_CEILING: usize = (1 << CEILING_BITS) - 1;
+const CEILING_MASK: u64 = (MAX_CEILING as u64) << CEILING_SHIFT;
+/// Set while non-critical work may be granted on the fast path.
+const NON_CRITICAL_OK: u64 = 1 << 62;
+/// Set while the level is Normal and no one waits.
+const OPEN: u64 = 1 << 63;
+/// Everything a change under the lock clears and publishes again.
+const PUBLISHED: u64 = OPEN | NON_CRITICAL_OK | CEILING_MASK;
+
+/// The most slots one class may hold: the count's width.
+pub(crate) const MAX_COUNT: usize = COUNT_MASK as usize;
+
+/// What the gate allows until the next change under the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct GateSettings {
+    /// The level is Normal and no one waits.
+    pub(crate) open: bool,
+    /// Non-critical work may take the fast path (no ramp, the server has room).
+    pub(crate) non_critical: bool,
+    /// The most slots the guard may hold after a fast grant.
+    pub(crate) ceiling: usize,
+}
+
+/// The lock-free counts and flags; see the module docs for the protocol.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct FastGate {
+    word: AtomicU64,
+    /// Grants made on the fast path since the start.
+    fast_grants: AtomicU64,
+    /// The most slots held right after a fast grant since the start.
+    peak: AtomicUsize,
+    /// The measured hold times, fed by every release.
+    pub(crate) holds: HoldTimes,
+}
+
+fn unit(class: Criticality) -> u64 {
+    1 << (COUNT_BITS * class.index() as u32)
+}
+
+fn count_of(word: u64, class: Criticality) -> usize {
+    ((word >> (COUNT_BITS * class.index() as u32)) & COUNT_MASK) as usize
+}
+
+fn total_of(word: u64) -> usize {
+    Criticality::ALL.iter().map(|c| count_of(word, *c)).sum()
+}
+
+impl FastGate {
+    /// Grants one slot of `class` without the lock if the word allows it.
+    #[inline]
+    pub(crate) fn try_grant(&self, class: Criticality) -> bool {
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            let ceiling = ((current & CEILING_MASK) >> CEILING_SHIFT) as usize;
+            let allowed = current & OPEN != 0
+                && (class != Criticality::NonCritical || current & NON_CRITICAL_OK != 0);
+            let total = total_of(current);
+            if !allowed || total >= ceiling {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                current,
+                current + unit(class),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.fast_grants.fetch_add(1, Ordering::Relaxed);
+                    if total + 1 > self.peak.load(Ordering::Relaxed) {
+                        self.peak.fetch_max(total + 1, Ordering::Relaxed);
+                    }
+                    return true;
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Gives one slot of `class` back. Returns `true` when the release is complete; `false`
+    /// when the word was not open and the slot must be handed on under the lock.
+    #[inline]
+    pub(crate) fn release(&self, class: Criticality) -> bool {
+        let before = self.word.fetch_sub(unit(class), Ordering::AcqRel);
+        debug_assert!(count_of(before, class) > 0, "a slot released twice");
+        before & OPEN != 0
+    }
+
+    /// Adds a slot of `class` granted under the lock (the word is sealed then).
+    pub(crate) fn add(&self, class: Criticality) {
+        debug_assert!(self.count(class) < MAX_COUNT);
+        self.word.fetch_add(unit(class), Ordering::AcqRel);
+    }
+
+    /// Slots of `class` held through the guard.
+    pub(crate) fn count(&self, class: Criticality) -> usize {
+        count_of(self.word.load(Ordering::Acquire), class)
+    }
+
+    /// Slots held through the guard, all classes, read at one instant.
+    pub(crate) fn total(&self) -> usize {
+        total_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Closes the fast path until [`publish`](Self::publish): no fast grant succeeds, and
+    /// every release goes to the lock.
+    pub(crate) fn seal(&self) {
+        self.word.fetch_and(!PUBLISHED, Ordering::AcqRel);
+    }
+
+    /// Opens the fast path as far as `settings` allow.
+    pub(crate) fn publish(&self, settings: GateSettings) {
+        let mut bits = ((settings.ceiling.min(MAX_CEILING) as u64) << CEILING_SHIFT) & CEILING_MASK;
+        if settings.open {
+            bits |= OPEN;
+            if settings.non_critical {
+                bits |= NON_CRITICAL_OK;
+            }
+        }
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            let next = (current & !PUBLISHED) | bits;
+            match self.word.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Grants made on the fast path since the start.
+    pub(crate) fn fast_grants(&self) -> u64 {
+        self.fast_grants.load(Ordering::Relaxed)
+    }
+
+    /// The most slots held right after a fast grant since the start.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(ceiling: usize) -> GateSettings {
+        GateSettings {
+            open: true,
+            non_critical: true,
+            ceiling,
+        }
+    }
+
+    #[test]
+    fn grants_up_to_the_ceiling_then_defers_to_the_lock() {
+        let g = FastGate::default();
+        assert!(!g.try_grant(Criticality::Critical), "a new gate is closed");
+        g.publish(open(3));
+        assert!(g.try_grant(Criticality::Critical));
+        assert!(g.try_grant(Criticality::Standard));
+        assert!(g.try_grant(Criticality::NonCritical));
+        assert!(!g.try_grant(Criticality::Critical));
+        assert_eq!(g.count(Criticality::Standard), 1);
+        assert_eq!((g.fast_grants(), g.peak()), (3, 3));
+        assert!(g.release(Criticality::Standard));
+        assert!(g.try_grant(Criticality::Standard));
+    }
+
+    #[test]
+    fn a_sealed_gate_grants_nothing_and_sends_releases_to_the_lock() {
+        let g = FastGate::default();
+        g.publish(open(10));
+        assert!(g.try_grant(Criticality::Standard));
+        g.seal();
+        assert!(!g.try_grant(Criticality::Critical));
+        g.add(Criticality::Critical);
+        assert!(!g.release(Criticality::Standard));
+        assert_eq!(g.count(Criticality::Critical), 1);
+        assert_eq!(g.count(Criticality::Standard), 0);
+        // Publishing keeps the counts.
+        g.publish(open(10));
+        assert_eq!(g.count(Criticality::Critical), 1);
+        assert!(g.release(Criticality::Critical));
+    }
+
+    #[test]
+    fn non_critical_needs_its_own_flag() {
+        let g = FastGate::default();
+        g.publish(GateSettings {
+            open: true,
+            non_critical: false,
+            ceiling: 10,
+        });
+        assert!(!g.try_grant(Criticality::NonCritical));
+        assert!(g.try_grant(Criticality::Standard));
+        // Not open: nothing, whatever the ceiling.
+        g.publish(GateSettings {
+            open: false,
+            non_critical: true,
+            ceiling: 10,
+        });
+        assert!(!g.try_grant(Criticality::Critical));
+    }
+
+    #[test]
+    fn racing_threads_never_exceed_the_ceiling() {
+        let g = std::sync::Arc::new(FastGate::default());
+        g.publish(open(5));
+        let peak = std::sync::Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (g, peak) = (g.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let class = Criticality::ALL[i % 3];
+                    for _ in 0..20_000 {
+                        if g.try_grant(class) {
+                            peak.fetch_max(g.total(), Ordering::Relaxed);
+                            assert!(g.release(class));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Ordering::Relaxed) <= 5);
+        assert_eq!(Criticality::ALL.map(|c| g.count(c)), [0, 0, 0]);
+    }
+}
