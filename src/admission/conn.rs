@@ -51,7 +51,8 @@ impl GuardedConn {
         route: Option<Arc<str>>,
         user: Option<UserKey>,
     ) -> Self {
-        let held_id = permit.register(class, route.clone(), user);
+        let now = Instant::now();
+        let held_id = permit.register(class, route.clone(), user, now);
         let inner = permit.inner();
         let statement_timeout = inner.direct.as_ref().and_then(statement_timeout_of);
         let deadline = inner.config.query_deadline_for(class, statement_timeout);
@@ -61,7 +62,7 @@ impl GuardedConn {
             permit: Some(permit),
             class,
             route,
-            acquired_at: Instant::now(),
+            acquired_at: now,
             queries: QueryState::new(deadline),
         }
     }
@@ -206,7 +207,8 @@ impl DerefMut for GuardedConn {
 
 impl Drop for GuardedConn {
     fn drop(&mut self) {
-        let held = self.acquired_at.elapsed();
+        let now = Instant::now();
+        let held = now.saturating_duration_since(self.acquired_at);
         let Some(permit) = self.permit.take() else {
             return;
         };
@@ -227,6 +229,6 @@ impl Drop for GuardedConn {
         // The object goes back to the pool here, before the slot is released, so the next
         // waiter finds it idle.
         drop(object);
-        drop(permit);
+        permit.release_at(now);
     }
 }

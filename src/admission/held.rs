@@ -8,6 +8,7 @@ use crate::criticality::Criticality;
 use crate::limit::UserKey;
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -53,10 +54,30 @@ pub(crate) struct Leak {
     pub(crate) held: Duration,
 }
 
-/// One shard: held connections by registry id, and the next id's sequence number.
+/// Spreads a shard's sequence numbers (they are its own, not a caller's, so no defence
+/// against chosen keys is needed) over the table's buckets and tags.
+#[derive(Default)]
+struct SequenceHash(u64);
+
+impl Hasher for SequenceHash {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// One shard: held connections by sequence number (an id over the shard count), and the
+/// next sequence number.
 #[derive(Debug, Default)]
 struct Shard {
-    held: HashMap<u64, Held>,
+    held: HashMap<u64, Held, BuildHasherDefault<SequenceHash>>,
     next: u64,
 }
 
@@ -81,10 +102,10 @@ impl HeldRegistry {
     ) -> u64 {
         let index = my_shard();
         let mut shard = self.shard(index);
-        let id = shard.next * SHARDS as u64 + index as u64;
+        let sequence = shard.next;
         shard.next += 1;
         shard.held.insert(
-            id,
+            sequence,
             Held {
                 since: now,
                 class,
@@ -93,19 +114,21 @@ impl HeldRegistry {
                 leak_reported: false,
             },
         );
-        id
+        sequence * SHARDS as u64 + index as u64
     }
 
     /// Forgets a connection that came back.
     pub(crate) fn remove(&self, id: u64) {
-        self.shard(id as usize % SHARDS).held.remove(&id);
+        self.shard(id as usize % SHARDS)
+            .held
+            .remove(&(id / SHARDS as u64));
     }
 
     /// The route and user of the connection with registry id `id`, if it is still held.
     pub(crate) fn route_of(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
         self.shard(id as usize % SHARDS)
             .held
-            .get(&id)
+            .get(&(id / SHARDS as u64))
             .map(|h| (h.route.clone(), h.user.clone()))
     }
 

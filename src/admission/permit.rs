@@ -16,28 +16,43 @@ pub(crate) struct SlotPermit {
     granted_at: Instant,
     /// The registry id of the connection handed out on this slot, once there is one.
     held: Option<u64>,
+    /// When the slot is given back, if the holder read the clock already.
+    released_at: Option<Instant>,
 }
 
 impl SlotPermit {
-    /// Wraps a slot of `class` already counted as held in the admission state.
-    pub(crate) fn new(inner: Arc<GuardInner>, class: Criticality) -> Self {
+    /// Wraps a slot of `class` already counted as held in the admission state, granted at
+    /// `granted_at`.
+    pub(crate) fn new(inner: Arc<GuardInner>, class: Criticality, granted_at: Instant) -> Self {
         Self {
             inner,
             class,
-            granted_at: Instant::now(),
+            granted_at,
             held: None,
+            released_at: None,
         }
     }
 
-    /// Records the connection handed out on this slot in the guard's registry of held
-    /// connections; returns its id. The slot's release forgets it.
+    /// When the slot was granted.
+    pub(crate) fn granted_at(&self) -> Instant {
+        self.granted_at
+    }
+
+    /// Gives the slot back as of `now` (a clock reading the holder made already).
+    pub(crate) fn release_at(mut self, now: Instant) {
+        self.released_at = Some(now);
+    }
+
+    /// Records the connection handed out on this slot at `now` in the guard's registry of
+    /// held connections; returns its id. The slot's release forgets it.
     pub(crate) fn register(
         &mut self,
         class: Criticality,
         route: Option<Arc<str>>,
         user: Option<UserKey>,
+        now: Instant,
     ) -> u64 {
-        let id = self.inner.register_held(class, route, user);
+        let id = self.inner.register_held(class, route, user, now);
         self.held = Some(id);
         id
     }
@@ -49,7 +64,10 @@ impl SlotPermit {
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
-        let held_for = self.held.map(|_| self.granted_at.elapsed());
+        let held_for = self.held.map(|_| {
+            let now = self.released_at.unwrap_or_else(Instant::now);
+            now.saturating_duration_since(self.granted_at)
+        });
         self.inner.release_slot(self.class, held_for, self.held);
     }
 }

@@ -56,20 +56,21 @@ impl GuardInner {
             .attempt(class, context, deadline, started)
             .instrument(span.clone())
             .await;
-        self.finish_acquire(&span, class, outcome, started);
+        self.finish_acquire(&span, class, outcome, started, Instant::now());
         result
     }
 
-    /// Records how an acquisition started at `started` ended: on its span, in the outcome
-    /// counts and, when served, in the wait histogram.
+    /// Records how an acquisition started at `started` ended at `ended`: on its span, in the
+    /// outcome counts and, when served, in the wait histogram.
     pub(super) fn finish_acquire(
         &self,
         span: &tracing::Span,
         class: Criticality,
         outcome: Outcome,
         started: Instant,
+        ended: Instant,
     ) {
-        let wait = started.elapsed();
+        let wait = ended.saturating_duration_since(started);
         span.record("outcome", outcome.as_str());
         span.record("wait_ms", wait.as_secs_f64() * 1000.0);
         self.count(class, outcome);
@@ -136,11 +137,14 @@ impl GuardInner {
         started: Instant,
     ) -> Result<SlotPermit, Attempt> {
         if self.slots.try_grant(class) {
-            return Ok(SlotPermit::new(self.clone(), class));
+            return Ok(SlotPermit::new(self.clone(), class, started));
         }
-        let admit = self.change(|s, now| s.admit(class, user.clone(), deadline, now));
+        let (admit, now) = self.change(|s, now| {
+            let (admit, effects) = s.admit(class, user.clone(), deadline, now);
+            ((admit, now), effects)
+        });
         match admit {
-            Admit::Granted => Ok(SlotPermit::new(self.clone(), class)),
+            Admit::Granted => Ok(SlotPermit::new(self.clone(), class, now)),
             Admit::Rejected(mut refusal) => {
                 refusal.retry_after = self.book_return(class, refusal.retry_after);
                 Err(self.refused(class, refusal))

@@ -142,7 +142,7 @@ impl GuardInner {
             let changed = self.breaker.swap(b, Ordering::AcqRel) != b;
             (result, effects, changed.then(|| breaker_from_u8(b)))
         });
-        self.apply(effects, breaker);
+        self.apply(effects, breaker, now);
         result
     }
 
@@ -253,8 +253,9 @@ impl GuardInner {
         class: Criticality,
         route: Option<Arc<str>>,
         user: Option<UserKey>,
+        now: Instant,
     ) -> u64 {
-        self.held.insert(class, route, user, Instant::now())
+        self.held.insert(class, route, user, now)
     }
 
     /// Connections held longer than `after`, each reported once.
@@ -306,12 +307,12 @@ impl GuardInner {
     }
 
     /// Carries out what a state change decided, outside the lock.
-    fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<BreakerState>) {
+    fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<BreakerState>, now: Instant) {
         for waiter in effects.grants {
             // If the caller is gone the permit comes back and its drop releases the slot.
             let _ = waiter
                 .tx
-                .send(Ok(SlotPermit::new(self.clone(), waiter.class)));
+                .send(Ok(SlotPermit::new(self.clone(), waiter.class, now)));
         }
         for (waiter, mut refusal) in effects.refusals {
             refusal.retry_after = self.book_return(waiter.class, refusal.retry_after);

@@ -49,22 +49,25 @@ impl GuardInner {
             .admit_slot(class, &context.user, deadline, started)
             .instrument(span.clone())
             .await;
-        let (result, outcome) = match admitted {
+        // The slot is held from its grant: the clock read then serves the wait, the
+        // registry and the hold.
+        let (result, outcome, ended) = match admitted {
             Ok(mut permit) => {
-                permit.register(class, context.route, context.user);
+                let granted_at = permit.granted_at();
+                permit.register(class, context.route, context.user, granted_at);
                 let slot = HeldSlot {
                     permit: Some(permit),
                     class,
-                    acquired_at: Instant::now(),
+                    acquired_at: granted_at,
                 };
-                (Ok(slot), Outcome::Served)
+                (Ok(slot), Outcome::Served, granted_at)
             }
-            Err((Err(e), outcome)) => (Err(e), outcome),
+            Err((Err(e), outcome)) => (Err(e), outcome, Instant::now()),
             Err((Ok(_), outcome)) => {
                 unreachable!("admission never hands out a connection ({outcome:?})")
             }
         };
-        self.finish_acquire(&span, class, outcome, started);
+        self.finish_acquire(&span, class, outcome, started, ended);
         result
     }
 }
@@ -72,10 +75,11 @@ impl GuardInner {
 impl Drop for HeldSlot {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
+            let now = Instant::now();
             permit
                 .inner()
-                .note_hold_time(self.class, self.acquired_at.elapsed());
-            drop(permit);
+                .note_hold_time(self.class, now.saturating_duration_since(self.acquired_at));
+            permit.release_at(now);
         }
     }
 }

@@ -1,25 +1,39 @@
 //! Per-user limits: a GCRA rate (governor) and an in-flight cap, tighter under pressure.
+//!
+//! A user's key is hashed once per request to find the one entry that holds all of its
+//! state: the in-flight count and the two rate cells (normal and tight). A request takes a
+//! short lock on one of many shards to find the entry, then works on the entry's atomics;
+//! its permit gives the in-flight slot back with one decrement.
 
 use super::UserKey;
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use crate::rejection::{Rejection, RejectionKind};
-use crate::{Criticality, Level, UserLimits};
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use std::collections::hash_map::RandomState;
+use crate::config::UserLimits;
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
 
-/// One user's in-flight count. Shared by the shard map and every permit of the user: a
-/// permit is taken by one increment and given back by one decrement, without the map.
-#[derive(Debug, Default)]
-struct InFlightEntry {
-    count: AtomicU32,
+/// "Never checked" for a rate cell's last use.
+const NEVER: u64 = u64::MAX;
+
+/// Everything the limiter knows about one user, behind one hash lookup.
+#[derive(Debug)]
+struct UserEntry {
+    in_flight: AtomicU32,
+    normal: DefaultDirectRateLimiter,
+    tight: DefaultDirectRateLimiter,
+    /// When each rate cell was last checked, in nanoseconds since the limiter's start
+    /// ([`NEVER`] before): an entry whose cells have refilled since is forgotten.
+    normal_used: AtomicU64,
+    tight_used: AtomicU64,
 }
 
 /// Hashes a key hashed already (the map's keys are hashes): the value as is.
@@ -41,27 +55,29 @@ impl Hasher for Prehashed {
     }
 }
 
-/// In-flight entries by the key's hash (a per-process random SipHash: two users share an
-/// entry only on a 64-bit collision no one outside can aim for).
-type Shard = Mutex<HashMap<u64, Arc<InFlightEntry>, BuildHasherDefault<Prehashed>>>;
+/// Entries by the key's hash (seeded per process: two users share an entry only on a 64-bit
+/// collision no one outside can aim for).
+type Shard = Mutex<HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>>;
 
 /// Per-user rate and in-flight limits.
 ///
-/// Memory stays bounded: in-flight entries are removed when a user's last request ends, and
-/// [`UserLimiter::housekeeping`] drops rate-limiter state of keys whose bucket is full again.
+/// Memory stays bounded: [`UserLimiter::housekeeping`] forgets a user with nothing in flight
+/// once its rate cells are full again (a new entry would start the same).
 #[derive(Debug)]
 pub(crate) struct UserLimiter {
     config: UserLimits,
-    normal: DefaultKeyedRateLimiter<UserKey>,
-    tight: DefaultKeyedRateLimiter<UserKey>,
-    in_flight: [Shard; SHARDS],
-    hasher: RandomState,
+    normal_quota: Quota,
+    tight_quota: Quota,
+    shards: [Shard; SHARDS],
+    hasher: foldhash::quality::RandomState,
+    clock: DefaultClock,
+    start: <DefaultClock as Clock>::Instant,
 }
 
 /// Holds one of a user's in-flight slots; releases it on drop (one atomic decrement).
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
-    entry: Arc<InFlightEntry>,
+    entry: Arc<UserEntry>,
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -73,11 +89,14 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 
 impl UserLimiter {
     pub(crate) fn new(config: UserLimits) -> Self {
+        let clock = DefaultClock::default();
         Self {
-            normal: RateLimiter::keyed(quota(config.rate_per_second, config.burst)),
-            tight: RateLimiter::keyed(quota(config.tight_rate_per_second, config.tight_burst)),
-            in_flight: std::array::from_fn(|_| Mutex::default()),
-            hasher: RandomState::new(),
+            normal_quota: quota(config.rate_per_second, config.burst),
+            tight_quota: quota(config.tight_rate_per_second, config.tight_burst),
+            shards: std::array::from_fn(|_| Mutex::default()),
+            hasher: foldhash::quality::RandomState::default(),
+            start: clock.now(),
+            clock,
             config,
         }
     }
@@ -98,77 +117,99 @@ impl UserLimiter {
         } else {
             self.config.in_flight
         };
-        let permit = self.enter(key, cap).ok_or(Rejection {
-            kind: RejectionKind::InFlightLimit { limit: cap },
-            class,
-            retry_after: Duration::from_secs(1),
-        })?;
-        self.check_rate(&self.normal, key, self.config.burst, class)?;
+        let entry = self.entry_of(key);
+        entry
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .map_err(|_| Rejection {
+                kind: RejectionKind::InFlightLimit { limit: cap },
+                class,
+                retry_after: Duration::from_secs(1),
+            })?;
+        // From here the permit gives the slot back, also when the rate refuses.
+        let permit = InFlightPermit { entry };
+        let now = self.clock.now();
+        let since_start = now.duration_since(self.start).as_u64();
+        let entry = &permit.entry;
+        entry.normal_used.store(since_start, Ordering::Relaxed);
+        Self::check_rate(&entry.normal, now, self.config.burst, class)?;
         if tight {
-            self.check_rate(&self.tight, key, self.config.tight_burst, class)?;
+            entry.tight_used.store(since_start, Ordering::Relaxed);
+            Self::check_rate(&entry.tight, now, self.config.tight_burst, class)?;
         }
         Ok(permit)
     }
 
     fn check_rate(
-        &self,
-        limiter: &DefaultKeyedRateLimiter<UserKey>,
-        key: &UserKey,
+        limiter: &DefaultDirectRateLimiter,
+        now: <DefaultClock as Clock>::Instant,
         limit: u32,
         class: Criticality,
     ) -> Result<(), Rejection> {
-        limiter.check_key(key).map_err(|not_until| Rejection {
+        limiter.check().map_err(|not_until| Rejection {
             kind: RejectionKind::RateLimited { limit },
             class,
-            retry_after: not_until.wait_time_from(limiter.clock().now()),
+            retry_after: not_until.wait_time_from(now),
         })
+    }
+
+    fn shard(&self, index: usize) -> MutexGuard<'_, HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>> {
+        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The key's entry, made on its first request (and kept until housekeeping finds it
     /// idle, so a user's next request finds it without allocating).
-    fn entry_of(&self, key: &UserKey) -> Arc<InFlightEntry> {
+    fn entry_of(&self, key: &UserKey) -> Arc<UserEntry> {
         let hash = self.hasher.hash_one(key);
-        let mut shard = self.in_flight[(hash >> 60) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        shard.entry(hash).or_default().clone()
-    }
-
-    fn enter(&self, key: &UserKey, cap: u32) -> Option<InFlightPermit> {
-        let entry = self.entry_of(key);
-        entry
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
+        let mut shard = self.shard((hash >> 58) as usize % SHARDS);
+        shard
+            .entry(hash)
+            .or_insert_with(|| {
+                Arc::new(UserEntry {
+                    in_flight: AtomicU32::new(0),
+                    normal: RateLimiter::direct_with_clock(self.normal_quota, self.clock.clone()),
+                    tight: RateLimiter::direct_with_clock(self.tight_quota, self.clock.clone()),
+                    normal_used: AtomicU64::new(NEVER),
+                    tight_used: AtomicU64::new(NEVER),
+                })
             })
-            .ok()?;
-        Some(InFlightPermit { entry })
+            .clone()
     }
 
     /// Requests in flight for `key`.
     #[cfg(test)]
     pub(crate) fn in_flight_of(&self, key: &UserKey) -> u32 {
-        self.entry_of(key).count.load(Ordering::Acquire)
+        self.entry_of(key).in_flight.load(Ordering::Acquire)
     }
 
-    /// Keys the rate limiters currently hold state for.
+    /// Users the limiter currently holds state for.
     #[cfg(test)]
     pub(crate) fn tracked_keys(&self) -> usize {
-        self.normal.len() + self.tight.len()
+        (0..SHARDS).map(|i| self.shard(i).len()).sum()
     }
 
-    /// Forgets rate state of keys whose bucket is full again, and in-flight entries of keys
-    /// with nothing in flight, and returns memory.
+    /// Forgets users with nothing in flight whose rate cells are full again, and returns
+    /// memory.
     pub(crate) fn housekeeping(&self) {
-        for limiter in [&self.normal, &self.tight] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        for shard in &self.in_flight {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now().duration_since(self.start).as_u64();
+        let refilled = |used: &AtomicU64, quota: &Quota| match used.load(Ordering::Relaxed) {
+            NEVER => true,
+            at => {
+                Duration::from_nanos(now.saturating_sub(at)) >= quota.burst_size_replenished_in()
+            }
+        };
+        for i in 0..SHARDS {
+            let mut shard = self.shard(i);
             // Under the shard lock no permit can be made from an entry; one no permit holds
             // (strong count 1) and at zero is idle.
-            shard.retain(|_, e| Arc::strong_count(e) > 1 || e.count.load(Ordering::Acquire) > 0);
+            shard.retain(|_, e| {
+                Arc::strong_count(e) > 1
+                    || e.in_flight.load(Ordering::Acquire) > 0
+                    || !refilled(&e.normal_used, &self.normal_quota)
+                    || !refilled(&e.tight_used, &self.tight_quota)
+            });
             shard.shrink_to_fit();
         }
     }
@@ -176,7 +217,7 @@ impl UserLimiter {
 
 impl Drop for InFlightPermit {
     fn drop(&mut self) {
-        self.entry.count.fetch_sub(1, Ordering::AcqRel);
+        self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -213,8 +254,10 @@ mod tests {
             .is_ok());
         drop(held);
         assert_eq!(l.in_flight_of(&a), 0);
+        // Its rate cell has not refilled yet: housekeeping keeps the entry, at zero.
         l.housekeeping();
-        assert!(l.in_flight.iter().all(|s| s.lock().unwrap().is_empty()));
+        assert_eq!(l.tracked_keys(), 2);
+        assert_eq!(l.in_flight_of(&a), 0);
         assert!(l.check(&a, Level::Normal, Criticality::Standard).is_ok());
     }
 
@@ -293,7 +336,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         l.housekeeping();
         assert_eq!(l.tracked_keys(), 0);
-        let shards_empty = l.in_flight.iter().all(|s| s.lock().unwrap().is_empty());
-        assert!(shards_empty);
     }
 }
