@@ -1,6 +1,7 @@
 //! Overhead of the guard on the request path: throughput and latency of `SELECT 1` through
-//! a real axum router and a real PostgreSQL at concurrency 32, guarded vs bare, measured in
-//! one run (alternating rounds, so drift hits both alike).
+//! a real axum router and a real PostgreSQL at concurrency 32 and 256 (a pool of 20: the
+//! second queues most requests), guarded vs bare, measured in one run (alternating rounds,
+//! so drift hits both alike).
 //!
 //! Run: `cargo bench --bench overhead`.
 
@@ -20,7 +21,7 @@ use poolguard::{Conn, Error, Guard, PoolOptions};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: [usize; 2] = [32, 256];
 const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 3;
 
@@ -47,13 +48,13 @@ struct Measured {
     elapsed: Duration,
 }
 
-async fn hammer(addr: SocketAddr) -> Measured {
+async fn hammer(addr: SocketAddr, concurrency: usize) -> Measured {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(CONCURRENCY)
+        .pool_max_idle_per_host(concurrency)
         .build_http();
     let started = Instant::now();
     let until = started + ROUND;
-    let workers: Vec<_> = (0..CONCURRENCY)
+    let workers: Vec<_> = (0..concurrency)
         .map(|i| {
             let client = client.clone();
             tokio::spawn(async move {
@@ -127,7 +128,8 @@ fn main() {
             .build()
             .unwrap();
         let (bare_pool, _) = poolguard::build_pool(cluster.pg_config(), &options).unwrap();
-        let bare_addr = common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
+        let bare_addr =
+            common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
         let guarded_addr = common::serve(
             Router::new()
                 .route("/q", get(guarded))
@@ -135,36 +137,57 @@ fn main() {
         )
         .await;
         // Warm both pools.
-        hammer(bare_addr).await;
-        hammer(guarded_addr).await;
+        hammer(bare_addr, 32).await;
+        hammer(guarded_addr, 32).await;
 
-        let (mut bare_all, mut guarded_all) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            bare_all.push(hammer(bare_addr).await);
-            guarded_all.push(hammer(guarded_addr).await);
+        for concurrency in CONCURRENCY {
+            let (mut bare_all, mut guarded_all) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                bare_all.push(hammer(bare_addr, concurrency).await);
+                guarded_all.push(hammer(guarded_addr, concurrency).await);
+            }
+            let summary = |runs: &[Measured]| {
+                let requests: usize = runs.iter().map(|m| m.requests).sum();
+                let errors: usize = runs.iter().map(|m| m.errors).sum();
+                let secs: f64 = runs.iter().map(|m| m.elapsed.as_secs_f64()).sum();
+                let mut lat: Vec<Duration> =
+                    runs.iter().flat_map(|m| m.latencies.clone()).collect();
+                lat.sort();
+                (
+                    requests as f64 / secs,
+                    pct(&lat, 50.0),
+                    pct(&lat, 99.0),
+                    errors,
+                )
+            };
+            let (b_rps, b50, b99, b_err) = summary(&bare_all);
+            let (g_rps, g50, g99, g_err) = summary(&guarded_all);
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            println!(
+                "overhead: SELECT 1 through axum + PostgreSQL, concurrency {concurrency}, pool 20, \
+                 {ROUNDS} alternating rounds of {} s",
+                ROUND.as_secs()
+            );
+            println!("| stack | requests/s | p50 (µs) | p99 (µs) | errors |");
+            println!("| --- | --- | --- | --- | --- |");
+            println!(
+                "| bare pool | {b_rps:.0} | {:.0} | {:.0} | {b_err} |",
+                us(b50),
+                us(b99)
+            );
+            println!(
+                "| poolguard | {g_rps:.0} | {:.0} | {:.0} | {g_err} |",
+                us(g50),
+                us(g99)
+            );
+            println!(
+                "| ratio guarded / bare | {:.3} | {:.3} | {:.3} | |",
+                g_rps / b_rps,
+                us(g50) / us(b50),
+                us(g99) / us(b99)
+            );
+            println!();
         }
-        let summary = |runs: &[Measured]| {
-            let requests: usize = runs.iter().map(|m| m.requests).sum();
-            let errors: usize = runs.iter().map(|m| m.errors).sum();
-            let secs: f64 = runs.iter().map(|m| m.elapsed.as_secs_f64()).sum();
-            let mut lat: Vec<Duration> = runs.iter().flat_map(|m| m.latencies.clone()).collect();
-            lat.sort();
-            (requests as f64 / secs, pct(&lat, 50.0), pct(&lat, 99.0), errors)
-        };
-        let (b_rps, b50, b99, b_err) = summary(&bare_all);
-        let (g_rps, g50, g99, g_err) = summary(&guarded_all);
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!("overhead: SELECT 1 through axum + PostgreSQL, concurrency {CONCURRENCY}, pool 20, {ROUNDS} alternating rounds of {} s", ROUND.as_secs());
-        println!("| stack | requests/s | p50 (µs) | p99 (µs) | errors |");
-        println!("| --- | --- | --- | --- | --- |");
-        println!("| bare pool | {b_rps:.0} | {:.0} | {:.0} | {b_err} |", us(b50), us(b99));
-        println!("| poolguard | {g_rps:.0} | {:.0} | {:.0} | {g_err} |", us(g50), us(g99));
-        println!(
-            "| ratio guarded / bare | {:.3} | {:.3} | {:.3} | |",
-            g_rps / b_rps,
-            us(g50) / us(b50),
-            us(g99) / us(b99)
-        );
         drop(guard);
         drop(cluster);
     });

@@ -12,6 +12,7 @@ mod admission;
 mod axum;
 pub mod batch;
 mod cancel;
+mod clock;
 mod config;
 pub mod controller;
 mod criticality;

@@ -51,7 +51,7 @@ impl GuardedConn {
         route: Option<Arc<str>>,
         user: Option<UserKey>,
     ) -> Self {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let held_id = permit.register(class, route.clone(), user, now);
         let inner = permit.inner();
         let statement_timeout = inner.direct.as_ref().and_then(statement_timeout_of);
@@ -85,7 +85,7 @@ impl GuardedConn {
 
     /// How long it has been held.
     pub fn held_for(&self) -> Duration {
-        self.acquired_at.elapsed()
+        crate::clock::now().saturating_duration_since(self.acquired_at)
     }
 
     /// The client-side bound on each of its tracked queries.
@@ -207,7 +207,7 @@ impl DerefMut for GuardedConn {
 
 impl Drop for GuardedConn {
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let held = now.saturating_duration_since(self.acquired_at);
         let Some(permit) = self.permit.take() else {
             return;

@@ -65,7 +65,7 @@ impl SlotPermit {
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         let held_for = self.held.map(|_| {
-            let now = self.released_at.unwrap_or_else(Instant::now);
+            let now = self.released_at.unwrap_or_else(crate::clock::now);
             now.saturating_duration_since(self.granted_at)
         });
         self.inner.release_slot(self.class, held_for, self.held);

@@ -23,7 +23,7 @@ impl Slots {
     pub(crate) fn new(settings: AdmissionSettings, machine: LevelMachine, seed: u64) -> Self {
         let gate = Arc::new(FastGate::default());
         let state = AdmissionState::new(settings, machine, seed, gate.clone());
-        gate.publish(state.gate_settings(Instant::now()));
+        gate.publish(state.gate_settings(crate::clock::now()));
         Self {
             gate,
             state: Mutex::new(state),

@@ -50,13 +50,13 @@ impl GuardInner {
         context: AcquireContext,
         deadline: Instant,
     ) -> Result<GuardedConn, Error> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let span = acquire_span(class, context.route.as_deref());
         let (result, outcome) = self
             .attempt(class, context, deadline, started)
             .instrument(span.clone())
             .await;
-        self.finish_acquire(&span, class, outcome, started, Instant::now());
+        self.finish_acquire(&span, class, outcome, started, crate::clock::now());
         result
     }
 
@@ -139,6 +139,19 @@ impl GuardInner {
         if self.slots.try_grant(class) {
             return Ok(SlotPermit::new(self.clone(), class, started));
         }
+        // Off the fast path the wait (its timer and queue entry) lives on the heap, so the
+        // futures of every acquisition stay small to build and move.
+        Box::pin(self.admit_decided(class, user, deadline, started)).await
+    }
+
+    /// Admission decided under the lock: a slot now, a wait in the queue, or a refusal.
+    async fn admit_decided(
+        self: &Arc<Self>,
+        class: Criticality,
+        user: &Option<UserKey>,
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<SlotPermit, Attempt> {
         let (admit, now) = self.change(|s, now| {
             let (admit, effects) = s.admit(class, user.clone(), deadline, now);
             ((admit, now), effects)
@@ -152,15 +165,18 @@ impl GuardInner {
             Admit::Enqueued { id, rx } => {
                 // Deferred: counted apart from the request's final outcome.
                 self.count(class, Outcome::Queued);
-                let waiting = QueuedWaiter {
+                let mut waiting = QueuedWaiter {
                     inner: self,
                     class,
                     user: user.clone(),
                     id,
                     enqueued: started,
+                    answered: false,
                 };
                 let granted =
                     tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx).await;
+                // A grant or a refusal took the waiter out of the queue already.
+                waiting.answered = matches!(granted, Ok(Ok(_)));
                 waiting.leave_queue();
                 match granted {
                     Ok(Ok(Ok(permit))) => Ok(permit),
@@ -200,6 +216,8 @@ struct QueuedWaiter<'a> {
     user: Option<UserKey>,
     id: u64,
     enqueued: Instant,
+    /// Set once a grant or a refusal arrived: the state took the waiter out of the queue.
+    answered: bool,
 }
 
 impl QueuedWaiter<'_> {
@@ -212,6 +230,9 @@ impl QueuedWaiter<'_> {
 
 impl Drop for QueuedWaiter<'_> {
     fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
         let (class, user, id, enqueued) = (self.class, &self.user, self.id, self.enqueued);
         // Leaving the queue can lower the pressure.
         self.inner.change(|state, now| {

@@ -133,7 +133,7 @@ impl GuardBuilder {
             estimates: Default::default(),
             start_intervals: Default::default(),
             returns: Default::default(),
-            epoch: std::time::Instant::now(),
+            epoch: crate::clock::now(),
             breaker: AtomicU8::new(0),
             jitter_seq: AtomicU64::new(seed),
             health_conn: tokio::sync::Mutex::new(None),

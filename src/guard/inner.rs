@@ -118,7 +118,7 @@ impl GuardInner {
         self: &Arc<Self>,
         f: impl FnOnce(&mut AdmissionState, Instant) -> (R, Effects),
     ) -> R {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (result, effects, breaker) = self.slots.change(now, |state| {
             let (result, effects) = f(state, now);
             if effects.transition.is_some() {
@@ -181,7 +181,9 @@ impl GuardInner {
     pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
         let slot = &self.returns[class.index()];
         let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
-        let now = self.epoch.elapsed().as_micros() as u64;
+        let now = crate::clock::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
         let earliest = now + wait.as_micros() as u64;
         let mut current = slot.load(Ordering::Relaxed);
         loop {
@@ -260,7 +262,7 @@ impl GuardInner {
 
     /// Connections held longer than `after`, each reported once.
     pub(crate) fn take_leaks(&self, after: Duration) -> Vec<crate::admission::Leak> {
-        self.held.take_leaks(after, Instant::now())
+        self.held.take_leaks(after, crate::clock::now())
     }
 
     /// The route and user of the held connection with registry id `id`.

@@ -114,7 +114,7 @@ impl Guard {
         class: Criticality,
         context: AcquireContext,
     ) -> Result<GuardedConn, Error> {
-        let deadline = Instant::now() + self.inner.config.max_queue_wait;
+        let deadline = crate::clock::now() + self.inner.config.max_queue_wait;
         self.inner.acquire(class, context, deadline).await
     }
 
@@ -165,7 +165,7 @@ impl Guard {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<SharedRows, Error> {
-        let deadline = Instant::now() + self.inner.config.max_queue_wait;
+        let deadline = crate::clock::now() + self.inner.config.max_queue_wait;
         self.query_shared_until(class, context, deadline, sql, params)
             .await
     }

@@ -43,7 +43,7 @@ impl GuardInner {
         context: super::AcquireContext,
         deadline: Instant,
     ) -> Result<HeldSlot, Error> {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let span = super::acquire::acquire_span(class, context.route.as_deref());
         let admitted = self
             .admit_slot(class, &context.user, deadline, started)
@@ -62,7 +62,7 @@ impl GuardInner {
                 };
                 (Ok(slot), Outcome::Served, granted_at)
             }
-            Err((Err(e), outcome)) => (Err(e), outcome, Instant::now()),
+            Err((Err(e), outcome)) => (Err(e), outcome, crate::clock::now()),
             Err((Ok(_), outcome)) => {
                 unreachable!("admission never hands out a connection ({outcome:?})")
             }
@@ -75,7 +75,7 @@ impl GuardInner {
 impl Drop for HeldSlot {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            let now = Instant::now();
+            let now = crate::clock::now();
             permit
                 .inner()
                 .note_hold_time(self.class, now.saturating_duration_since(self.acquired_at));

@@ -47,7 +47,7 @@ impl GuardInner {
         let pool = self.pool.status();
         self.read(|s| GuardStatus {
             level: s.level(),
-            breaker: s.breaker(std::time::Instant::now()),
+            breaker: s.breaker(crate::clock::now()),
             max_size: s.max_size(),
             size: pool.size,
             available: pool.available,

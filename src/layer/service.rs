@@ -6,7 +6,6 @@ use crate::limit::check::{check_user, LimitCheck};
 use crate::metrics::Outcome;
 use http::{Request, Response};
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tower::Service;
 
 /// Admits requests to the wrapped service; see [`GuardLayer`].
@@ -39,7 +38,7 @@ where
         let class = self.layer.class;
         let guard = &self.layer.guard;
         let inner = &guard.inner;
-        let now = Instant::now();
+        let now = crate::clock::now();
         let deadline = self.layer.deadline_for(req.headers(), now);
 
         // A request that cannot start before its deadline is told at once: no lock, no

@@ -6,10 +6,10 @@
 //! its permit gives the in-flight slot back with one decrement.
 
 use super::UserKey;
+use crate::config::UserLimits;
 use crate::criticality::Criticality;
 use crate::monitor::Level;
 use crate::rejection::{Rejection, RejectionKind};
-use crate::config::UserLimits;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
@@ -155,7 +155,10 @@ impl UserLimiter {
         })
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>> {
+    fn shard(
+        &self,
+        index: usize,
+    ) -> MutexGuard<'_, HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>> {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -196,9 +199,7 @@ impl UserLimiter {
         let now = self.clock.now().duration_since(self.start).as_u64();
         let refilled = |used: &AtomicU64, quota: &Quota| match used.load(Ordering::Relaxed) {
             NEVER => true,
-            at => {
-                Duration::from_nanos(now.saturating_sub(at)) >= quota.burst_size_replenished_in()
-            }
+            at => Duration::from_nanos(now.saturating_sub(at)) >= quota.burst_size_replenished_in(),
         };
         for i in 0..SHARDS {
             let mut shard = self.shard(i);
