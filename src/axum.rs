@@ -77,10 +77,8 @@ impl IntoResponse for Error {
         let reason = match &self {
             Error::Rejected(r) => return r.to_static_response(),
             // The same SQLSTATE (57014) covers the timeout and a cancel (the watchdog's).
-            Error::StatementTimeout(e) if !error::stopped_by_statement_timeout(e) => {
-                "query_cancelled"
-            }
-            Error::StatementTimeout(_) => "statement_timeout",
+            Error::QueryCanceled(e) if !error::stopped_by_statement_timeout(e) => "query_cancelled",
+            Error::QueryCanceled(_) => "statement_timeout",
             Error::Db(_) => "database_error",
             Error::QueryDeadline { .. } => "query_deadline",
             Error::ConnectionLost(_) => "connection_lost",

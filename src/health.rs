@@ -24,7 +24,7 @@ pub struct HealthReport {
     /// Connections in use on the whole server, as the watchdog read them last; absent
     /// without a running watchdog.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<crate::watchdog::ServerHeadroom>,
+    pub server: Option<crate::watchdog::ServerUse>,
 }
 
 /// Whether the database answered.
@@ -85,7 +85,7 @@ impl Guard {
                 max: s.max_size,
                 utilization: s.utilization,
             },
-            server: self.server_headroom(),
+            server: self.server_use(),
         }
     }
 

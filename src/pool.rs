@@ -236,7 +236,7 @@ pub(crate) fn require_runtime(pool: &Pool) -> Result<(), BuildError> {
             "pool",
             "the pool has no runtime, so none of its timeouts can work and every acquire \
              would fail: build it with .runtime(deadpool_postgres::Runtime::Tokio1), or use \
-             build_pool / Guard::connect",
+             build_pool / Guard::builder_for",
         ));
     }
     Ok(())

@@ -28,7 +28,7 @@ use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
 ///   the server and checks the connection before it goes back to the pool (a connection that
 ///   does not answer the check is discarded), so the next borrower never gets a connection
 ///   with a query or a broken transaction in flight;
-/// - a statement stopped by `statement_timeout` comes back as [`Error::StatementTimeout`].
+/// - a statement stopped by `statement_timeout` comes back as [`Error::QueryCanceled`].
 ///
 /// Dropping it returns the connection to the pool and its slot to the guard.
 #[derive(Debug)]

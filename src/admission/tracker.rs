@@ -85,7 +85,7 @@ impl Tracker<'_> {
             // own statement_timeout is reported as one.
             let by_timeout = crate::error::stopped_by_statement_timeout(&e);
             let e = Error::from_query(e);
-            if e.is_statement_timeout() && by_timeout {
+            if e.is_query_canceled() && by_timeout {
                 if let Some(inner) = self.inner {
                     inner.note_statement_timeout(self.class, self.route.cloned());
                 }

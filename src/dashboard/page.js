@@ -58,7 +58,7 @@
       ["Invalid transitions blocked", st.transitions_blocked],
       ["Connection pool recoveries", st.pool_recoveries],
       ["Auto-retries (queued, then retried)", st.auto_retries],
-      ["Requests shed (503)", st.requests_shed],
+      ["Requests refused (503)", st.requests_shed],
       ["Requests rate-limited (429)", st.rate_limited]
     ].map(function (x) { return '<div class="stat"><b>' + x[1] + "</b><span>" + esc(x[0]) + "</span></div>"; }).join("");
     $("events").innerHTML = d.events.length ? d.events.map(function (e) {

@@ -82,7 +82,7 @@ pub(crate) fn render(snap: &Snapshot, charts: &str) -> String {
 </html>
 "#,
         refresh = snap.refresh_ms,
-        breaker = p.breaker.as_str(),
+        breaker = p.non_critical_gate.as_str(),
         updated = esc(&snap.generated_at),
         width = pct(p.utilization).clamp(0, 100),
         pool_text = esc(&pool_text(snap)),
@@ -165,7 +165,7 @@ fn stats_html(st: &PreventionStats) -> String {
         ("Invalid transitions blocked", st.transitions_blocked),
         ("Connection pool recoveries", st.pool_recoveries),
         ("Auto-retries (queued, then retried)", st.auto_retries),
-        ("Requests shed (503)", st.requests_shed),
+        ("Requests refused (503)", st.requests_shed),
         ("Requests rate-limited (429)", st.rate_limited),
     ]
     .iter()

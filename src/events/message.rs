@@ -1,6 +1,6 @@
 //! The `[SELF-HEAL]` text of each event.
 
-use super::{ActionOutcome, BackendInfo, BreakerState, Event, EventKind, ResizeReason};
+use super::{ActionOutcome, BackendInfo, Event, EventKind, NonCriticalGate, ResizeReason};
 use crate::{Criticality, Level};
 use std::time::Duration;
 
@@ -44,13 +44,13 @@ impl Event {
                     _ => format!("Level {from} -> {to}: {at} ({of})"),
                 }
             }
-            EventKind::BreakerChanged { state } => match state {
-                BreakerState::Open => "Non-critical work deferred: it waits for its slots instead of going straight to the pool".to_string(),
-                BreakerState::HalfOpen => {
+            EventKind::NonCriticalGateChanged { state } => match state {
+                NonCriticalGate::Deferred => "Non-critical work deferred: it waits for its slots instead of going straight to the pool".to_string(),
+                NonCriticalGate::Ramping => {
                     "Non-critical work coming back on a ramp"
                         .to_string()
                 }
-                BreakerState::Closed => {
+                NonCriticalGate::Direct => {
                     "Non-critical work fully served again".to_string()
                 }
             },

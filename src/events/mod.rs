@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
 pub use bus::{EventBus, EventSubscriber};
-pub use kind::{ActionOutcome, BackendInfo, BreakerState, EventKind, OutcomeCounts, ResizeReason};
+#[allow(deprecated)]
+pub use kind::BreakerState;
+pub use kind::{
+    ActionOutcome, BackendInfo, EventKind, NonCriticalGate, OutcomeCounts, ResizeReason,
+};
 pub use severity::Severity;
 
 /// One self-heal event.

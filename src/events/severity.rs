@@ -1,6 +1,6 @@
 //! [`Severity`] and how serious each kind of event is.
 
-use super::{ActionOutcome, BreakerState, Event, EventKind, ResizeReason};
+use super::{ActionOutcome, Event, EventKind, NonCriticalGate, ResizeReason};
 use crate::batch::BatchPause;
 use crate::{Criticality, Level};
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,8 @@ impl Event {
                 (Level::Warning, Level::Normal) => Severity::Warning,
                 _ => Severity::Info,
             },
-            EventKind::BreakerChanged { state } => match state {
-                BreakerState::Open => Severity::Warning,
+            EventKind::NonCriticalGateChanged { state } => match state {
+                NonCriticalGate::Deferred => Severity::Warning,
                 _ => Severity::Info,
             },
             EventKind::RequestsSummary { counts, .. } => {

@@ -27,14 +27,14 @@ pub struct GuardBuilder {
     pub(super) resets_sessions: bool,
     /// How every connection of the guard opens its TLS side.
     pub(super) tls: crate::tls::TlsConnector,
-    /// The service and instance its connections are named with (set by `Guard::connect`).
+    /// The service and instance its connections are named with (set by `Guard::builder_for`).
     pub(super) identity: Option<crate::identity::Identity>,
 }
 
 impl GuardBuilder {
     /// Declares that the pool resets session settings (`RESET ALL`) when a connection comes
     /// back, as deadpool's `Clean` recycling does. Per-class `statement_timeout` overrides
-    /// need it; pools from [`build_pool`](crate::build_pool) and [`Guard::connect`] have it.
+    /// need it; pools from [`build_pool`](crate::build_pool) and [`Guard::builder_for`] have it.
     pub fn pool_resets_sessions(mut self, resets: bool) -> Self {
         self.resets_sessions = resets;
         self
@@ -47,14 +47,14 @@ impl GuardBuilder {
     }
 
     /// The connection config for the guard's own dedicated connections (the health check,
-    /// the watchdog), which must work when the pool is full. [`Guard::connect`] sets it.
+    /// the watchdog), which must work when the pool is full. [`Guard::builder_for`] sets it.
     pub fn direct_connection(mut self, pg: tokio_postgres::Config) -> Self {
         self.direct = Some(pg);
         self
     }
 
     /// The TLS connector for cancel requests, the health check and the watchdog; it should be
-    /// the one the pool was built with ([`Guard::connect_tls`] sets it). Default: plain text.
+    /// the one the pool was built with ([`Guard::builder_for_tls`] sets it). Default: plain text.
     pub fn tls(mut self, tls: crate::tls::TlsConnector) -> Self {
         self.tls = tls;
         self
@@ -79,7 +79,7 @@ impl GuardBuilder {
             return Err(BuildError::field(
                 "class_statement_timeout",
                 "needs a pool that resets session settings on recycle, or an override would \
-                 outlive its checkout: build the pool with build_pool / Guard::connect, or \
+                 outlive its checkout: build the pool with build_pool / Guard::builder_for, or \
                  declare it with pool_resets_sessions(true)",
             ));
         }

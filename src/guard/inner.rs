@@ -10,7 +10,7 @@ use super::window::WindowCounts;
 use crate::admission::{AdmissionState, Effects, SlotPermit};
 use crate::controller::RetryJitter;
 use crate::criticality::Criticality;
-use crate::events::{BreakerState, Event, EventBus, EventKind};
+use crate::events::{Event, EventBus, EventKind, NonCriticalGate};
 use crate::limit::{UserKey, UserLimiter};
 use crate::metrics::{GuardMetrics, Outcome};
 use crate::monitor::Level;
@@ -70,7 +70,7 @@ pub(crate) struct GuardInner {
     /// `application_name` to `{prefix}:{class}:{registry id}`.
     pub(crate) tag_prefix: OnceLock<String>,
     /// The last server-wide connection count the watchdog read.
-    pub(crate) headroom: Mutex<Option<crate::watchdog::ServerHeadroom>>,
+    pub(crate) headroom: Mutex<Option<crate::watchdog::ServerUse>>,
     /// The per-user limits shared in Redis, once [`Guard::share_limits`](crate::Guard::share_limits) ran.
     #[cfg(feature = "redis")]
     pub(crate) shared_limits: OnceLock<Arc<crate::limit::redis::RedisLimiter>>,
@@ -78,19 +78,19 @@ pub(crate) struct GuardInner {
     pub(crate) shared_queries: crate::single_flight::SingleFlight,
 }
 
-fn breaker_to_u8(b: BreakerState) -> u8 {
+fn breaker_to_u8(b: NonCriticalGate) -> u8 {
     match b {
-        BreakerState::Closed => 0,
-        BreakerState::Open => 1,
-        BreakerState::HalfOpen => 2,
+        NonCriticalGate::Direct => 0,
+        NonCriticalGate::Deferred => 1,
+        NonCriticalGate::Ramping => 2,
     }
 }
 
-fn breaker_from_u8(v: u8) -> BreakerState {
+fn breaker_from_u8(v: u8) -> NonCriticalGate {
     match v {
-        0 => BreakerState::Closed,
-        1 => BreakerState::Open,
-        _ => BreakerState::HalfOpen,
+        0 => NonCriticalGate::Direct,
+        1 => NonCriticalGate::Deferred,
+        _ => NonCriticalGate::Ramping,
     }
 }
 
@@ -301,7 +301,7 @@ impl GuardInner {
     }
 
     /// Carries out what a state change decided, outside the lock.
-    fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<BreakerState>) {
+    fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<NonCriticalGate>) {
         for waiter in effects.grants {
             // If the caller is gone the permit comes back and its drop releases the slot.
             let _ = waiter
@@ -326,7 +326,7 @@ impl GuardInner {
         }
         if let Some(state) = breaker {
             self.events
-                .publish(Event::now(EventKind::BreakerChanged { state }));
+                .publish(Event::now(EventKind::NonCriticalGateChanged { state }));
         }
         if let Some((after, peak_utilization)) = effects.recovered {
             self.events.publish(Event::now(EventKind::Recovered {

@@ -1,7 +1,7 @@
 //! [`GuardStatus`]: a snapshot of the guard and its pool.
 
 use super::inner::GuardInner;
-use crate::events::BreakerState;
+use crate::events::NonCriticalGate;
 use crate::{Criticality, Level};
 
 /// A consistent-enough picture of the guard and its pool at one instant. Like deadpool's
@@ -10,9 +10,16 @@ use crate::{Criticality, Level};
 pub struct GuardStatus {
     /// The pressure level.
     pub level: Level,
-    /// The non-critical gate: open above Normal (non-critical work deferred, not sent straight
-    /// to the pool), half-open while its start ramp runs, closed otherwise.
-    pub breaker: BreakerState,
+    /// The non-critical gate: deferred above Normal (non-critical work waits for its slots,
+    /// not sent straight to the pool), ramping while its start ramp runs, direct otherwise.
+    /// Serialized as `breaker`, its name before 0.2.0.
+    #[serde(rename = "breaker")]
+    pub non_critical_gate: NonCriticalGate,
+    /// The old name of [`non_critical_gate`](GuardStatus::non_critical_gate), holding the
+    /// same value.
+    #[deprecated(since = "0.2.0", note = "renamed to `non_critical_gate`")]
+    #[serde(skip)]
+    pub breaker: NonCriticalGate,
     /// The pool's maximum size.
     pub max_size: usize,
     /// Connections the pool currently holds (idle and in use).
@@ -46,9 +53,12 @@ impl GuardInner {
     pub(crate) fn status(&self) -> GuardStatus {
         let pool = self.pool.status();
         let s = self.lock();
+        let gate = s.breaker(std::time::Instant::now());
+        #[allow(deprecated)]
         GuardStatus {
             level: s.level(),
-            breaker: s.breaker(std::time::Instant::now()),
+            non_critical_gate: gate,
+            breaker: gate,
             max_size: s.max_size(),
             size: pool.size,
             available: pool.available,

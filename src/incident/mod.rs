@@ -22,11 +22,11 @@
 //! # }
 //! ```
 
-pub(crate) mod clock;
 pub(crate) mod local;
 mod model;
 mod pipeline;
 mod store;
+pub(crate) mod timefmt;
 mod tracker;
 
 #[cfg(test)]

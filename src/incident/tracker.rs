@@ -1,7 +1,7 @@
 //! The pure incident tracker: events in, closed incidents out. Time comes from the events.
 
 use super::model::{Action, Impact, Incident};
-use crate::events::{ActionOutcome, BreakerState, Event, EventKind, Severity};
+use crate::events::{ActionOutcome, Event, EventKind, NonCriticalGate, Severity};
 use crate::Level;
 use std::time::{Duration, SystemTime};
 
@@ -230,12 +230,12 @@ impl IncidentTracker {
                 Level::Critical => action(Action::EmergencyMeasures),
                 Level::Normal => {}
             },
-            EventKind::BreakerChanged {
-                state: BreakerState::Open,
-            } => action(Action::BreakerOpened),
+            EventKind::NonCriticalGateChanged {
+                state: NonCriticalGate::Deferred,
+            } => action(Action::NonCriticalDeferred),
             EventKind::RequestsSummary { counts, .. } => {
                 let any = |a: &[u64; 3]| a.iter().any(|&n| n > 0);
-                if any(&counts.shed) {
+                if any(&counts.refused()) {
                     action(Action::RequestsShed);
                 }
                 if any(&counts.queued) {

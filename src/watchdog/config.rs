@@ -86,7 +86,7 @@ impl Default for AutoResize {
 /// | `elect_leader` | true | take part in electing the service's leader (orphan reaping) |
 /// | `budget` | off | size the pool from the service's share of the server, see [`ConnectionBudget`] |
 ///
-/// **Replicas.** With a guard from [`Guard::connect`](crate::Guard::connect) the default scope
+/// **Replicas.** With a guard from [`Guard::builder_for`](crate::Guard::builder_for) the default scope
 /// is this instance's own backends in this database (`{service}:{instance}` and its tags).
 /// `max_kills_per_interval` is for the whole service: each of N live watchdogs spends at most
 /// a 1/N share of it (at least 1).

@@ -2,7 +2,7 @@
 //!
 //! Each [`interval`](WatchdogConfig::interval) it
 //!
-//! - reads the server's connection count against its usable limit ([`ServerHeadroom`]) and
+//! - reads the server's connection count against its usable limit ([`ServerUse`]) and
 //!   feeds it into the guard's level, so the guard escalates when *another* process fills the
 //!   server while its own pool is calm;
 //! - cancels queries of its [`Scope`] running longer than
@@ -16,7 +16,7 @@
 //! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
 //!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
 //!
-//! **Replicas.** Over a guard from [`Guard::connect`] the watchdog acts only on its own
+//! **Replicas.** Over a guard from [`Guard::builder_for`] the watchdog acts only on its own
 //! instance's backends (`{service}:{instance}`, see [`Identity`](crate::identity::Identity))
 //! in its own database, and names another instance's backend as such in events (wider
 //! scopes). The watchdogs of a service elect one leader with `pg_try_advisory_lock` on their
@@ -39,7 +39,7 @@
 //! use std::time::Duration;
 //!
 //! # async fn start(pg: tokio_postgres::Config) -> Result<(), poolguard::BuildError> {
-//! let guard = Guard::connect(pg, &PoolOptions::default())?.build()?;
+//! let guard = Guard::builder_for(pg, &PoolOptions::default())?.build()?;
 //! let watchdog = Watchdog::builder(&guard)
 //!     .config(WatchdogConfig {
 //!         kill_after: Duration::from_secs(30),
@@ -57,19 +57,23 @@ mod budget;
 mod census;
 mod config;
 mod fingerprint;
-mod headroom;
 mod killer;
 mod leader;
 mod reaper;
 mod replicas;
 mod resize;
+mod server_use;
 mod tag;
 mod task;
 
 pub use budget::ConnectionBudget;
 pub use config::{AutoResize, Scope, WatchdogConfig};
 pub use fingerprint::fingerprint;
-pub use headroom::ServerHeadroom;
+pub use server_use::ServerUse;
+
+/// The old name of [`ServerUse`]: the reading holds connections in use, not headroom.
+#[deprecated(since = "0.2.0", note = "renamed to `ServerUse`")]
+pub type ServerHeadroom = ServerUse;
 pub(crate) use tag::tag;
 
 use crate::tls::{PgUrl, TlsConnector};
@@ -109,7 +113,7 @@ pub struct WatchdogHandle {
 
 impl Watchdog {
     /// A builder over `guard` with [`WatchdogConfig::default`]. The guard must have a
-    /// direct connection config ([`Guard::connect`] sets one).
+    /// direct connection config ([`Guard::builder_for`] sets one).
     pub fn builder(guard: &Guard) -> WatchdogBuilder {
         WatchdogBuilder {
             guard: guard.clone(),
@@ -179,7 +183,7 @@ impl WatchdogBuilder {
             (None, None) => {
                 return Err(BuildError::field(
                     "direct_connection",
-                    "the guard has no direct connection config: build it with Guard::connect, GuardBuilder::direct_connection or give the watchdog its own with WatchdogBuilder::url",
+                    "the guard has no direct connection config: build it with Guard::builder_for, GuardBuilder::direct_connection or give the watchdog its own with WatchdogBuilder::url",
                 ))
             }
         };
@@ -215,20 +219,19 @@ impl WatchdogBuilder {
             .enabled
             .then(|| Resizer::new(inner.pool.status().max_size));
         let leader = Arc::new(AtomicBool::new(false));
-        let replicas = match &identity {
-            Some(identity) => Some(Replicas::new(
-                identity.clone(),
-                self.config.elect_leader,
-                leader.clone(),
-            )),
-            None if self.config.budget.enabled => {
-                return Err(BuildError::field(
+        let replicas =
+            match &identity {
+                Some(identity) => Some(Replicas::new(
+                    identity.clone(),
+                    self.config.elect_leader,
+                    leader.clone(),
+                )),
+                None if self.config.budget.enabled => return Err(BuildError::field(
                     "budget.enabled",
-                    "the budget counts instances by name: build the guard with Guard::connect",
-                ))
-            }
-            None => None,
-        };
+                    "the budget counts instances by name: build the guard with Guard::builder_for",
+                )),
+                None => None,
+            };
         if self.config.budget.enabled {
             // A joining replica starts small and grows into its share.
             let from = inner.pool.status().max_size;

@@ -7,7 +7,7 @@ use super::census;
 use super::leader::Leadership;
 use super::reaper::IdleReaper;
 use super::resize;
-use super::{ServerHeadroom, WatchdogConfig};
+use super::{ServerUse, WatchdogConfig};
 use crate::events::ResizeReason;
 use crate::guard::GuardInner;
 use crate::identity::Identity;
@@ -49,7 +49,7 @@ impl Replicas {
         client: &Client,
         inner: &Arc<GuardInner>,
         config: &WatchdogConfig,
-        h: &ServerHeadroom,
+        h: &ServerUse,
     ) -> Result<usize, tokio_postgres::Error> {
         let census = census::read(client, &self.identity).await?;
         let mut kills = kill_share(config.max_kills_per_interval, census.watchdogs());

@@ -2,7 +2,7 @@
 //! back toward the original size once the pressure is over.
 
 use super::config::AutoResize;
-use super::ServerHeadroom;
+use super::ServerUse;
 use crate::events::{Event, EventKind, ResizeReason};
 use crate::guard::GuardInner;
 use crate::Level;
@@ -20,7 +20,7 @@ pub(crate) struct ResizeInput {
     /// The guard's level.
     pub(crate) level: Level,
     /// The server's connections.
-    pub(crate) headroom: ServerHeadroom,
+    pub(crate) server: ServerUse,
 }
 
 /// Counts consecutive intervals and decides on resizes.
@@ -43,7 +43,7 @@ impl Resizer {
     /// The size the server allows this pool: usable, less what everyone else holds, less the
     /// margin.
     fn server_limit(cfg: &AutoResize, input: &ResizeInput) -> usize {
-        let h = &input.headroom;
+        let h = &input.server;
         let others = (h.used as usize).saturating_sub(input.open);
         (h.usable as usize)
             .saturating_sub(others)
@@ -114,7 +114,7 @@ mod tests {
             } else {
                 Level::Normal
             },
-            headroom: ServerHeadroom {
+            server: ServerUse {
                 used,
                 usable,
                 utilization: f64::from(used) / f64::from(usable),

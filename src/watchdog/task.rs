@@ -3,14 +3,14 @@
 //!
 //! A watchdog query that times out (a stalled network, a server that stopped answering) ends
 //! the connection: the next interval reconnects, instead of asking a dead connection again
-//! forever. Meanwhile the server reading is held, marked stale (see [`headroom`]).
+//! forever. Meanwhile the server reading is held, marked stale (see [`server_use`]).
 
 use super::activity::Selector;
-use super::headroom::{self, PressureAlarm, Unreadable};
 use super::killer::SlowQueryKiller;
 use super::reaper::IdleReaper;
 use super::replicas::Replicas;
 use super::resize::{self, ResizeInput, Resizer};
+use super::server_use::{self, PressureAlarm, Unreadable};
 use super::WatchdogConfig;
 use crate::events::{Event, EventKind};
 use crate::guard::{GuardInner, WeakInner};
@@ -173,7 +173,7 @@ impl Runner {
 
     /// Forgets what depended on the lost connection: the replica's leadership (its
     /// advisory lock was held by that session). The server reading is held, not forgotten
-    /// (see [`headroom`]), and the killer keeps what it cancelled.
+    /// (see [`server_use`]), and the killer keeps what it cancelled.
     fn lost(&mut self) {
         if let Some(replicas) = &mut self.replicas {
             replicas.lost();
@@ -191,12 +191,12 @@ impl Runner {
         }
     }
 
-    /// One pass: server headroom, slow queries, idle transactions, resize. The killer and the
+    /// One pass: server use, slow queries, idle transactions, resize. The killer and the
     /// reaper each have their own budget of `max_kills_per_interval`, so a storm of slow
     /// queries never starves the reaping of idle transactions.
     async fn tick(&mut self, inner: &Arc<GuardInner>, client: &Client) -> Result<(), TickError> {
         let limit = self.config.query_timeout;
-        let h = tokio::time::timeout(limit, headroom::read(client))
+        let h = tokio::time::timeout(limit, server_use::read(client))
             .await
             .map_err(|_| TickError::TimedOut("the server reading"))??;
         let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
@@ -223,7 +223,7 @@ impl Runner {
                 open: s.size,
                 waiting: s.queued + s.pool_waiting,
                 level: s.level,
-                headroom: h,
+                server: h,
             };
             if let Some((to, reason)) = resizer.decide(&self.config.resize, &input) {
                 resize::apply(inner, s.max_size, to, reason);

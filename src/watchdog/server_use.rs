@@ -1,4 +1,4 @@
-//! Server-wide headroom: client connections in use on the whole server against the number
+//! Server-wide connection use: client connections in use on the whole server against the number
 //! ordinary roles may open, fed into the guard's level so a calm pool still escalates when
 //! another process fills the server.
 //!
@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 /// Connections in use on the whole server, read by the watchdog each interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ServerHeadroom {
+pub struct ServerUse {
     /// Client backends connected to the server (every database, role and application).
     pub used: u32,
     /// `max_connections` less `superuser_reserved_connections` and, from PostgreSQL 16,
@@ -34,7 +34,7 @@ pub struct ServerHeadroom {
     pub stale: bool,
 }
 
-impl ServerHeadroom {
+impl ServerUse {
     /// Connections still free for ordinary roles.
     pub fn free(&self) -> u32 {
         self.usable.saturating_sub(self.used)
@@ -43,7 +43,7 @@ impl ServerHeadroom {
 
 /// Reads the server's connection count and limits. `reserved_connections` is read with
 /// `missing_ok`, so servers before PostgreSQL 16 count it as zero.
-pub(crate) async fn read(client: &Client) -> Result<ServerHeadroom, tokio_postgres::Error> {
+pub(crate) async fn read(client: &Client) -> Result<ServerUse, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_stat_activity \
@@ -58,7 +58,7 @@ pub(crate) async fn read(client: &Client) -> Result<ServerHeadroom, tokio_postgr
         (row.get(0), row.get(1), row.get(2), row.get(3));
     let usable = (max - su - reserved).max(1);
     let to_u32 = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
-    Ok(ServerHeadroom {
+    Ok(ServerUse {
         used: to_u32(used),
         usable: to_u32(usable),
         utilization: (used as f64 / usable as f64).clamp(0.0, 1.0),
@@ -90,7 +90,7 @@ pub(crate) struct PressureAlarm {
 impl PressureAlarm {
     /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges; the
     /// event only when `announce` (one replica of a service speaks for the server).
-    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom, announce: bool) {
+    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerUse, announce: bool) {
         if self.stale.take().is_some() {
             tracing::info!(target: "poolguard::watchdog", used = h.used, usable = h.usable, "server reading fresh again");
         }
@@ -107,7 +107,7 @@ impl PressureAlarm {
         }
     }
 
-    fn store(&self, inner: &Arc<GuardInner>, h: ServerHeadroom) {
+    fn store(&self, inner: &Arc<GuardInner>, h: ServerUse) {
         *inner.headroom.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
         metrics::gauge!(SERVER_CONNECTIONS).set(f64::from(h.used));
         metrics::gauge!(SERVER_MAX_CONNECTIONS).set(f64::from(h.usable));
@@ -120,8 +120,8 @@ impl PressureAlarm {
     pub(crate) fn unreadable(&mut self, inner: &Arc<GuardInner>, why: Unreadable, detail: &str) {
         let last = *inner.headroom.lock().unwrap_or_else(|p| p.into_inner());
         let held = match (last, why) {
-            (Some(h), Unreadable::Unreachable) => Some(ServerHeadroom { stale: true, ..h }),
-            (Some(h), Unreadable::Full) => Some(ServerHeadroom {
+            (Some(h), Unreadable::Unreachable) => Some(ServerUse { stale: true, ..h }),
+            (Some(h), Unreadable::Full) => Some(ServerUse {
                 used: h.used.max(h.usable),
                 utilization: 1.0,
                 stale: true,
