@@ -1,6 +1,6 @@
 //! The error type of acquisitions and of queries run through a guarded connection.
 
-use crate::Rejection;
+use crate::rejection::Rejection;
 use std::fmt;
 use std::time::Duration;
 

@@ -3,7 +3,9 @@
 //! The database check uses the guard's own dedicated connection (never one from the pool),
 //! so `/health` answers quickly even when the pool is full.
 
-use crate::{Guard, Level};
+use crate::guard::Guard;
+
+use crate::monitor::Level;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 

@@ -31,6 +31,7 @@ pub mod monitor;
 mod pool;
 mod rejection;
 pub mod report;
+mod resize;
 pub mod session;
 pub mod single_flight;
 #[cfg(feature = "testing")]

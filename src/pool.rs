@@ -7,10 +7,10 @@
 //! `SET` on checkout would not survive. Behind a pooler that refuses startup options, pick
 //! another [`SessionSettings`] mode.
 
+use crate::config::BuildError;
 use crate::identity::Identity;
 use crate::session::{self, SessionSettings};
 use crate::tls::TlsConnector;
-use crate::BuildError;
 use deadpool_postgres::{Hook, HookError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;

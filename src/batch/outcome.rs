@@ -3,7 +3,8 @@
 
 use super::progress::{BatchProgress, Count};
 use super::source::BoxError;
-use crate::{Error, Rejection};
+use crate::error::Error;
+use crate::rejection::Rejection;
 use std::fmt;
 
 /// What one call committed: its progress and the apply function's value for every

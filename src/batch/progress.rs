@@ -43,7 +43,7 @@ impl<C> Default for Checkpoint<C> {
 pub enum BatchPause {
     /// The next chunk would not have fit the rest of the time budget.
     Budget,
-    /// The guard was at [`Level::Critical`](crate::Level::Critical): the call yielded the
+    /// The guard was at [`Level::Critical`](crate::monitor::Level::Critical): the call yielded the
     /// pool to more important work.
     Pressure,
     /// The guard refused a connection for the next chunk (queue full or waited too long).

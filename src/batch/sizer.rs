@@ -3,7 +3,7 @@
 
 use super::plan::BatchPlan;
 use super::progress::BatchPause;
-use crate::Level;
+use crate::monitor::Level;
 use std::time::Duration;
 
 /// Weight of a new sample that is dearer than the estimate: cost spikes are believed fast.

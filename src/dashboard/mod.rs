@@ -73,9 +73,9 @@ pub use snapshot::{
 pub use stats::{HourlyCounters, PreventionStats};
 pub use store::{DashboardStore, SubscriberTask, DEFAULT_RECENT_EVENTS};
 
+use crate::guard::Guard;
 use crate::incident::IncidentStore;
 use crate::report::Redactor;
-use crate::Guard;
 use auth::{authorize, TokenSources};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header;

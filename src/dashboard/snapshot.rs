@@ -4,11 +4,12 @@
 use super::stats::PreventionStats;
 use super::store::DashboardStore;
 use crate::events::{Event, NonCriticalGate, Severity};
+use crate::guard::GuardStatus;
 use crate::incident::{
     impact_line, subject, timefmt, AnalysisKind, Impact, Incident, IncidentStore,
 };
+use crate::monitor::Level;
 use crate::report::{summarize, Period, Redactor};
-use crate::{GuardStatus, Level};
 use serde::Serialize;
 use std::time::SystemTime;
 

@@ -184,7 +184,7 @@ mod tests {
         s.record(&event(
             0.0,
             EventKind::StatementTimedOut {
-                class: crate::Criticality::Standard,
+                class: crate::criticality::Criticality::Standard,
                 route: None,
             },
         ));

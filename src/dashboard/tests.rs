@@ -3,9 +3,10 @@
 use super::snapshot::{Snapshot, Sources};
 use super::store::DashboardStore;
 use crate::events::{Event, EventKind, NonCriticalGate, Severity};
+use crate::guard::GuardStatus;
 use crate::incident::{IncidentStore, IncidentTracker};
+use crate::monitor::Level;
 use crate::report::Redactor;
-use crate::{GuardStatus, Level};
 use std::time::SystemTime;
 
 const EMAIL: &str = "dba.oncall@example.com";

@@ -2,8 +2,9 @@
 
 use super::Severity;
 use crate::batch::BatchPause;
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use crate::transition::BlockedPair;
-use crate::{Criticality, Level};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

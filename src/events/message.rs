@@ -1,7 +1,8 @@
 //! The `[SELF-HEAL]` text of each event.
 
 use super::{ActionOutcome, BackendInfo, Event, EventKind, NonCriticalGate, ResizeReason};
-use crate::{Criticality, Level};
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use std::time::Duration;
 
 impl Event {

@@ -40,7 +40,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Level;
+    use crate::monitor::Level;
 
     /// A `LevelChanged` event at 92% utilization (92 of 100 in use, nobody waiting).
     pub(super) fn level(from: Level, to: Level) -> Event {

@@ -2,7 +2,8 @@
 
 use super::{ActionOutcome, Event, EventKind, NonCriticalGate, ResizeReason};
 use crate::batch::BatchPause;
-use crate::{Criticality, Level};
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
 
 /// How serious an event is, as the seed's alert levels define them.

@@ -4,11 +4,13 @@ use super::inner::GuardInner;
 use super::window::WindowCounts;
 use super::Guard;
 use crate::admission::{AdmissionSettings, AdmissionState};
+use crate::config::BuildError;
+use crate::config::GuardConfig;
 use crate::events::EventBus;
 use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
+use crate::monitor::Level;
 use crate::monitor::{LevelMachine, Thresholds};
-use crate::{BuildError, GuardConfig, Level};
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,7 +25,7 @@ pub struct GuardBuilder {
     pub(super) direct: Option<tokio_postgres::Config>,
     pub(super) event_capacity: usize,
     /// Whether the pool resets session settings when a connection comes back (a pool from
-    /// [`build_pool`](crate::build_pool) does); per-class settings rely on it.
+    /// [`build_pool`](crate::pool::build_pool) does); per-class settings rely on it.
     pub(super) resets_sessions: bool,
     /// How every connection of the guard opens its TLS side.
     pub(super) tls: crate::tls::TlsConnector,
@@ -34,7 +36,7 @@ pub struct GuardBuilder {
 impl GuardBuilder {
     /// Declares that the pool resets session settings (`RESET ALL`) when a connection comes
     /// back, as deadpool's `Clean` recycling does. Per-class `statement_timeout` overrides
-    /// need it; pools from [`build_pool`](crate::build_pool) and [`Guard::builder_for`] have it.
+    /// need it; pools from [`build_pool`](crate::pool::build_pool) and [`Guard::builder_for`] have it.
     pub fn pool_resets_sessions(mut self, resets: bool) -> Self {
         self.resets_sessions = resets;
         self
@@ -72,7 +74,7 @@ impl GuardBuilder {
     pub fn build(self) -> Result<Guard, BuildError> {
         let max_size = self.pool.status().max_size;
         self.config.validate(max_size)?;
-        let overrides = crate::Criticality::ALL
+        let overrides = crate::criticality::Criticality::ALL
             .iter()
             .any(|c| self.config.class_statement_timeout.get(*c).is_some());
         if overrides && !self.resets_sessions {
@@ -154,7 +156,10 @@ impl GuardBuilder {
 
 #[cfg(test)]
 mod tests {
-    use crate::{BuildError, ClassTimeouts, Guard, GuardConfig};
+    use crate::config::BuildError;
+    use crate::config::ClassTimeouts;
+    use crate::config::GuardConfig;
+    use crate::guard::Guard;
     use std::time::Duration;
 
     fn pool_without_reset() -> deadpool_postgres::Pool {

@@ -5,6 +5,7 @@ mod builder;
 mod inner;
 mod slot;
 mod status;
+mod watched;
 mod window;
 
 pub use acquire::AcquireContext;
@@ -15,14 +16,18 @@ pub use slot::HeldSlot;
 pub use status::GuardStatus;
 
 use crate::admission::GuardedConn;
+use crate::config::BuildError;
+use crate::config::GuardConfig;
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::events::{EventBus, EventSubscriber};
 use crate::identity::Identity;
+use crate::monitor::Level;
 use crate::pool::{build_pool_as, PoolOptions};
 use crate::rejection::RejectionKind;
 use crate::single_flight::SharedRows;
 use crate::tls::{PgUrl, TlsConnector};
 use crate::watchdog::ServerUse;
-use crate::{BuildError, Criticality, Error, GuardConfig, Level};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +47,7 @@ pub struct Guard {
 impl Guard {
     /// A builder over an existing pool. The guard never waits on deadpool without a timeout
     /// (it passes its own), but `statement_timeout` and `application_name` must come from
-    /// the pool's connection config: prefer [`Guard::builder_for`] or [`crate::build_pool`].
+    /// the pool's connection config: prefer [`Guard::builder_for`] or [`crate::pool::build_pool`].
     pub fn builder(pool: Pool) -> GuardBuilder {
         GuardBuilder {
             pool,

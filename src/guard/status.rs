@@ -1,8 +1,9 @@
 //! [`GuardStatus`]: a snapshot of the guard and its pool.
 
 use super::inner::GuardInner;
+use crate::criticality::Criticality;
 use crate::events::NonCriticalGate;
-use crate::{Criticality, Level};
+use crate::monitor::Level;
 
 /// A consistent-enough picture of the guard and its pool at one instant. Like deadpool's
 /// `Status`, the numbers are read at slightly different moments and need not add up exactly.

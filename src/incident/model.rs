@@ -1,7 +1,7 @@
 //! What an incident holds: its figures, the actions taken, the impact, and its analysis.
 
 use crate::events::{Event, OutcomeCounts, Severity};
-use crate::Level;
+use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 

@@ -1,8 +1,9 @@
 //! Incident assembly from event sequences, severity mapping, signatures and the local summary.
 
 use super::*;
+use crate::criticality::Criticality;
 use crate::events::{Event, EventKind, NonCriticalGate, OutcomeCounts, Severity};
-use crate::{Criticality, Level};
+use crate::monitor::Level;
 use std::time::{Duration, SystemTime};
 
 pub(crate) fn t0() -> SystemTime {

@@ -2,7 +2,7 @@
 
 use super::model::{Action, Impact, Incident};
 use crate::events::{ActionOutcome, Event, EventKind, NonCriticalGate, Severity};
-use crate::Level;
+use crate::monitor::Level;
 use std::time::{Duration, SystemTime};
 
 /// Default bound on an incident's timeline.

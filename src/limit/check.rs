@@ -2,9 +2,10 @@
 //! (feature `redis`) the limits shared in Redis, which may need a round trip.
 
 use super::{InFlightPermit, UserKey};
+use crate::criticality::Criticality;
 use crate::guard::GuardInner;
+use crate::monitor::Level;
 use crate::rejection::Rejection;
-use crate::{Criticality, Level};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

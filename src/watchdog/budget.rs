@@ -5,7 +5,7 @@
 
 use super::census::Census;
 use super::ServerUse;
-use crate::BuildError;
+use crate::config::BuildError;
 use serde::{Deserialize, Serialize};
 
 /// Sizing the pool from the service's share of the server. Off by default; needs a guard

@@ -9,8 +9,8 @@
 //! connection because it is full (SQLSTATE 53300), the reading moves to full. The level
 //! therefore never falls to Normal for want of a reading while the server is still full.
 
+use super::watched::WatchedGuard;
 use crate::events::{Event, EventKind, Severity};
-use crate::guard::GuardInner;
 use crate::metrics::{SERVER_CONNECTIONS, SERVER_MAX_CONNECTIONS, SERVER_READING_STALE};
 use serde::Serialize;
 use std::sync::Arc;
@@ -90,35 +90,43 @@ pub(crate) struct PressureAlarm {
 impl PressureAlarm {
     /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges; the
     /// event only when `announce` (one replica of a service speaks for the server).
-    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerUse, announce: bool) {
+    pub(crate) fn publish(&mut self, guard: &Arc<dyn WatchedGuard>, h: ServerUse, announce: bool) {
         if self.stale.take().is_some() {
             tracing::info!(target: "poolguard::watchdog", used = h.used, usable = h.usable, "server reading fresh again");
         }
-        self.store(inner, h);
-        if announce && !self.raised && h.utilization >= inner.config.warning_utilization {
+        self.store(guard, h);
+        let (raise_at, clear_below) = guard.server_pressure_bounds();
+        if announce && !self.raised && h.utilization >= raise_at {
             self.raised = true;
-            inner.events.publish(Event::now(EventKind::ServerPressure {
-                used: h.used,
-                usable: h.usable,
-                utilization: h.utilization,
-            }));
-        } else if self.raised && h.utilization < inner.config.warning_recovery {
+            guard
+                .events()
+                .publish(Event::now(EventKind::ServerPressure {
+                    used: h.used,
+                    usable: h.usable,
+                    utilization: h.utilization,
+                }));
+        } else if self.raised && h.utilization < clear_below {
             self.raised = false;
         }
     }
 
-    fn store(&self, inner: &Arc<GuardInner>, h: ServerUse) {
-        *inner.headroom.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    fn store(&self, guard: &Arc<dyn WatchedGuard>, h: ServerUse) {
+        guard.replace_server_use(Some(h));
         metrics::gauge!(SERVER_CONNECTIONS).set(f64::from(h.used));
         metrics::gauge!(SERVER_MAX_CONNECTIONS).set(f64::from(h.usable));
         metrics::gauge!(SERVER_READING_STALE).set(if h.stale { 1.0 } else { 0.0 });
-        inner.set_server_utilization(h.utilization);
+        Arc::clone(guard).report_server_utilization(h.utilization);
     }
 
     /// The server cannot be read: hold the last reading (or raise it to full when the server
     /// said it is full), mark it stale, and say so once per episode.
-    pub(crate) fn unreadable(&mut self, inner: &Arc<GuardInner>, why: Unreadable, detail: &str) {
-        let last = *inner.headroom.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn unreadable(
+        &mut self,
+        guard: &Arc<dyn WatchedGuard>,
+        why: Unreadable,
+        detail: &str,
+    ) {
+        let last = guard.server_use();
         let held = match (last, why) {
             (Some(h), Unreadable::Unreachable) => Some(ServerUse { stale: true, ..h }),
             (Some(h), Unreadable::Full) => Some(ServerUse {
@@ -130,13 +138,13 @@ impl PressureAlarm {
             (None, Unreadable::Unreachable) => None,
             // Never read, but the server says it is full: that is a reading.
             (None, Unreadable::Full) => {
-                inner.set_server_utilization(1.0);
+                Arc::clone(guard).report_server_utilization(1.0);
                 metrics::gauge!(SERVER_READING_STALE).set(1.0);
                 None
             }
         };
         if let Some(h) = held {
-            self.store(inner, h);
+            self.store(guard, h);
         }
         // Once per episode, and again if it turns out the server is full.
         if self.stale == Some(why) || self.stale == Some(Unreadable::Full) {
@@ -160,7 +168,7 @@ impl PressureAlarm {
             (None, Unreadable::Unreachable) => "no reading yet".into(),
         };
         tracing::warn!(target: "poolguard::watchdog", detail, "server reading stale");
-        inner.events.publish(Event::now(EventKind::Custom {
+        guard.events().publish(Event::now(EventKind::Custom {
             name: "server_reading_stale".into(),
             severity: Severity::Warning,
             message: format!(
@@ -170,15 +178,10 @@ impl PressureAlarm {
     }
 
     /// The watchdog stops: withdraw its reading, so it does not hold the level up.
-    pub(crate) fn clear(&mut self, inner: &Arc<GuardInner>) {
-        let had = inner
-            .headroom
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some();
+    pub(crate) fn clear(&mut self, guard: &Arc<dyn WatchedGuard>) {
+        let had = guard.replace_server_use(None).is_some();
         if had || self.stale.is_some() {
-            inner.set_server_utilization(0.0);
+            Arc::clone(guard).report_server_utilization(0.0);
         }
         metrics::gauge!(SERVER_READING_STALE).set(0.0);
         self.raised = false;
