@@ -8,6 +8,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod admission;
+#[doc = include_str!("../docs/architecture.md")]
+pub mod architecture {}
 #[cfg(feature = "axum")]
 mod axum;
 pub mod batch;

@@ -149,7 +149,7 @@ impl GuardBuilder {
             identity: self.identity,
             config: self.config,
         });
-        runtime.spawn(crate::monitor::run_sampler(Arc::downgrade(&inner)));
+        runtime.spawn(super::sampler::run_sampler(Arc::downgrade(&inner)));
         Ok(Guard { inner })
     }
 }

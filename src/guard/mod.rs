@@ -3,6 +3,7 @@
 mod acquire;
 mod builder;
 mod inner;
+mod sampler;
 mod slot;
 mod status;
 mod watched;
@@ -10,7 +11,7 @@ mod window;
 
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
-pub(crate) use inner::{GuardInner, WeakInner};
+pub(crate) use inner::GuardInner;
 #[doc(hidden)]
 pub use slot::HeldSlot;
 pub use status::GuardStatus;

@@ -16,7 +16,7 @@
 //! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
 //!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
 //!
-//! **Replicas.** Over a guard from [`Guard::builder_for`] the watchdog acts only on its own
+//! **Replicas.** Over a guard from [`Guard::builder_for`](crate::Guard::builder_for) the watchdog acts only on its own
 //! instance's backends (`{service}:{instance}`, see [`Identity`](crate::identity::Identity))
 //! in its own database, and names another instance's backend as such in events (wider
 //! scopes). The watchdogs of a service elect one leader with `pg_try_advisory_lock` on their

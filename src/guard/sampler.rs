@@ -2,7 +2,7 @@
 //! the level step down once the dwell time has passed, keeps gauges fresh, emits request
 //! summaries and runs limiter housekeeping.
 
-use crate::guard::WeakInner;
+use super::inner::WeakInner;
 use std::time::{Duration, Instant};
 
 /// How often a requests summary event may be emitted.
