@@ -96,11 +96,10 @@ mod run;
 mod sizer;
 mod source;
 
+pub use crate::events::BatchPause;
 pub use outcome::{BatchError, BatchOutcome, BatchStage};
 pub use plan::BatchPlan;
-pub use progress::{BatchPause, BatchProgress, Checkpoint, ProgressLine};
+pub use progress::{BatchProgress, Checkpoint, ProgressLine};
 pub use run::{ApplyFuture, BudgetedBatch};
 pub use sizer::{ChunkDecision, ChunkSizer};
 pub use source::{BatchSource, BoxError};
-
-pub(crate) use event::message;

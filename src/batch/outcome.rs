@@ -1,9 +1,10 @@
 //! What a call returns: the committed chunks' outcome, or the error with the progress made
 //! before it.
 
-use super::progress::{BatchProgress, Count};
+use super::progress::BatchProgress;
 use super::source::BoxError;
 use crate::error::Error;
+use crate::events::Count;
 use crate::rejection::Rejection;
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! of how many items the next chunk may hold. No clock is read here; durations come in.
 
 use super::plan::BatchPlan;
-use super::progress::BatchPause;
+use crate::events::BatchPause;
 use crate::monitor::Level;
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! [`EventKind`], what happened, and the small data types its variants carry.
 
+use super::batch::BatchPause;
+use super::transitions::BlockedPair;
 use super::Severity;
-use crate::batch::BatchPause;
 use crate::criticality::Criticality;
 use crate::monitor::Level;
-use crate::transition::BlockedPair;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

@@ -99,7 +99,7 @@ impl Event {
                 valid,
                 blocked,
                 not_found,
-            } => crate::transition::blocked_message(operation, *valid, blocked, *not_found),
+            } => super::transitions::blocked_message(operation, *valid, blocked, *not_found),
             EventKind::QueryCancelled {
                 backend,
                 running,
@@ -180,7 +180,7 @@ impl Event {
                 total,
                 done,
                 paused,
-            } => crate::batch::message(
+            } => super::batch::batch_message(
                 operation,
                 *chunk,
                 *chunk_size,

@@ -1,14 +1,18 @@
 //! Self-heal events: one type for every action the guard takes, and the bounded bus that fans
 //! them out without ever blocking a request.
 
+mod batch;
 mod bus;
 mod kind;
 mod message;
 mod severity;
+mod transitions;
 
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
+pub use batch::BatchPause;
+pub(crate) use batch::Count;
 pub use bus::{EventBus, EventSubscriber};
 #[allow(deprecated)]
 pub use kind::BreakerState;
@@ -16,6 +20,7 @@ pub use kind::{
     ActionOutcome, BackendInfo, EventKind, NonCriticalGate, OutcomeCounts, ResizeReason,
 };
 pub use severity::Severity;
+pub use transitions::BlockedPair;
 
 /// One self-heal event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! [`Severity`] and how serious each kind of event is.
 
+use super::batch::BatchPause;
 use super::{ActionOutcome, Event, EventKind, NonCriticalGate, ResizeReason};
-use crate::batch::BatchPause;
 use crate::criticality::Criticality;
 use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
