@@ -9,7 +9,7 @@
 
 use crate::config::BuildError;
 use crate::identity::Identity;
-use crate::session::{self, SessionSettings};
+use crate::session::{self, SessionSettings, SessionTimeouts};
 use crate::tls::TlsConnector;
 use deadpool_postgres::{Hook, HookError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -70,6 +70,16 @@ pub struct PoolOptions {
     /// startup options (direct), `SET` after connect (PgBouncer session pooling) or role
     /// defaults (PgBouncer transaction pooling).
     pub session_settings: SessionSettings,
+}
+
+impl SessionTimeouts for PoolOptions {
+    fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    fn idle_in_transaction_timeout(&self) -> Duration {
+        self.idle_in_transaction_timeout
+    }
 }
 
 impl Default for PoolOptions {

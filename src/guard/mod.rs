@@ -4,8 +4,11 @@ mod acquire;
 mod builder;
 mod inner;
 mod sampler;
+#[cfg(feature = "redis")]
+mod shared_limits;
 mod slot;
 mod status;
+mod user_check;
 mod watched;
 mod window;
 
@@ -15,6 +18,7 @@ pub(crate) use inner::GuardInner;
 #[doc(hidden)]
 pub use slot::HeldSlot;
 pub use status::GuardStatus;
+pub(crate) use user_check::check_user;
 
 use crate::admission::GuardedConn;
 use crate::config::BuildError;
