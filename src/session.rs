@@ -122,12 +122,7 @@ pub(crate) async fn check_role_defaults(
              ('statement_timeout', 'idle_in_transaction_session_timeout') ORDER BY name DESC",
         )
         .await
-        .map_err(|e| {
-            format!(
-                "read the session settings: {}",
-                describe(&e)
-            )
-        })?;
+        .map_err(|e| format!("read the session settings: {}", describe(&e)))?;
     let values: Vec<u128> = rows
         .iter()
         .filter_map(|m| match m {

@@ -51,6 +51,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("the dashboard", &["dashboard"]),
 ];
 
+/// Files that only hold deprecated forwarders to an item's new home in a higher layer, kept
+/// for one release: their edges are listed but do not fail the check, and each must say
+/// `#[deprecated`. Delete the file and its entry together.
+const DEPRECATED_FORWARDERS: &[&str] = &["src/incident/deprecated.rs"];
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -194,7 +199,15 @@ fn graph() -> Graph {
             tops.contains(&top),
             "src/{rel}: its top-level module `{top}` is in no layer of the table"
         );
-        let code = code_of(&fs::read_to_string(&file).unwrap());
+        let text = fs::read_to_string(&file).unwrap();
+        if DEPRECATED_FORWARDERS.contains(&format!("src/{rel}").as_str()) {
+            assert!(
+                text.contains("#[deprecated"),
+                "src/{rel} is listed as deprecated forwarders but holds none"
+            );
+            continue;
+        }
+        let code = code_of(&text);
         for name in crate_paths(&code) {
             if name.starts_with(|c: char| c.is_ascii_uppercase()) {
                 graph
@@ -260,9 +273,9 @@ fn cycles(edges: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> Vec<V
 }
 
 #[test]
-#[ignore = "edges remain in files under rework: src/admission/permit.rs and tracker.rs \
-            (admission -> guard), src/admission/held.rs, src/guard/inner.rs and \
-            src/limit/user.rs (crate-root imports); run with --ignored for the full list"]
+#[ignore = "admission -> guard remains (src/admission/permit.rs, src/admission/tracker.rs \
+            use GuardInner), a cycle with guard -> admission; crate-root imports remain in \
+            src/admission/held.rs, src/guard/inner.rs, src/limit/user.rs; run with --ignored"]
 fn imports_point_down_the_layers_without_cycles() {
     let graph = graph();
     let mut problems = Vec::new();

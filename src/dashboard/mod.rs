@@ -34,7 +34,8 @@
 //!
 //! ```no_run
 //! use poolguard::dashboard::{Dashboard, DashboardConfig};
-//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//! use poolguard::incident::IncidentStore;
+//! use poolguard::report::spawn_incident_pipeline;
 //! use poolguard::Guard;
 //! use std::net::SocketAddr;
 //!

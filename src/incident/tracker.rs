@@ -19,7 +19,7 @@ pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(10);
 /// level returns to Normal (`LevelChanged { to: Normal }` or `Recovered`) and stays there for
 /// the [quiet period](IncidentTracker::quiet_period): one episode that flaps is one incident.
 /// The quiet period is zero for a tracker built here (it closes on the return to Normal) and
-/// [`DEFAULT_QUIET_PERIOD`] in [`spawn_incident_pipeline`](super::spawn_incident_pipeline);
+/// [`DEFAULT_QUIET_PERIOD`] in [`spawn_incident_pipeline`](crate::report::spawn_incident_pipeline);
 /// time passing is fed in with [`IncidentTracker::close_if_quiet`]. A
 /// [`Severity::Failure`] event outside an incident becomes a one-event incident at once. An
 /// incident opened while the level stayed Normal (a lone statement timeout, say) closes once no

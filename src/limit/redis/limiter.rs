@@ -61,7 +61,7 @@ pub(crate) struct SharedPermit {
     member: String,
 }
 
-/// The handle [`Guard::share_limits`] returns: figures about the shared limits.
+/// The handle [`Guard::share_limits`](crate::Guard::share_limits) returns: figures about the shared limits.
 #[derive(Debug, Clone)]
 pub struct SharedLimits {
     limiter: Arc<RedisLimiter>,
