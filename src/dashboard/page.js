@@ -38,7 +38,8 @@
     var p = d.pool;
     $("status").className = "status level-" + p.level;
     $("level").textContent = p.level;
-    $("breaker").textContent = p.breaker;
+    // `breaker` is the gate's stable JSON name: closed, open or half_open.
+    $("gate").textContent = { closed: "direct", open: "deferred", half_open: "ramping" }[p.breaker] || p.breaker;
     $("updated").textContent = "updated " + d.generated_at;
     $("pool-fill").style.width = Math.min(100, pct(p.utilization)) + "%";
     $("pool-text").textContent = "Connection pool: " + p.in_use + "/" + p.max_size + " (" +

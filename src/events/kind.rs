@@ -93,6 +93,15 @@ impl NonCriticalGate {
             NonCriticalGate::Ramping => "half_open",
         }
     }
+
+    /// What the state means, in words: `direct`, `deferred` or `ramping`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            NonCriticalGate::Direct => "direct",
+            NonCriticalGate::Deferred => "deferred",
+            NonCriticalGate::Ramping => "ramping",
+        }
+    }
 }
 
 /// The old variant names, kept for one release so `BreakerState::Open` still compiles (in

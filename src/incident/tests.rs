@@ -47,7 +47,7 @@ pub(crate) fn summary(
     }
 }
 
-/// Warning -> breaker -> Critical -> two summaries -> Warning -> Normal (+ Recovered after).
+/// Warning -> non-critical deferred -> Critical -> two summaries -> Warning -> Normal (+ Recovered after).
 pub(crate) fn episode() -> Vec<Event> {
     vec![
         at(0, level(Level::Normal, Level::Warning, 0.85)),
