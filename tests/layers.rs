@@ -272,23 +272,35 @@ fn cycles(edges: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> Vec<V
     found
 }
 
-#[test]
-#[ignore = "admission -> guard remains (src/admission/permit.rs, src/admission/tracker.rs \
-            use GuardInner), a cycle with guard -> admission; crate-root imports remain in \
-            src/admission/held.rs, src/guard/inner.rs, src/limit/user.rs; run with --ignored"]
-fn imports_point_down_the_layers_without_cycles() {
+/// The violations left in files that are being reworked elsewhere, each keyed as
+/// [`problems`] keys it. [`no_violation_beyond_the_known_ones`] fails on any other one, so a
+/// new upward edge fails now; the full check, ignored until these are gone, fails on these.
+const KNOWN: &[&str] = &[
+    // src/admission/permit.rs and tracker.rs use GuardInner to count and publish.
+    "upward admission -> guard",
+    "cycle admission guard",
+    "root src/admission/held.rs",
+    "root src/guard/inner.rs",
+    "root src/limit/user.rs",
+];
+
+/// Every violation, keyed (`upward a -> b`, `cycle a b ...`, `root file`), with its text.
+fn problems() -> Vec<(String, String)> {
     let graph = graph();
     let mut problems = Vec::new();
     for (from, targets) in &graph.edges {
         for (to, files) in targets {
             if layer_of(to) > layer_of(from) {
-                problems.push(format!(
-                    "upward: {from} (layer {}: {}) -> {to} (layer {}: {}) in {}",
-                    layer_of(from),
-                    LAYERS[layer_of(from)].0,
-                    layer_of(to),
-                    LAYERS[layer_of(to)].0,
-                    files.iter().cloned().collect::<Vec<_>>().join(", ")
+                problems.push((
+                    format!("upward {from} -> {to}"),
+                    format!(
+                        "upward: {from} (layer {}: {}) -> {to} (layer {}: {}) in {}",
+                        layer_of(from),
+                        LAYERS[layer_of(from)].0,
+                        layer_of(to),
+                        LAYERS[layer_of(to)].0,
+                        files.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
         }
@@ -303,20 +315,50 @@ fn imports_point_down_the_layers_without_cycles() {
                 }
             }
         }
-        problems.push(format!("cycle: {}", edges.join("; ")));
+        problems.push((
+            format!("cycle {}", cycle.join(" ")),
+            format!("cycle: {}", edges.join("; ")),
+        ));
     }
     for (file, names) in &graph.root_imports {
         let names: Vec<_> = names.iter().cloned().collect();
-        problems.push(format!(
-            "through the crate root: {file} names crate::{{{}}} instead of their real homes",
-            names.join(", ")
+        problems.push((
+            format!("root {file}"),
+            format!(
+                "through the crate root: {file} names crate::{{{}}} instead of their real homes",
+                names.join(", ")
+            ),
         ));
     }
-    assert!(
-        problems.is_empty(),
+    problems
+}
+
+fn report(problems: &[&(String, String)]) -> String {
+    let lines: Vec<&str> = problems.iter().map(|(_, text)| text.as_str()).collect();
+    format!(
         "the import graph breaks the layers of docs/architecture.md:\n  {}",
-        problems.join("\n  ")
-    );
+        lines.join("\n  ")
+    )
+}
+
+#[test]
+#[ignore = "admission -> guard remains (src/admission/permit.rs, src/admission/tracker.rs \
+            use GuardInner), a cycle with guard -> admission; crate-root imports remain in \
+            src/admission/held.rs, src/guard/inner.rs, src/limit/user.rs; run with --ignored"]
+fn imports_point_down_the_layers_without_cycles() {
+    let problems = problems();
+    let all: Vec<_> = problems.iter().collect();
+    assert!(all.is_empty(), "{}", report(&all));
+}
+
+#[test]
+fn no_violation_beyond_the_known_ones() {
+    let problems = problems();
+    let new: Vec<_> = problems
+        .iter()
+        .filter(|(key, _)| !KNOWN.contains(&key.as_str()))
+        .collect();
+    assert!(new.is_empty(), "{}", report(&new));
 }
 
 /// The parser itself: comments, test modules and groups are read as documented above.
