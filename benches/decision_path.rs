@@ -51,7 +51,7 @@ fn offline_guard(rt: &tokio::runtime::Runtime) -> Guard {
         },
         ..GuardConfig::default()
     };
-    Guard::connect(pg, &PoolOptions::default())
+    Guard::builder_for(pg, &PoolOptions::default())
         .unwrap()
         .config(config)
         .build()
@@ -157,7 +157,7 @@ fn acquire_vs_pool_get(c: &mut Criterion) {
         .unwrap();
     let cluster = rt.block_on(TestCluster::start()).expect("PostgreSQL");
     let guard = rt.block_on(async {
-        Guard::connect(cluster.pg_config(), &PoolOptions::default())
+        Guard::builder_for(cluster.pg_config(), &PoolOptions::default())
             .unwrap()
             .build()
             .unwrap()

@@ -122,7 +122,7 @@ fn main() {
             },
             ..Default::default()
         };
-        let guard = Guard::connect(cluster.pg_config(), &options)
+        let guard = Guard::builder_for(cluster.pg_config(), &options)
             .unwrap()
             .config(config)
             .build()

@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_size: 10,
         ..PoolOptions::default()
     };
-    let guard = Guard::connect(pg, &options)?.build()?;
+    let guard = Guard::builder_for(pg, &options)?.build()?;
     let started = Instant::now();
 
     // Simulated pressure: the whole server 95 % full from 0.4 s to 2.4 s.

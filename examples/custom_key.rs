@@ -90,7 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_size: 20,
         ..PoolOptions::default()
     };
-    let guard = Guard::connect(pg, &options)?.build()?;
+    let guard = Guard::builder_for(pg, &options)?.build()?;
 
     let app = Router::new()
         // Way 1: the auth middleware runs first (added last, so outermost) and sets the key.

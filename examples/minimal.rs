@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_size: 10,
         ..PoolOptions::default()
     };
-    let guard = Guard::connect(pg, &options)?.build()?;
+    let guard = Guard::builder_for(pg, &options)?.build()?;
     let app = Router::new()
         .route("/api/auth/session", get(session))
         .route_layer(guard.critical())

@@ -1,6 +1,6 @@
 //! The error type of acquisitions and of queries run through a guarded connection.
 
-use crate::Rejection;
+use crate::rejection::Rejection;
 use std::fmt;
 use std::time::Duration;
 
@@ -61,10 +61,14 @@ fn io_failure(e: &tokio_postgres::Error) -> bool {
 pub enum Error {
     /// The guard refused the acquisition (answered 429 or 503 with `Retry-After`).
     Rejected(Rejection),
-    /// A statement was stopped by Postgres with SQLSTATE 57014: it ran past
-    /// `statement_timeout`, or it was cancelled (by the watchdog, say); answered 504 with
-    /// `statement_timeout` or `query_cancelled` as the reason.
-    StatementTimeout(tokio_postgres::Error),
+    /// A statement was stopped by Postgres with SQLSTATE 57014 (`query_canceled`): it ran
+    /// past `statement_timeout`, or a cancel request stopped it (the watchdog's, say);
+    /// answered 504 with `statement_timeout` or `query_cancelled` as the reason.
+    /// [`Error::hit_statement_timeout`] tells the two apart.
+    ///
+    /// Named `StatementTimeout` before 0.2.0; a match on the old name no longer compiles
+    /// (an enum variant has no alias), rather than silently never matching.
+    QueryCanceled(tokio_postgres::Error),
     /// Any other database error; answered 500.
     Db(tokio_postgres::Error),
     /// The connection was lost under the query: closed by the network or the server, or
@@ -86,12 +90,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies a query error: SQLSTATE 57014 becomes [`Error::StatementTimeout`]; a lost
+    /// Classifies a query error: SQLSTATE 57014 becomes [`Error::QueryCanceled`]; a lost
     /// connection (closed, an I/O error, SQLSTATE class 08 or 57P01..57P05) becomes
     /// [`Error::ConnectionLost`].
     pub fn from_query(e: tokio_postgres::Error) -> Self {
         match e.code().map(|c| c.code()) {
-            Some(QUERY_CANCELED) => Error::StatementTimeout(e),
+            Some(QUERY_CANCELED) => Error::QueryCanceled(e),
             Some(code) if code.starts_with("08") || code.starts_with("57P") => {
                 Error::ConnectionLost(e)
             }
@@ -114,7 +118,7 @@ impl Error {
     pub fn status(&self) -> http::StatusCode {
         match self {
             Error::Rejected(r) => r.status(),
-            Error::StatementTimeout(_) | Error::QueryDeadline { .. } => {
+            Error::QueryCanceled(_) | Error::QueryDeadline { .. } => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
             Error::ConnectionLost(_) => http::StatusCode::SERVICE_UNAVAILABLE,
@@ -122,9 +126,27 @@ impl Error {
         }
     }
 
-    /// Whether this is a statement timeout.
+    /// Whether Postgres stopped the statement with SQLSTATE 57014 ([`Error::QueryCanceled`]):
+    /// by `statement_timeout` or by a cancel request.
+    pub fn is_query_canceled(&self) -> bool {
+        matches!(self, Error::QueryCanceled(_))
+    }
+
+    /// Whether Postgres stopped the statement because it ran past `statement_timeout` (and
+    /// not because of a cancel request, such as the watchdog's).
+    pub fn hit_statement_timeout(&self) -> bool {
+        matches!(self, Error::QueryCanceled(e) if stopped_by_statement_timeout(e))
+    }
+
+    /// Whether Postgres stopped the statement with SQLSTATE 57014, whether by
+    /// `statement_timeout` or by a cancel request.
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed to `is_query_canceled` (true for every SQLSTATE 57014, cancels too); \
+                `hit_statement_timeout` is true for the timeout alone"
+    )]
     pub fn is_statement_timeout(&self) -> bool {
-        matches!(self, Error::StatementTimeout(_))
+        self.is_query_canceled()
     }
 
     /// The rejection, if the guard refused the request.
@@ -152,8 +174,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Rejected(r) => r.fmt(f),
-            Error::StatementTimeout(e) => {
-                write!(f, "statement timed out: {}", describe_db_error(e))
+            Error::QueryCanceled(e) => {
+                write!(f, "query canceled: {}", describe_db_error(e))
             }
             Error::Db(e) => write!(f, "database error: {}", describe_db_error(e)),
             Error::ConnectionLost(e) => {
@@ -175,7 +197,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Rejected(r) => Some(r),
-            Error::StatementTimeout(e) | Error::Db(e) | Error::ConnectionLost(e) => Some(e),
+            Error::QueryCanceled(e) | Error::Db(e) | Error::ConnectionLost(e) => Some(e),
             Error::MissingLayer | Error::QueryDeadline { .. } => None,
         }
     }
@@ -192,5 +214,14 @@ mod tests {
         };
         assert_eq!(e.status(), http::StatusCode::GATEWAY_TIMEOUT);
         assert!(e.to_string().contains("1500 ms"));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn the_old_method_name_still_answers() {
+        let e = Error::MissingLayer;
+        assert!(!e.is_statement_timeout());
+        assert!(!e.is_query_canceled());
+        assert!(!e.hit_statement_timeout());
     }
 }

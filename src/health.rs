@@ -3,7 +3,9 @@
 //! The database check uses the guard's own dedicated connection (never one from the pool),
 //! so `/health` answers quickly even when the pool is full.
 
-use crate::{Guard, Level};
+use crate::guard::Guard;
+
+use crate::monitor::Level;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ pub struct HealthReport {
     /// Connections in use on the whole server, as the watchdog read them last; absent
     /// without a running watchdog.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<crate::watchdog::ServerHeadroom>,
+    pub server: Option<crate::watchdog::ServerUse>,
 }
 
 /// Whether the database answered.
@@ -85,7 +87,7 @@ impl Guard {
                 max: s.max_size,
                 utilization: s.utilization,
             },
-            server: self.server_headroom(),
+            server: self.server_use(),
         }
     }
 

@@ -6,7 +6,7 @@
 //! default name) thereby stay apart in `pg_stat_activity`: each watchdog acts on its own
 //! instance's backends only, and counts the live instances of its service from the names.
 
-use crate::BuildError;
+use crate::config::BuildError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The longest instance name: room for the service, the class and a 20-digit registry id

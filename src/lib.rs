@@ -8,6 +8,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod admission;
+#[doc = include_str!("../docs/architecture.md")]
+pub mod architecture {}
 #[cfg(feature = "axum")]
 mod axum;
 pub mod batch;
@@ -32,6 +34,7 @@ pub mod monitor;
 mod pool;
 mod rejection;
 pub mod report;
+mod resize;
 pub mod session;
 pub mod single_flight;
 #[cfg(feature = "testing")]

@@ -8,7 +8,7 @@
 pub mod otel;
 pub(crate) mod tally;
 
-use crate::Criticality;
+use crate::criticality::Criticality;
 use metrics::{Counter, Gauge, Histogram};
 use otel::{MirroredGauge, OtelMetrics};
 use tally::Tallies;
@@ -253,7 +253,7 @@ pub(crate) fn events_dropped(n: u64) {
     metrics::counter!(EVENTS_DROPPED).increment(n);
 }
 
-pub(crate) fn level_entered(level: crate::Level) {
+pub(crate) fn level_entered(level: crate::monitor::Level) {
     metrics::counter!(LEVEL_TRANSITIONS, "to" => level.as_str()).increment(1);
 }
 

@@ -7,10 +7,10 @@
 //! `SET` on checkout would not survive. Behind a pooler that refuses startup options, pick
 //! another [`SessionSettings`] mode.
 
+use crate::config::BuildError;
 use crate::identity::Identity;
-use crate::session::{self, SessionSettings};
+use crate::session::{self, SessionSettings, SessionTimeouts};
 use crate::tls::TlsConnector;
-use crate::BuildError;
 use deadpool_postgres::{Hook, HookError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
@@ -70,6 +70,16 @@ pub struct PoolOptions {
     /// startup options (direct), `SET` after connect (PgBouncer session pooling) or role
     /// defaults (PgBouncer transaction pooling).
     pub session_settings: SessionSettings,
+}
+
+impl SessionTimeouts for PoolOptions {
+    fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    fn idle_in_transaction_timeout(&self) -> Duration {
+        self.idle_in_transaction_timeout
+    }
 }
 
 impl Default for PoolOptions {
@@ -236,7 +246,7 @@ pub(crate) fn require_runtime(pool: &Pool) -> Result<(), BuildError> {
             "pool",
             "the pool has no runtime, so none of its timeouts can work and every acquire \
              would fail: build it with .runtime(deadpool_postgres::Runtime::Tokio1), or use \
-             build_pool / Guard::connect",
+             build_pool / Guard::builder_for",
         ));
     }
     Ok(())

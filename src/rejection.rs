@@ -1,6 +1,6 @@
 //! Why the guard did not serve a request, and how that becomes an HTTP response.
 
-use crate::Criticality;
+use crate::criticality::Criticality;
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -16,9 +16,19 @@
 //! | PgBouncer, `pool_mode = session` | [`SetAfterConnect`](SessionSettings::SetAfterConnect) | `SET ..` after connect and after each recycle's `RESET ALL` |
 //! | PgBouncer, `pool_mode = transaction` | [`RoleDefaults`](SessionSettings::RoleDefaults) | sends nothing; every new connection checks the values and fails, naming the fix, when they differ |
 
-use crate::pool::PoolOptions;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use tokio_postgres::Client;
+
+/// The two session timeouts these settings carry; [`PoolOptions`](crate::PoolOptions)
+/// implements it, so every function here takes a `&PoolOptions`.
+pub trait SessionTimeouts {
+    /// `statement_timeout`: a statement running longer is stopped by the server.
+    fn statement_timeout(&self) -> Duration;
+    /// `idle_in_transaction_session_timeout`: a session idle inside a transaction this long
+    /// is ended by the server.
+    fn idle_in_transaction_timeout(&self) -> Duration;
+}
 
 /// How session settings reach the server. Default: [`StartupOptions`](Self::StartupOptions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -61,11 +71,11 @@ impl SessionSettings {
 }
 
 /// The `SET` statements for `options`' session settings.
-pub(crate) fn set_statements(options: &PoolOptions) -> String {
+pub(crate) fn set_statements(options: &impl SessionTimeouts) -> String {
     format!(
         "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-        options.statement_timeout.as_millis(),
-        options.idle_in_transaction_timeout.as_millis()
+        options.statement_timeout().as_millis(),
+        options.idle_in_transaction_timeout().as_millis()
     )
 }
 
@@ -74,7 +84,7 @@ pub(crate) fn set_statements(options: &PoolOptions) -> String {
 /// An ordinary role may set its own defaults; they apply to sessions started afterwards (for
 /// PgBouncer: server connections it opens afterwards; `RECONNECT` in its admin console
 /// renews the others).
-pub fn role_defaults_sql(options: &PoolOptions) -> String {
+pub fn role_defaults_sql(options: &impl SessionTimeouts) -> String {
     let set = |name: &str, ms: u128| {
         format!(
             "EXECUTE format('ALTER ROLE %I IN DATABASE %I SET {name} = %L', \
@@ -83,10 +93,10 @@ pub fn role_defaults_sql(options: &PoolOptions) -> String {
     };
     format!(
         "DO $$BEGIN {} {} END$$",
-        set("statement_timeout", options.statement_timeout.as_millis()),
+        set("statement_timeout", options.statement_timeout().as_millis()),
         set(
             "idle_in_transaction_session_timeout",
-            options.idle_in_transaction_timeout.as_millis()
+            options.idle_in_transaction_timeout().as_millis()
         ),
     )
 }
@@ -96,7 +106,7 @@ pub fn role_defaults_sql(options: &PoolOptions) -> String {
 /// opens connections in [`SessionSettings::RoleDefaults`] mode.
 pub async fn apply_role_defaults(
     client: &Client,
-    options: &PoolOptions,
+    options: &impl SessionTimeouts,
 ) -> Result<(), tokio_postgres::Error> {
     client.batch_execute(&role_defaults_sql(options)).await
 }
@@ -104,7 +114,7 @@ pub async fn apply_role_defaults(
 /// Reads the session's settings and names the fix when they differ from `options`.
 pub(crate) async fn check_role_defaults(
     client: &Client,
-    options: &PoolOptions,
+    options: &impl SessionTimeouts,
 ) -> Result<(), String> {
     let rows = client
         .simple_query(
@@ -112,12 +122,7 @@ pub(crate) async fn check_role_defaults(
              ('statement_timeout', 'idle_in_transaction_session_timeout') ORDER BY name DESC",
         )
         .await
-        .map_err(|e| {
-            format!(
-                "read the session settings: {}",
-                crate::session::describe(&e)
-            )
-        })?;
+        .map_err(|e| format!("read the session settings: {}", describe(&e)))?;
     let values: Vec<u128> = rows
         .iter()
         .filter_map(|m| match m {
@@ -126,8 +131,8 @@ pub(crate) async fn check_role_defaults(
         })
         .collect();
     let wanted = [
-        options.statement_timeout.as_millis(),
-        options.idle_in_transaction_timeout.as_millis(),
+        options.statement_timeout().as_millis(),
+        options.idle_in_transaction_timeout().as_millis(),
     ];
     if values.as_slice() == wanted {
         return Ok(());
@@ -151,7 +156,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::pool::PoolOptions;
 
     #[test]
     fn set_statements_carry_both_timeouts() {

@@ -86,7 +86,7 @@ fn offline_guard(limits: UserLimits) -> Guard {
         limits,
         ..GuardConfig::default()
     };
-    Guard::connect(pg, &PoolOptions::default())
+    Guard::builder_for(pg, &PoolOptions::default())
         .unwrap()
         .config(config)
         .build()

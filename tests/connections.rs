@@ -67,10 +67,10 @@ async fn a_statement_over_the_timeout_is_a_typed_error_and_an_event() {
     let mut events = guard.subscribe();
     let conn = guard.acquire(Criticality::Standard).await.unwrap();
     let err = conn.query("SELECT pg_sleep(5)", &[]).await.unwrap_err();
-    assert!(err.is_statement_timeout(), "{err:?}");
+    assert!(err.hit_statement_timeout(), "{err:?}");
     assert_eq!(err.status(), 504);
     match err {
-        Error::StatementTimeout(e) => assert_eq!(e.code().unwrap().code(), "57014"),
+        Error::QueryCanceled(e) => assert_eq!(e.code().unwrap().code(), "57014"),
         other => panic!("{other:?}"),
     }
     // The connection is still usable after a timed-out statement.
@@ -111,7 +111,7 @@ async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
         .query("SELECT pg_sleep(2)", &[])
         .await
         .unwrap_err()
-        .is_statement_timeout());
+        .hit_statement_timeout());
     drop(report);
     // The single pooled connection goes back to the pool default for the next class.
     let standard = guard.acquire(Criticality::Standard).await.unwrap();

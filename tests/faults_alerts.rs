@@ -281,7 +281,7 @@ async fn the_alerts_fire_for_their_incidents_on_a_real_prometheus() {
     drop(pool);
 
     // With the guard, the same flood.
-    let guard = Guard::connect(
+    let guard = Guard::builder_for(
         pg.pg_config(),
         &PoolOptions {
             max_size: 10,

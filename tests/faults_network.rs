@@ -102,18 +102,18 @@ async fn the_watchdog_comes_back_after_a_stall() {
     .await;
     let mut events = rig.guard.subscribe();
     common::eventually("a first reading", Duration::from_secs(10), || async {
-        rig.guard.server_headroom().is_some()
+        rig.guard.server_use().is_some()
     })
     .await;
-    let first = rig.guard.server_headroom().unwrap();
+    let first = rig.guard.server_use().unwrap();
     rig.proxy().set(Mode::Stall);
     common::eventually(
         "the reading is marked stale",
         Duration::from_secs(10),
-        || async { rig.guard.server_headroom().is_some_and(|h| h.stale) },
+        || async { rig.guard.server_use().is_some_and(|h| h.stale) },
     )
     .await;
-    let held = rig.guard.server_headroom().unwrap();
+    let held = rig.guard.server_use().unwrap();
     assert_eq!(held.used, first.used, "held, not dropped to zero");
     assert_eq!(rig.guard.status().server_utilization, held.utilization);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -124,7 +124,7 @@ async fn the_watchdog_comes_back_after_a_stall() {
         Duration::from_secs(10),
         || async {
             rig.guard
-                .server_headroom()
+                .server_use()
                 .is_some_and(|h| !h.stale && h.sampled_at > held.sampled_at)
         },
     )

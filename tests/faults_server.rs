@@ -216,7 +216,7 @@ async fn a_full_server_is_not_read_as_an_idle_one_by_the_watchdog() {
         return;
     }
     common::eventually("a first reading", Duration::from_secs(10), || async {
-        rig.guard.server_headroom().is_some()
+        rig.guard.server_use().is_some()
     })
     .await;
     let mut events = rig.guard.subscribe();
@@ -235,11 +235,11 @@ async fn a_full_server_is_not_read_as_an_idle_one_by_the_watchdog() {
     common::eventually(
         "the reading is marked stale",
         Duration::from_secs(10),
-        || async { rig.guard.server_headroom().is_some_and(|h| h.stale) },
+        || async { rig.guard.server_use().is_some_and(|h| h.stale) },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let h = rig.guard.server_headroom().unwrap();
+    let h = rig.guard.server_use().unwrap();
     assert!(h.stale && h.utilization >= 1.0, "held at full: {h:?}");
     assert!(h.used >= h.usable, "{h:?}");
     assert_eq!(rig.guard.level(), Level::Critical);
@@ -260,7 +260,7 @@ async fn a_full_server_is_not_read_as_an_idle_one_by_the_watchdog() {
     hog.release().await;
     let released = Instant::now();
     common::eventually("fresh and calm again", Duration::from_secs(15), || async {
-        rig.guard.server_headroom().is_some_and(|h| !h.stale) && rig.guard.level() == Level::Normal
+        rig.guard.server_use().is_some_and(|h| !h.stale) && rig.guard.level() == Level::Normal
     })
     .await;
     println!(

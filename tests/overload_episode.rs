@@ -5,7 +5,8 @@ mod common;
 
 use common::{cluster, eventually, guard};
 use poolguard::events::EventKind;
-use poolguard::incident::{spawn_incident_pipeline_with, IncidentStore, IncidentTracker};
+use poolguard::incident::{IncidentStore, IncidentTracker};
+use poolguard::report::spawn_incident_pipeline_with;
 use poolguard::{Criticality, Error, GuardConfig, Level};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -25,7 +25,7 @@ async fn bouncer(pg: &TestCluster, pool_mode: PoolMode) -> TestPgBouncer {
 }
 
 fn guard_through(bouncer: &TestPgBouncer, options: &PoolOptions) -> Guard {
-    Guard::connect(bouncer.pg_config(), options)
+    Guard::builder_for(bouncer.pg_config(), options)
         .expect("pool options are valid")
         .config(GuardConfig::default())
         .build()
@@ -126,7 +126,7 @@ async fn statement_timeout_is_enforced_through_transaction_pooling_with_role_def
                     .simple_query("SELECT pg_sleep(20)")
                     .await
                     .expect_err("stopped by statement_timeout");
-                assert!(err.is_statement_timeout(), "{err:?}");
+                assert!(err.hit_statement_timeout(), "{err:?}");
                 assert!(started.elapsed() < Duration::from_secs(10));
                 assert_eq!(first_value(&conn, "SHOW statement_timeout").await, "300ms");
             }
@@ -240,7 +240,7 @@ async fn set_after_connect_holds_through_session_pooling_and_recycling() {
             .simple_query("SELECT pg_sleep(20)")
             .await
             .expect_err("stopped by statement_timeout");
-        assert!(err.is_statement_timeout(), "{err:?}");
+        assert!(err.hit_statement_timeout(), "{err:?}");
         // A handler that changes its session: the recycle resets it and sets ours again.
         conn.batch_execute("SET statement_timeout = 0")
             .await
@@ -264,7 +264,7 @@ async fn per_class_timeout_overrides_are_refused_under_role_defaults() {
         },
         ..GuardConfig::default()
     };
-    let refused = Guard::connect(pg.clone(), &options)
+    let refused = Guard::builder_for(pg.clone(), &options)
         .unwrap()
         .config(config.clone())
         .build()
@@ -284,7 +284,7 @@ async fn per_class_timeout_overrides_are_refused_under_role_defaults() {
         session_settings: SessionSettings::SetAfterConnect,
         ..options
     };
-    assert!(Guard::connect(pg, &options)
+    assert!(Guard::builder_for(pg, &options)
         .unwrap()
         .config(config)
         .build()

@@ -16,7 +16,7 @@ const USERS: usize = 100;
 fn guard() -> Guard {
     // The handler never touches the database: the pool is never asked for a connection.
     let pg: tokio_postgres::Config = "postgres://app@127.0.0.1:9/app".parse().unwrap();
-    Guard::connect(pg, &PoolOptions::default())
+    Guard::builder_for(pg, &PoolOptions::default())
         .unwrap()
         .config(GuardConfig {
             limits: UserLimits {

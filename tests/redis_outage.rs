@@ -19,7 +19,7 @@ const PHASE: Duration = Duration::from_secs(2);
 async fn replica(redis: &TestRedis, instance: &str) -> (Guard, SharedLimits, SocketAddr) {
     // The route never touches the database: the pool is never asked for a connection.
     let pg: tokio_postgres::Config = "postgres://app@127.0.0.1:9/app".parse().unwrap();
-    let guard = Guard::connect(pg, &PoolOptions::default())
+    let guard = Guard::builder_for(pg, &PoolOptions::default())
         .unwrap()
         .config(GuardConfig {
             limits: UserLimits {

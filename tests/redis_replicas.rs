@@ -98,7 +98,7 @@ fn replica_process() {
     rt.block_on(async move {
         // The routes never touch the database: the pool is never asked for a connection.
         let pg: tokio_postgres::Config = "postgres://app@127.0.0.1:9/app".parse().unwrap();
-        let guard = Guard::connect(pg, &PoolOptions::default())
+        let guard = Guard::builder_for(pg, &PoolOptions::default())
             .unwrap()
             .config(GuardConfig {
                 limits: UserLimits {

@@ -32,7 +32,7 @@ fn options(service: &str, instance: Option<&str>) -> PoolOptions {
 }
 
 fn cancelled(e: &Error) -> bool {
-    matches!(e, Error::Db(e) | Error::StatementTimeout(e)
+    matches!(e, Error::Db(e) | Error::QueryCanceled(e)
         if e.code().map(|c| c.code()) == Some(QUERY_CANCELED))
 }
 

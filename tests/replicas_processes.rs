@@ -28,7 +28,10 @@ async fn replica_process() {
         max_size: 2,
         ..PoolOptions::default()
     };
-    let guard = Guard::connect_url(&url, &options).unwrap().build().unwrap();
+    let guard = Guard::builder_for_url(&url, &options)
+        .unwrap()
+        .build()
+        .unwrap();
     let _dog = Watchdog::builder(&guard)
         .config(WatchdogConfig {
             interval: INTERVAL,

@@ -6,12 +6,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use poolguard::events::{Event, EventBus, EventKind, Severity};
-use poolguard::incident::{
-    spawn_incident_pipeline, AnalysisKind, Incident, IncidentStore, IncidentTracker,
-};
+use poolguard::incident::{AnalysisKind, Incident, IncidentStore, IncidentTracker};
 use poolguard::report::{
-    build_prompt, CallbackSink, IncidentReport, JsonLinesSink, LlmClient, LlmConfig, Redactor,
-    Reporter, ReporterConfig, Sink, WebhookSink, DEFAULT_CONTEXT_TOKENS,
+    build_prompt, spawn_incident_pipeline, CallbackSink, IncidentReport, JsonLinesSink, LlmClient,
+    LlmConfig, Redactor, Reporter, ReporterConfig, Sink, WebhookSink, DEFAULT_CONTEXT_TOKENS,
 };
 use poolguard::Level;
 use serde_json::{json, Value};

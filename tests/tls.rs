@@ -158,7 +158,7 @@ async fn require_and_verify_full_encrypt_every_pool_backend() {
             ),
         ),
     ] {
-        let guard = Guard::connect_url(&url, &options(instance))
+        let guard = Guard::builder_for_url(&url, &options(instance))
             .unwrap()
             .config(quick_config())
             .build()
@@ -182,7 +182,7 @@ async fn require_and_verify_full_encrypt_every_pool_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_still_connects_in_plain_text() {
     let server = tls_server().await;
-    let guard = Guard::connect_url(
+    let guard = Guard::builder_for_url(
         &server.url("127.0.0.1", "sslmode=disable"),
         &options("plain"),
     )
@@ -209,7 +209,7 @@ async fn verify_full_with_a_host_the_certificate_does_not_name_fails_saying_so()
     assert!(text.contains("does not name this host"), "{text}");
     assert!(text.contains("127.0.0.1"), "{text}");
     // The pool refuses the same way: nothing is connected, the guard answers with a refusal.
-    let guard = Guard::connect_url(&server.verify_full("127.0.0.1"), &options("wrong-host"))
+    let guard = Guard::builder_for_url(&server.verify_full("127.0.0.1"), &options("wrong-host"))
         .unwrap()
         .build()
         .unwrap();
@@ -246,7 +246,7 @@ async fn a_certificate_from_another_authority_is_refused_under_verify_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_query_is_cancelled_through_tls() {
     let server = tls_server().await;
-    let guard = Guard::connect_url(&server.verify_full("localhost"), &options("cancel"))
+    let guard = Guard::builder_for_url(&server.verify_full("localhost"), &options("cancel"))
         .unwrap()
         .build()
         .unwrap();
@@ -288,7 +288,7 @@ async fn an_abandoned_query_is_cancelled_through_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_connects_over_tls_and_cancels_a_slow_query() {
     let server = tls_server().await;
-    let guard = Guard::connect_url(&server.verify_full("localhost"), &options("watched"))
+    let guard = Guard::builder_for_url(&server.verify_full("localhost"), &options("watched"))
         .unwrap()
         .build()
         .unwrap();
@@ -303,7 +303,7 @@ async fn the_watchdog_connects_over_tls_and_cancels_a_slow_query() {
     let conn = guard.acquire(Criticality::Standard).await.unwrap();
     let err = conn.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
     let code = match &err {
-        poolguard::Error::StatementTimeout(e) | poolguard::Error::Db(e) => {
+        poolguard::Error::QueryCanceled(e) | poolguard::Error::Db(e) => {
             e.code().map(|c| c.code().to_string())
         }
         _ => None,
@@ -326,7 +326,7 @@ async fn the_watchdog_connects_over_tls_and_cancels_a_slow_query() {
 async fn the_watchdog_uses_its_own_url_and_its_tls() {
     let server = tls_server().await;
     // The pool in plain text, the watchdog over verify-full: its session shows which URL it used.
-    let guard = Guard::connect_url(
+    let guard = Guard::builder_for_url(
         &server.url("127.0.0.1", "sslmode=disable"),
         &options("own-url"),
     )

@@ -67,7 +67,7 @@ fn drain(sub: &mut EventSubscriber, mut pred: impl FnMut(&EventKind) -> bool) ->
 
 fn is_57014(e: &Error) -> bool {
     match e {
-        Error::StatementTimeout(e) | Error::Db(e) => {
+        Error::QueryCanceled(e) | Error::Db(e) => {
             e.code().map(|c| c.code()) == Some(poolguard::QUERY_CANCELED)
         }
         _ => false,
@@ -312,7 +312,7 @@ async fn the_watchdog_works_when_the_pool_is_exhausted() {
     eventually(
         "the watchdog is connected",
         Duration::from_secs(5),
-        || async { guard.server_headroom().is_some() },
+        || async { guard.server_use().is_some() },
     )
     .await;
     let a = guard.acquire(Criticality::Standard).await.unwrap();
@@ -363,7 +363,7 @@ async fn a_timed_out_check_does_not_make_the_killer_forget() {
         ..pool_options(2)
     };
     // The guard, and so the watchdog, reach the server through the proxy.
-    let guard = poolguard::Guard::connect(proxy.config_for(&pg.pg_config()), &options)
+    let guard = poolguard::Guard::builder_for(proxy.config_for(&pg.pg_config()), &options)
         .unwrap()
         .config(quick_config())
         .build()
@@ -496,7 +496,7 @@ async fn the_watchdog_keeps_working_after_a_postgres_restart() {
     let guard = guard(&pg, 4, quick_config()).await;
     let watchdog = spawn(&guard, quick_watchdog());
     eventually("a first reading", Duration::from_secs(5), || async {
-        guard.server_headroom().is_some()
+        guard.server_use().is_some()
     })
     .await;
     pg.restart().await.unwrap();
@@ -505,7 +505,7 @@ async fn the_watchdog_keeps_working_after_a_postgres_restart() {
         "a reading after the restart",
         Duration::from_secs(15),
         || async {
-            guard.server_headroom().is_some_and(|h| {
+            guard.server_use().is_some_and(|h| {
                 h.sampled_at > std::time::SystemTime::now() - Duration::from_millis(300)
             })
         },
@@ -643,7 +643,7 @@ async fn another_process_filling_the_server_raises_the_level() {
     let mut sub = guard.subscribe();
     let _watchdog = spawn(&guard, quick_watchdog());
     eventually("a first reading", Duration::from_secs(5), || async {
-        guard.server_headroom().is_some()
+        guard.server_use().is_some()
     })
     .await;
     assert_eq!(guard.level(), Level::Normal);
@@ -657,7 +657,7 @@ async fn another_process_filling_the_server_raises_the_level() {
     .await;
     let s = guard.status();
     assert_eq!(s.in_use, 0, "the guard's own pool is idle");
-    let h = guard.server_headroom().unwrap();
+    let h = guard.server_use().unwrap();
     eprintln!("server headroom with 20 foreign connections: {h:?}");
     assert!(h.used >= 21, "{h:?}");
     assert!(h.usable <= 22, "{h:?}");
@@ -728,7 +728,7 @@ async fn resize_stays_within_the_ceiling_and_the_server_headroom() {
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         largest = largest.max(guard.status().max_size);
-        if let Some(h) = guard.server_headroom() {
+        if let Some(h) = guard.server_use() {
             assert!(
                 h.used <= h.usable,
                 "the pool never pushed the server over: {h:?}"

@@ -70,7 +70,11 @@ async fn a_watchdog_cancel_runs_in_a_span_with_its_class_route_and_outcome() {
         .unwrap();
     let err = conn.query("SELECT pg_sleep(30)", &[]).await.unwrap_err();
     // Cancelled on the server: SQLSTATE 57014.
-    assert!(err.to_string().contains("statement timed out"), "{err}");
+    assert!(err.to_string().contains("query canceled"), "{err}");
+    assert!(
+        err.is_query_canceled() && !err.hit_statement_timeout(),
+        "{err:?}"
+    );
     drop(conn);
     watchdog.stop().await;
 

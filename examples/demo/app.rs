@@ -169,7 +169,7 @@ pub async fn build(
     };
     let guard = match options.mode {
         GuardMode::Full => Some(
-            Guard::connect_tls(pg.clone(), options.tls.clone(), &pool_options)?
+            Guard::builder_for_tls(pg.clone(), options.tls.clone(), &pool_options)?
                 .config(options.guard_config.clone())
                 .build()?,
         ),

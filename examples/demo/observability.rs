@@ -3,7 +3,8 @@
 //! local rule-based summary otherwise) and the `/admin/self-healing` dashboard.
 
 use poolguard::dashboard::{Dashboard, DashboardConfig};
-use poolguard::incident::{spawn_incident_pipeline_with, IncidentStore, IncidentTracker};
+use poolguard::incident::{IncidentStore, IncidentTracker};
+use poolguard::report::spawn_incident_pipeline_with;
 use poolguard::report::{
     JsonLinesSink, LlmClient, LlmConfig, LogSink, Reporter, ReporterConfig, SharedDedupe,
 };

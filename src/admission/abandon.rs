@@ -54,15 +54,17 @@ pub(crate) fn clean(
 ) {
     let inner = permit.inner().clone();
     if why == Unfinished::Abandoned {
-        inner.metrics.abandoned.increment(1);
+        inner.metrics().abandoned.increment(1);
     }
     let report = move |cancel_sent: bool| {
         if why == Unfinished::Abandoned {
-            inner.events.publish(Event::now(EventKind::QueryAbandoned {
-                class,
-                route: route.as_deref().map(str::to_string),
-                cancel_sent,
-            }));
+            inner
+                .events()
+                .publish(Event::now(EventKind::QueryAbandoned {
+                    class,
+                    route: route.as_deref().map(str::to_string),
+                    cancel_sent,
+                }));
         }
     };
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -71,8 +73,8 @@ pub(crate) fn clean(
         report(false);
         return;
     };
-    let tls = permit.inner().tls.clone();
-    let direct = permit.inner().direct.clone();
+    let tls = permit.inner().tls().clone();
+    let direct = permit.inner().direct().cloned();
     handle.spawn(async move {
         let sent = cancel(&object, direct.as_ref(), &tls).await;
         let clean = sent && settle(&object).await;

@@ -28,7 +28,7 @@ use tokio_postgres::{Row, SimpleQueryMessage, ToStatement};
 ///   the server and checks the connection before it goes back to the pool (a connection that
 ///   does not answer the check is discarded), so the next borrower never gets a connection
 ///   with a query or a broken transaction in flight;
-/// - a statement stopped by `statement_timeout` comes back as [`Error::StatementTimeout`].
+/// - a statement stopped by `statement_timeout` comes back as [`Error::QueryCanceled`].
 ///
 /// Dropping it returns the connection to the pool and its slot to the guard.
 #[derive(Debug)]
@@ -54,8 +54,8 @@ impl GuardedConn {
         let now = crate::clock::now();
         let held_id = permit.register(class, route.clone(), user, now);
         let inner = permit.inner();
-        let statement_timeout = inner.direct.as_ref().and_then(statement_timeout_of);
-        let deadline = inner.config.query_deadline_for(class, statement_timeout);
+        let statement_timeout = inner.direct().and_then(statement_timeout_of);
+        let deadline = inner.config().query_deadline_for(class, statement_timeout);
         Self {
             held_id,
             object: Some(object),

@@ -13,6 +13,7 @@ mod conn;
 mod gate;
 mod held;
 mod hold;
+mod owner;
 mod permit;
 mod queue;
 mod slots;
@@ -22,6 +23,7 @@ mod transaction;
 
 pub use conn::GuardedConn;
 pub(crate) use held::{HeldRegistry, Leak};
+pub(crate) use owner::SlotOwner;
 pub(crate) use permit::SlotPermit;
 pub(crate) use slots::Slots;
 pub(crate) use state::{AdmissionSettings, AdmissionState, Admit, Effects};

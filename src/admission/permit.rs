@@ -1,7 +1,7 @@
 //! The RAII slot: holding one means holding one of the pool's slots through the guard.
 
+use super::owner::SlotOwner;
 use crate::criticality::Criticality;
-use crate::guard::GuardInner;
 use crate::limit::UserKey;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,8 @@ use std::time::Instant;
 /// it to the next waiter, so a cancelled or failed request can never leak a slot.
 #[derive(Debug)]
 pub(crate) struct SlotPermit {
-    inner: Arc<GuardInner>,
+    /// Taken by the drop, which gives the slot back to it.
+    owner: Option<Arc<dyn SlotOwner>>,
     class: Criticality,
     /// When the slot was granted: its hold time feeds the class's drain estimate.
     granted_at: Instant,
@@ -23,9 +24,9 @@ pub(crate) struct SlotPermit {
 impl SlotPermit {
     /// Wraps a slot of `class` already counted as held in the admission state, granted at
     /// `granted_at`.
-    pub(crate) fn new(inner: Arc<GuardInner>, class: Criticality, granted_at: Instant) -> Self {
+    pub(crate) fn new(owner: Arc<dyn SlotOwner>, class: Criticality, granted_at: Instant) -> Self {
         Self {
-            inner,
+            owner: Some(owner),
             class,
             granted_at,
             held: None,
@@ -52,13 +53,14 @@ impl SlotPermit {
         user: Option<UserKey>,
         now: Instant,
     ) -> u64 {
-        let id = self.inner.register_held(class, route, user, now);
+        let id = self.inner().register_held(class, route, user, now);
         self.held = Some(id);
         id
     }
 
-    pub(crate) fn inner(&self) -> &Arc<GuardInner> {
-        &self.inner
+    /// The guard that granted the slot.
+    pub(crate) fn inner(&self) -> &Arc<dyn SlotOwner> {
+        self.owner.as_ref().expect("held until the drop")
     }
 }
 
@@ -68,6 +70,8 @@ impl Drop for SlotPermit {
             let now = self.released_at.unwrap_or_else(crate::clock::now);
             now.saturating_duration_since(self.granted_at)
         });
-        self.inner.release_slot(self.class, held_for, self.held);
+        if let Some(owner) = self.owner.take() {
+            owner.release_slot(self.class, held_for, self.held);
+        }
     }
 }

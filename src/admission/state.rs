@@ -11,7 +11,7 @@ use super::gate::{FastGate, GateSettings, MAX_CEILING};
 use super::queue::{FairQueue, Grant, Waiter};
 use crate::controller::{ClassCapacity, DrainEstimate, RetryJitter, StartRamp};
 use crate::criticality::Criticality;
-use crate::events::BreakerState;
+use crate::events::NonCriticalGate;
 use crate::limit::UserKey;
 use crate::monitor::{Level, LevelMachine, Pressure, Transition};
 use crate::rejection::{Refusal, RejectionKind};
@@ -240,13 +240,13 @@ impl AdmissionState {
     /// The state of the non-critical gate: open (deferred, not straight to the pool) above
     /// Normal, half-open while the start ramp runs (or is held at Critical), closed
     /// otherwise.
-    pub(crate) fn breaker(&self, now: Instant) -> BreakerState {
+    pub(crate) fn breaker(&self, now: Instant) -> NonCriticalGate {
         if self.level() != Level::Normal {
-            BreakerState::Open
+            NonCriticalGate::Deferred
         } else if self.ramp.is_ramping(now) {
-            BreakerState::HalfOpen
+            NonCriticalGate::Ramping
         } else {
-            BreakerState::Closed
+            NonCriticalGate::Direct
         }
     }
 

@@ -1,10 +1,10 @@
 //! Tracking one query of a guarded connection: the in-flight count that tells an abandoned
 //! query from a finished one, and the client-side query deadline.
 
+use super::owner::SlotOwner;
 use crate::criticality::Criticality;
 use crate::error::Error;
 use crate::events::{Event, EventKind, Severity};
-use crate::guard::GuardInner;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl QueryState {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tracker<'a> {
     pub(crate) state: &'a QueryState,
-    pub(crate) inner: Option<&'a Arc<GuardInner>>,
+    pub(crate) inner: Option<&'a Arc<dyn SlotOwner>>,
     pub(crate) class: Criticality,
     pub(crate) route: Option<&'a Arc<str>>,
 }
@@ -85,7 +85,7 @@ impl Tracker<'_> {
             // own statement_timeout is reported as one.
             let by_timeout = crate::error::stopped_by_statement_timeout(&e);
             let e = Error::from_query(e);
-            if e.is_statement_timeout() && by_timeout {
+            if e.is_query_canceled() && by_timeout {
                 if let Some(inner) = self.inner {
                     inner.note_statement_timeout(self.class, self.route.cloned());
                 }
@@ -100,7 +100,7 @@ impl Tracker<'_> {
         };
         let route = self.route.map_or("an unnamed route", |r| r);
         tracing::warn!(target: "poolguard", class = %self.class, route, deadline_ms = self.state.deadline.as_millis() as u64, "a query got no answer within its deadline");
-        inner.events.publish(Event::now(EventKind::Custom {
+        inner.events().publish(Event::now(EventKind::Custom {
             name: "query_deadline".into(),
             severity: Severity::Warning,
             message: format!(

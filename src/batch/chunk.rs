@@ -3,7 +3,7 @@
 use super::outcome::BatchStage;
 use super::run::ApplyFuture;
 use super::source::{BatchSource, BoxError};
-use crate::GuardedConn;
+use crate::admission::GuardedConn;
 use tokio_postgres::Transaction;
 
 /// One committed chunk, as the loop sees it.

@@ -20,9 +20,9 @@
 //!   (the apply function sees the items).
 //! - **Respects the guard**: each chunk is acquired as the caller's class with
 //!   [`Guard::acquire_with`](crate::Guard::acquire_with), so it queues and yields like any
-//!   request. Before each chunk the level is read: at [`Level::Warning`](crate::Level)
+//!   request. Before each chunk the level is read: at [`Level::Warning`](crate::monitor::Level)
 //!   chunks are multiplied by `warning_factor` (default halved); at
-//!   [`Level::Critical`](crate::Level) no further chunk starts and the call returns
+//!   [`Level::Critical`](crate::monitor::Level) no further chunk starts and the call returns
 //!   `done = false` with [`BatchPause::Pressure`], to be resumed later. A refused
 //!   acquisition after the first chunk ends the call the same way
 //!   ([`BatchPause::Rejected`]).
@@ -96,11 +96,10 @@ mod run;
 mod sizer;
 mod source;
 
+pub use crate::events::BatchPause;
 pub use outcome::{BatchError, BatchOutcome, BatchStage};
 pub use plan::BatchPlan;
-pub use progress::{BatchPause, BatchProgress, Checkpoint, ProgressLine};
+pub use progress::{BatchProgress, Checkpoint, ProgressLine};
 pub use run::{ApplyFuture, BudgetedBatch};
 pub use sizer::{ChunkDecision, ChunkSizer};
 pub use source::{BatchSource, BoxError};
-
-pub(crate) use event::message;

@@ -1,9 +1,11 @@
 //! What a call returns: the committed chunks' outcome, or the error with the progress made
 //! before it.
 
-use super::progress::{BatchProgress, Count};
+use super::progress::BatchProgress;
 use super::source::BoxError;
-use crate::{Error, Rejection};
+use crate::error::Error;
+use crate::events::Count;
+use crate::rejection::Rejection;
 use std::fmt;
 
 /// What one call committed: its progress and the apply function's value for every

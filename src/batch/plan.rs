@@ -1,7 +1,7 @@
 //! The configuration of a time-budgeted batch: how long one call may take and how big its
 //! chunks may be.
 
-use crate::BuildError;
+use crate::config::BuildError;
 use std::time::Duration;
 
 /// How a [`BudgetedBatch`](super::BudgetedBatch) sizes its chunks.
@@ -27,7 +27,7 @@ pub struct BatchPlan {
     pub min_chunk: usize,
     /// The largest chunk.
     pub max_chunk: usize,
-    /// The factor chunks are shrunk by while the guard is at [`Level::Warning`](crate::Level),
+    /// The factor chunks are shrunk by while the guard is at [`Level::Warning`](crate::monitor::Level),
     /// in `(0, 1]`.
     pub warning_factor: f64,
 }

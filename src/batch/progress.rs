@@ -1,6 +1,7 @@
 //! Where a batch stands: the resume point handed back to the caller and the progress report
 //! of one call.
 
+use crate::events::{BatchPause, Count};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
@@ -34,30 +35,6 @@ impl<C> Checkpoint<C> {
 impl<C> Default for Checkpoint<C> {
     fn default() -> Self {
         Self::start()
-    }
-}
-
-/// Why a call ended before the operation was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchPause {
-    /// The next chunk would not have fit the rest of the time budget.
-    Budget,
-    /// The guard was at [`Level::Critical`](crate::Level::Critical): the call yielded the
-    /// pool to more important work.
-    Pressure,
-    /// The guard refused a connection for the next chunk (queue full or waited too long).
-    Rejected,
-}
-
-impl BatchPause {
-    /// A short human-readable reason.
-    pub const fn describe(self) -> &'static str {
-        match self {
-            BatchPause::Budget => "time budget reached",
-            BatchPause::Pressure => "connection pool at critical level",
-            BatchPause::Rejected => "no connection granted",
-        }
     }
 }
 
@@ -150,23 +127,6 @@ impl<C> fmt::Display for ProgressLine<'_, C> {
         }
         if p.done {
             f.write_str(" - All done!")?;
-        }
-        Ok(())
-    }
-}
-
-/// A count with thousands separators: `1,418`.
-pub(crate) struct Count(pub(crate) u64);
-
-impl fmt::Display for Count {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let digits = self.0.to_string();
-        let first = digits.len() % 3;
-        for (i, c) in digits.chars().enumerate() {
-            if i > 0 && i % 3 == first {
-                f.write_str(",")?;
-            }
-            write!(f, "{c}")?;
         }
         Ok(())
     }

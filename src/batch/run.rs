@@ -5,10 +5,14 @@ use super::chunk::one_chunk;
 use super::event::event;
 use super::outcome::{BatchError, BatchOutcome, BatchStage};
 use super::plan::BatchPlan;
-use super::progress::{BatchPause, BatchProgress, Checkpoint};
+use super::progress::{BatchProgress, Checkpoint};
 use super::sizer::{ChunkDecision, ChunkSizer};
 use super::source::{BatchSource, BoxError};
-use crate::{AcquireContext, BuildError, Criticality, Guard};
+use crate::config::BuildError;
+use crate::criticality::Criticality;
+use crate::events::BatchPause;
+use crate::guard::AcquireContext;
+use crate::guard::Guard;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -254,7 +258,7 @@ impl BudgetedBatch {
                 target: "poolguard::self_heal",
                 "[SELF-HEAL] {}: Operation would timeout ({} items, estimated {:.1} s over a {:.1} s limit), auto-batching to {} items",
                 self.operation,
-                super::progress::Count(left),
+                crate::events::Count(left),
                 estimate.as_secs_f64(),
                 self.plan.budget.as_secs_f64(),
                 p.last_chunk,

@@ -2,8 +2,8 @@
 //! of how many items the next chunk may hold. No clock is read here; durations come in.
 
 use super::plan::BatchPlan;
-use super::progress::BatchPause;
-use crate::Level;
+use crate::events::BatchPause;
+use crate::monitor::Level;
 use std::time::Duration;
 
 /// Weight of a new sample that is dearer than the estimate: cost spikes are believed fast.

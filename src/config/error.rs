@@ -8,8 +8,8 @@ use std::fmt;
 pub enum BuildError {
     /// A configuration field holds a value the guard cannot work with.
     InvalidConfig {
-        /// The field, as it is spelled in [`GuardConfig`](crate::GuardConfig) or
-        /// [`PoolOptions`](crate::PoolOptions).
+        /// The field, as it is spelled in [`GuardConfig`](crate::config::GuardConfig) or
+        /// [`PoolOptions`](crate::pool::PoolOptions).
         field: &'static str,
         /// What is wrong with it.
         reason: String,

@@ -7,7 +7,7 @@ mod validate;
 pub use error::BuildError;
 pub(crate) use serde_millis::{millis, opt_millis};
 
-use crate::Criticality;
+use crate::criticality::Criticality;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ use std::time::Duration;
 ///
 /// | field | default | meaning |
 /// | --- | --- | --- |
-/// | `warning_utilization` | 0.85 | enter [`Level::Warning`](crate::Level::Warning) at this pool use |
-/// | `critical_utilization` | 0.92 | enter [`Level::Critical`](crate::Level::Critical) |
+/// | `warning_utilization` | 0.85 | enter [`Level::Warning`](crate::monitor::Level::Warning) at this pool use |
+/// | `critical_utilization` | 0.92 | enter [`Level::Critical`](crate::monitor::Level::Critical) |
 /// | `critical_recovery` | 0.88 | leave Critical below this, after `min_dwell` |
 /// | `warning_recovery` | 0.80 | leave Warning below this, after `min_dwell` |
 /// | `min_dwell` | 500 ms | how long pressure must stay low before the level drops |
@@ -73,9 +73,9 @@ pub struct GuardConfig {
     /// deadpool's recycle timeout.
     #[serde(with = "crate::config::millis")]
     pub pool_recycle_timeout: Duration,
-    /// The client-side bound on every tracked query of a [`GuardedConn`](crate::GuardedConn)
+    /// The client-side bound on every tracked query of a [`GuardedConn`](crate::admission::GuardedConn)
     /// (and of its transactions): past it the query is answered
-    /// [`Error::QueryDeadline`](crate::Error::QueryDeadline) (504), cancelled on the server
+    /// [`Error::QueryDeadline`](crate::error::Error::QueryDeadline) (504), cancelled on the server
     /// and its connection checked before reuse. `statement_timeout` is enforced by the
     /// server, which never sees a query lost in a stalled network; this is not. `None` (the
     /// default) is the connection's `statement_timeout` (the class override if larger) plus
@@ -177,7 +177,7 @@ impl ClassTimeouts {
 }
 
 /// Per-user limits: a GCRA rate (governor) and a cap on requests in flight, each with a normal
-/// value and a tighter one applied at [`Level::Warning`](crate::Level::Warning) and above.
+/// value and a tighter one applied at [`Level::Warning`](crate::monitor::Level::Warning) and above.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UserLimits {

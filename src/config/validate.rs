@@ -1,7 +1,7 @@
 //! Validating a [`GuardConfig`] against a pool size, and the critical reserve it implies.
 
 use super::{BuildError, GuardConfig, UserLimits};
-use crate::Criticality;
+use crate::criticality::Criticality;
 use std::time::Duration;
 
 fn ratio(field: &'static str, v: f64) -> Result<(), BuildError> {

@@ -2,9 +2,11 @@
 //! level, requests per second by outcome and class, critical latency and the server's
 //! connections. Filled by a sampler task the dashboard owns.
 
+use crate::criticality::Criticality;
+use crate::guard::Guard;
 use crate::guard::GuardInner;
 use crate::metrics::tally::{quantile, SKETCH_BUCKETS};
-use crate::{Criticality, Guard, Level};
+use crate::monitor::Level;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -34,7 +34,8 @@
 //!
 //! ```no_run
 //! use poolguard::dashboard::{Dashboard, DashboardConfig};
-//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//! use poolguard::incident::IncidentStore;
+//! use poolguard::report::spawn_incident_pipeline;
 //! use poolguard::Guard;
 //! use std::net::SocketAddr;
 //!
@@ -73,9 +74,9 @@ pub use snapshot::{
 pub use stats::{HourlyCounters, PreventionStats};
 pub use store::{DashboardStore, SubscriberTask, DEFAULT_RECENT_EVENTS};
 
+use crate::guard::Guard;
 use crate::incident::IncidentStore;
 use crate::report::Redactor;
-use crate::Guard;
 use auth::{authorize, TokenSources};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header;

@@ -38,7 +38,8 @@
     var p = d.pool;
     $("status").className = "status level-" + p.level;
     $("level").textContent = p.level;
-    $("breaker").textContent = p.breaker;
+    // `breaker` is the gate's stable JSON name: closed, open or half_open.
+    $("gate").textContent = { closed: "direct", open: "deferred", half_open: "ramping" }[p.breaker] || p.breaker;
     $("updated").textContent = "updated " + d.generated_at;
     $("pool-fill").style.width = Math.min(100, pct(p.utilization)) + "%";
     $("pool-text").textContent = "Connection pool: " + p.in_use + "/" + p.max_size + " (" +
@@ -58,7 +59,7 @@
       ["Invalid transitions blocked", st.transitions_blocked],
       ["Connection pool recoveries", st.pool_recoveries],
       ["Auto-retries (queued, then retried)", st.auto_retries],
-      ["Requests shed (503)", st.requests_shed],
+      ["Requests refused (503)", st.requests_shed],
       ["Requests rate-limited (429)", st.rate_limited]
     ].map(function (x) { return '<div class="stat"><b>' + x[1] + "</b><span>" + esc(x[0]) + "</span></div>"; }).join("");
     $("events").innerHTML = d.events.length ? d.events.map(function (e) {

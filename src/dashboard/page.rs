@@ -62,7 +62,7 @@ pub(crate) fn render(snap: &Snapshot, charts: &str) -> String {
 <header id="status" class="status level-{level}">
 <h1>Self-Healing System Dashboard</h1>
 <div class="headline"><span id="level" class="badge">{level}</span>
-<span>breaker <b id="breaker">{breaker}</b></span>
+<span>non-critical work <b id="gate">{gate}</b></span>
 <span id="updated" class="muted">updated {updated}</span></div>
 <div class="bar" title="connections in use"><div id="pool-fill" class="fill" style="width:{width}%"></div></div>
 <div id="pool-text">{pool_text}</div>
@@ -82,7 +82,7 @@ pub(crate) fn render(snap: &Snapshot, charts: &str) -> String {
 </html>
 "#,
         refresh = snap.refresh_ms,
-        breaker = p.breaker.as_str(),
+        gate = p.non_critical_gate.describe(),
         updated = esc(&snap.generated_at),
         width = pct(p.utilization).clamp(0, 100),
         pool_text = esc(&pool_text(snap)),
@@ -165,7 +165,7 @@ fn stats_html(st: &PreventionStats) -> String {
         ("Invalid transitions blocked", st.transitions_blocked),
         ("Connection pool recoveries", st.pool_recoveries),
         ("Auto-retries (queued, then retried)", st.auto_retries),
-        ("Requests shed (503)", st.requests_shed),
+        ("Requests refused (503)", st.requests_shed),
         ("Requests rate-limited (429)", st.rate_limited),
     ]
     .iter()

@@ -4,8 +4,10 @@
 
 use super::chart::{Band, Chart, Mark, Rule, Series, XAxis};
 use super::history::HistoryPoint;
+use crate::config::GuardConfig;
+use crate::criticality::Criticality;
 use crate::incident::Incident;
-use crate::{Criticality, GuardConfig, Level};
+use crate::monitor::Level;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The shortest time span a chart shows, so the first seconds are not stretched.

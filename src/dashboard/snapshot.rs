@@ -3,10 +3,13 @@
 
 use super::stats::PreventionStats;
 use super::store::DashboardStore;
-use crate::events::{BreakerState, Event, Severity};
-use crate::incident::{clock, impact_line, subject, AnalysisKind, Impact, Incident, IncidentStore};
+use crate::events::{Event, NonCriticalGate, Severity};
+use crate::guard::GuardStatus;
+use crate::incident::{
+    impact_line, subject, timefmt, AnalysisKind, Impact, Incident, IncidentStore,
+};
+use crate::monitor::Level;
 use crate::report::{summarize, Period, Redactor};
-use crate::{GuardStatus, Level};
 use serde::Serialize;
 use std::time::SystemTime;
 
@@ -40,8 +43,9 @@ pub struct Snapshot {
 pub struct PoolView {
     /// The pressure level.
     pub level: Level,
-    /// The non-critical breaker.
-    pub breaker: BreakerState,
+    /// How non-critical work reaches the pool (`breaker` in the JSON, its stable name).
+    #[serde(rename = "breaker")]
+    pub non_critical_gate: NonCriticalGate,
     /// Connections in use.
     pub in_use: usize,
     /// The pool's maximum size.
@@ -171,10 +175,10 @@ impl Snapshot {
         let [non_critical, standard, critical] = s.queued_by_class;
         let all = src.incidents.all();
         Snapshot {
-            generated_at: clock::rfc3339(now),
+            generated_at: timefmt::rfc3339(now),
             pool: PoolView {
                 level: s.level,
-                breaker: s.breaker,
+                non_critical_gate: s.non_critical_gate,
                 in_use: s.in_use,
                 max_size: s.max_size,
                 utilization: s.utilization,
@@ -219,7 +223,7 @@ impl EventView {
     /// The event with its message redacted.
     pub fn new(event: &Event, redactor: &Redactor) -> Self {
         Self {
-            at: clock::rfc3339(event.at),
+            at: timefmt::rfc3339(event.at),
             severity: event.severity(),
             kind: redactor.redact(&event.kind.tag()),
             message: redactor.redact(&event.message()),
@@ -235,8 +239,8 @@ impl IncidentView {
             title: i.title(),
             subject: r.redact(&subject(i)),
             active: i.is_active(),
-            opened_at: clock::rfc3339(i.opened_at),
-            closed_at: i.closed_at.map(clock::rfc3339),
+            opened_at: timefmt::rfc3339(i.opened_at),
+            closed_at: i.closed_at.map(timefmt::rfc3339),
             peak_level: i.peak_level,
             peak_severity: i.peak_severity,
             peak_utilization: i.peak_utilization,

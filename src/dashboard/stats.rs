@@ -23,7 +23,8 @@ pub struct PreventionStats {
     /// Acquisitions that waited in the priority queue for a connection instead of failing
     /// (from the request summaries; some of them may still have timed out).
     pub auto_retries: u64,
-    /// Requests answered 503 (breaker or full queue).
+    /// Requests answered 503: shed at once (their deadline could not be met), refused for a
+    /// full queue, or left without a connection by the pool.
     pub requests_shed: u64,
     /// Requests answered 429 by a per-user limit.
     pub rate_limited: u64,
@@ -50,7 +51,7 @@ impl PreventionStats {
             EventKind::RequestsSummary { counts, .. } => {
                 let sum = |a: &[u64; 3]| a.iter().sum::<u64>();
                 self.auto_retries += sum(&counts.queued);
-                self.requests_shed += sum(&counts.shed);
+                self.requests_shed += sum(&counts.refused());
                 self.rate_limited += sum(&counts.rate_limited);
             }
             // Kinds added elsewhere (and custom events) are recognised by name only.
@@ -183,7 +184,7 @@ mod tests {
         s.record(&event(
             0.0,
             EventKind::StatementTimedOut {
-                class: crate::Criticality::Standard,
+                class: crate::criticality::Criticality::Standard,
                 route: None,
             },
         ));

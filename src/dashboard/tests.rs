@@ -2,19 +2,22 @@
 
 use super::snapshot::{Snapshot, Sources};
 use super::store::DashboardStore;
-use crate::events::{BreakerState, Event, EventKind, Severity};
+use crate::events::{Event, EventKind, NonCriticalGate, Severity};
+use crate::guard::GuardStatus;
 use crate::incident::{IncidentStore, IncidentTracker};
+use crate::monitor::Level;
 use crate::report::Redactor;
-use crate::{GuardStatus, Level};
 use std::time::SystemTime;
 
 const EMAIL: &str = "dba.oncall@example.com";
 const PASSWORD: &str = "hunter2hunter2";
 
+#[allow(deprecated)]
 fn status(level: Level, in_use: usize) -> GuardStatus {
     GuardStatus {
         level,
-        breaker: BreakerState::Open,
+        non_critical_gate: NonCriticalGate::Deferred,
+        breaker: NonCriticalGate::Deferred,
         max_size: 10,
         size: 10,
         available: 10 - in_use,

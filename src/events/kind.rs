@@ -1,9 +1,10 @@
 //! [`EventKind`], what happened, and the small data types its variants carry.
 
+use super::batch::BatchPause;
+use super::transitions::BlockedPair;
 use super::Severity;
-use crate::batch::BatchPause;
-use crate::transition::BlockedPair;
-use crate::{Criticality, Level};
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -63,28 +64,64 @@ impl OutcomeCounts {
     }
 }
 
-/// The state of the non-critical breaker.
+/// How non-critical work reaches the pool: a gate driven by the pressure level (not by
+/// failures, as a circuit breaker would be).
+///
+/// Serialized (and [`as_str`](NonCriticalGate::as_str)) with the stable names of earlier
+/// releases, when this was called a breaker: `closed`, `open`, `half_open`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Non-critical routes are served.
-    Closed,
-    /// Non-critical routes are answered 503 without touching the pool.
-    Open,
-    /// Non-critical routes are being let back in on a ramp.
-    HalfOpen,
+pub enum NonCriticalGate {
+    /// At Normal, once the ramp is done: non-critical work goes straight to the pool.
+    #[serde(rename = "closed")]
+    Direct,
+    /// Above Normal: non-critical work is deferred (it waits for its slots instead of going
+    /// straight to the pool).
+    #[serde(rename = "open")]
+    Deferred,
+    /// Back at Normal (or held at Critical): non-critical work's share of its slots ramps
+    /// back up over `breaker_ramp`.
+    #[serde(rename = "half_open")]
+    Ramping,
 }
 
-impl BreakerState {
-    /// A stable lower-case name.
+impl NonCriticalGate {
+    /// A stable lower-case name: `closed`, `open` or `half_open` (its serialized name).
     pub const fn as_str(self) -> &'static str {
         match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
+            NonCriticalGate::Direct => "closed",
+            NonCriticalGate::Deferred => "open",
+            NonCriticalGate::Ramping => "half_open",
+        }
+    }
+
+    /// What the state means, in words: `direct`, `deferred` or `ramping`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            NonCriticalGate::Direct => "direct",
+            NonCriticalGate::Deferred => "deferred",
+            NonCriticalGate::Ramping => "ramping",
         }
     }
 }
+
+/// The old variant names, kept for one release so `BreakerState::Open` still compiles (in
+/// expressions and patterns).
+#[allow(non_upper_case_globals)]
+impl NonCriticalGate {
+    /// The old name of [`NonCriticalGate::Direct`].
+    #[deprecated(since = "0.2.0", note = "renamed to `NonCriticalGate::Direct`")]
+    pub const Closed: NonCriticalGate = NonCriticalGate::Direct;
+    /// The old name of [`NonCriticalGate::Deferred`].
+    #[deprecated(since = "0.2.0", note = "renamed to `NonCriticalGate::Deferred`")]
+    pub const Open: NonCriticalGate = NonCriticalGate::Deferred;
+    /// The old name of [`NonCriticalGate::Ramping`].
+    #[deprecated(since = "0.2.0", note = "renamed to `NonCriticalGate::Ramping`")]
+    pub const HalfOpen: NonCriticalGate = NonCriticalGate::Ramping;
+}
+
+/// The old name of [`NonCriticalGate`]: a level-driven gate, not a failure-driven breaker.
+#[deprecated(since = "0.2.0", note = "renamed to `NonCriticalGate`")]
+pub type BreakerState = NonCriticalGate;
 
 /// What became of a watchdog action on a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -180,10 +217,12 @@ pub enum EventKind {
         /// Acquisitions waiting.
         waiting: usize,
     },
-    /// The non-critical breaker changed state.
-    BreakerChanged {
+    /// The non-critical gate changed state (serialized as `breaker_changed`, its stable
+    /// name from earlier releases; this variant was `BreakerChanged` before 0.2.0).
+    #[serde(rename = "breaker_changed")]
+    NonCriticalGateChanged {
         /// The new state.
-        state: BreakerState,
+        state: NonCriticalGate,
     },
     /// What the guard did with requests over the last window (emitted only when something
     /// other than serving happened).
@@ -333,5 +372,42 @@ impl EventKind {
             .ok()
             .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
             .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_keeps_its_serialized_names() {
+        let json = serde_json::to_value(EventKind::NonCriticalGateChanged {
+            state: NonCriticalGate::Deferred,
+        })
+        .unwrap();
+        assert_eq!(json["kind"], "breaker_changed");
+        assert_eq!(json["state"], "open");
+        for (gate, name) in [
+            (NonCriticalGate::Direct, "closed"),
+            (NonCriticalGate::Deferred, "open"),
+            (NonCriticalGate::Ramping, "half_open"),
+        ] {
+            assert_eq!(serde_json::to_value(gate).unwrap(), name);
+            assert_eq!(gate.as_str(), name);
+            let back: NonCriticalGate = serde_json::from_value(name.into()).unwrap();
+            assert_eq!(back, gate);
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn the_old_gate_names_still_compile_in_patterns() {
+        let old: BreakerState = BreakerState::Open;
+        assert!(matches!(old, BreakerState::Open));
+        assert!(!matches!(
+            old,
+            BreakerState::Closed | BreakerState::HalfOpen
+        ));
+        assert_eq!(old, NonCriticalGate::Deferred);
     }
 }

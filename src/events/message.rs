@@ -1,7 +1,8 @@
 //! The `[SELF-HEAL]` text of each event.
 
-use super::{ActionOutcome, BackendInfo, BreakerState, Event, EventKind, ResizeReason};
-use crate::{Criticality, Level};
+use super::{ActionOutcome, BackendInfo, Event, EventKind, NonCriticalGate, ResizeReason};
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use std::time::Duration;
 
 impl Event {
@@ -44,13 +45,13 @@ impl Event {
                     _ => format!("Level {from} -> {to}: {at} ({of})"),
                 }
             }
-            EventKind::BreakerChanged { state } => match state {
-                BreakerState::Open => "Non-critical work deferred: it waits for its slots instead of going straight to the pool".to_string(),
-                BreakerState::HalfOpen => {
+            EventKind::NonCriticalGateChanged { state } => match state {
+                NonCriticalGate::Deferred => "Non-critical work deferred: it waits for its slots instead of going straight to the pool".to_string(),
+                NonCriticalGate::Ramping => {
                     "Non-critical work coming back on a ramp"
                         .to_string()
                 }
-                BreakerState::Closed => {
+                NonCriticalGate::Direct => {
                     "Non-critical work fully served again".to_string()
                 }
             },
@@ -98,7 +99,7 @@ impl Event {
                 valid,
                 blocked,
                 not_found,
-            } => crate::transition::blocked_message(operation, *valid, blocked, *not_found),
+            } => super::transitions::blocked_message(operation, *valid, blocked, *not_found),
             EventKind::QueryCancelled {
                 backend,
                 running,
@@ -179,7 +180,7 @@ impl Event {
                 total,
                 done,
                 paused,
-            } => crate::batch::message(
+            } => super::batch::batch_message(
                 operation,
                 *chunk,
                 *chunk_size,

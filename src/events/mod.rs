@@ -1,17 +1,26 @@
 //! Self-heal events: one type for every action the guard takes, and the bounded bus that fans
 //! them out without ever blocking a request.
 
+mod batch;
 mod bus;
 mod kind;
 mod message;
 mod severity;
+mod transitions;
 
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
+pub use batch::BatchPause;
+pub(crate) use batch::Count;
 pub use bus::{EventBus, EventSubscriber};
-pub use kind::{ActionOutcome, BackendInfo, BreakerState, EventKind, OutcomeCounts, ResizeReason};
+#[allow(deprecated)]
+pub use kind::BreakerState;
+pub use kind::{
+    ActionOutcome, BackendInfo, EventKind, NonCriticalGate, OutcomeCounts, ResizeReason,
+};
 pub use severity::Severity;
+pub use transitions::BlockedPair;
 
 /// One self-heal event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +45,7 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Level;
+    use crate::monitor::Level;
 
     /// A `LevelChanged` event at 92% utilization (92 of 100 in use, nobody waiting).
     pub(super) fn level(from: Level, to: Level) -> Event {

@@ -1,8 +1,9 @@
 //! [`Severity`] and how serious each kind of event is.
 
-use super::{ActionOutcome, BreakerState, Event, EventKind, ResizeReason};
-use crate::batch::BatchPause;
-use crate::{Criticality, Level};
+use super::batch::BatchPause;
+use super::{ActionOutcome, Event, EventKind, NonCriticalGate, ResizeReason};
+use crate::criticality::Criticality;
+use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
 
 /// How serious an event is, as the seed's alert levels define them.
@@ -40,8 +41,8 @@ impl Event {
                 (Level::Warning, Level::Normal) => Severity::Warning,
                 _ => Severity::Info,
             },
-            EventKind::BreakerChanged { state } => match state {
-                BreakerState::Open => Severity::Warning,
+            EventKind::NonCriticalGateChanged { state } => match state {
+                NonCriticalGate::Deferred => Severity::Warning,
                 _ => Severity::Info,
             },
             EventKind::RequestsSummary { counts, .. } => {

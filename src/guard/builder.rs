@@ -4,11 +4,13 @@ use super::inner::GuardInner;
 use super::window::WindowCounts;
 use super::Guard;
 use crate::admission::{AdmissionSettings, HeldRegistry, Slots};
+use crate::config::BuildError;
+use crate::config::GuardConfig;
 use crate::events::EventBus;
 use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
+use crate::monitor::Level;
 use crate::monitor::{LevelMachine, Thresholds};
-use crate::{BuildError, GuardConfig, Level};
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,18 +25,18 @@ pub struct GuardBuilder {
     pub(super) direct: Option<tokio_postgres::Config>,
     pub(super) event_capacity: usize,
     /// Whether the pool resets session settings when a connection comes back (a pool from
-    /// [`build_pool`](crate::build_pool) does); per-class settings rely on it.
+    /// [`build_pool`](crate::pool::build_pool) does); per-class settings rely on it.
     pub(super) resets_sessions: bool,
     /// How every connection of the guard opens its TLS side.
     pub(super) tls: crate::tls::TlsConnector,
-    /// The service and instance its connections are named with (set by `Guard::connect`).
+    /// The service and instance its connections are named with (set by `Guard::builder_for`).
     pub(super) identity: Option<crate::identity::Identity>,
 }
 
 impl GuardBuilder {
     /// Declares that the pool resets session settings (`RESET ALL`) when a connection comes
     /// back, as deadpool's `Clean` recycling does. Per-class `statement_timeout` overrides
-    /// need it; pools from [`build_pool`](crate::build_pool) and [`Guard::connect`] have it.
+    /// need it; pools from [`build_pool`](crate::pool::build_pool) and [`Guard::builder_for`] have it.
     pub fn pool_resets_sessions(mut self, resets: bool) -> Self {
         self.resets_sessions = resets;
         self
@@ -47,14 +49,14 @@ impl GuardBuilder {
     }
 
     /// The connection config for the guard's own dedicated connections (the health check,
-    /// the watchdog), which must work when the pool is full. [`Guard::connect`] sets it.
+    /// the watchdog), which must work when the pool is full. [`Guard::builder_for`] sets it.
     pub fn direct_connection(mut self, pg: tokio_postgres::Config) -> Self {
         self.direct = Some(pg);
         self
     }
 
     /// The TLS connector for cancel requests, the health check and the watchdog; it should be
-    /// the one the pool was built with ([`Guard::connect_tls`] sets it). Default: plain text.
+    /// the one the pool was built with ([`Guard::builder_for_tls`] sets it). Default: plain text.
     pub fn tls(mut self, tls: crate::tls::TlsConnector) -> Self {
         self.tls = tls;
         self
@@ -72,14 +74,14 @@ impl GuardBuilder {
     pub fn build(self) -> Result<Guard, BuildError> {
         let max_size = self.pool.status().max_size;
         self.config.validate(max_size)?;
-        let overrides = crate::Criticality::ALL
+        let overrides = crate::criticality::Criticality::ALL
             .iter()
             .any(|c| self.config.class_statement_timeout.get(*c).is_some());
         if overrides && !self.resets_sessions {
             return Err(BuildError::field(
                 "class_statement_timeout",
                 "needs a pool that resets session settings on recycle, or an override would \
-                 outlive its checkout: build the pool with build_pool / Guard::connect, or \
+                 outlive its checkout: build the pool with build_pool / Guard::builder_for, or \
                  declare it with pool_resets_sessions(true)",
             ));
         }
@@ -148,14 +150,17 @@ impl GuardBuilder {
             identity: self.identity,
             config: self.config,
         });
-        runtime.spawn(crate::monitor::run_sampler(Arc::downgrade(&inner)));
+        runtime.spawn(super::sampler::run_sampler(Arc::downgrade(&inner)));
         Ok(Guard { inner })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::{BuildError, ClassTimeouts, Guard, GuardConfig};
+    use crate::config::BuildError;
+    use crate::config::ClassTimeouts;
+    use crate::config::GuardConfig;
+    use crate::guard::Guard;
     use std::time::Duration;
 
     fn pool_without_reset() -> deadpool_postgres::Pool {

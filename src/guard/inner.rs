@@ -1,5 +1,7 @@
-//! [`GuardInner`]: the shared state behind every clone of a guard, and what it does when a
-//! slot is released, the level changes or the sampler ticks.
+//! [`GuardInner`]: the shared state behind every clone of a guard, and how it changes: every
+//! change of the admission state, a slot's release, a resize, a server reading. What a change
+//! tells the world is in `publish.rs`; when a refused caller should come back, in
+//! `retry_after.rs`.
 //!
 //! Every change of the admission state goes through [`GuardInner::change`]: the decision is
 //! made under the admission lock, the level it leads to is published under the same lock (so
@@ -7,15 +9,13 @@
 //! grants, refusals, events — is carried out after the lock is released.
 
 use super::window::WindowCounts;
-use crate::admission::{AdmissionState, Effects, HeldRegistry, SlotPermit, Slots};
-use crate::controller::RetryJitter;
+use crate::admission::{AdmissionState, Effects, HeldRegistry, Slots};
+use crate::config::GuardConfig;
 use crate::criticality::Criticality;
-use crate::events::{BreakerState, Event, EventBus, EventKind};
+use crate::events::{EventBus, NonCriticalGate};
 use crate::limit::{UserKey, UserLimiter};
 use crate::metrics::{GuardMetrics, Outcome};
 use crate::monitor::Level;
-use crate::rejection::{Rejection, RejectionKind};
-use crate::GuardConfig;
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -23,11 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The newcomer estimate meaning "nothing measured yet".
-const UNKNOWN: u64 = u64::MAX;
-/// The `Retry-After` of a refusal when nothing better is known.
-const DEFAULT_RETRY: Duration = Duration::from_secs(1);
-/// The longest `Retry-After` ever sent.
-const MAX_RETRY: Duration = Duration::from_secs(60);
+pub(super) const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub(crate) struct GuardInner {
@@ -73,7 +69,7 @@ pub(crate) struct GuardInner {
     /// `application_name` to `{prefix}:{class}:{registry id}`.
     pub(crate) tag_prefix: OnceLock<String>,
     /// The last server-wide connection count the watchdog read.
-    pub(crate) headroom: Mutex<Option<crate::watchdog::ServerHeadroom>>,
+    pub(crate) headroom: Mutex<Option<crate::watchdog::ServerUse>>,
     /// The per-user limits shared in Redis, once [`Guard::share_limits`](crate::Guard::share_limits) ran.
     #[cfg(feature = "redis")]
     pub(crate) shared_limits: OnceLock<Arc<crate::limit::redis::RedisLimiter>>,
@@ -81,19 +77,19 @@ pub(crate) struct GuardInner {
     pub(crate) shared_queries: crate::single_flight::SingleFlight,
 }
 
-fn breaker_to_u8(b: BreakerState) -> u8 {
+fn breaker_to_u8(b: NonCriticalGate) -> u8 {
     match b {
-        BreakerState::Closed => 0,
-        BreakerState::Open => 1,
-        BreakerState::HalfOpen => 2,
+        NonCriticalGate::Direct => 0,
+        NonCriticalGate::Deferred => 1,
+        NonCriticalGate::Ramping => 2,
     }
 }
 
-fn breaker_from_u8(v: u8) -> BreakerState {
+fn breaker_from_u8(v: u8) -> NonCriticalGate {
     match v {
-        0 => BreakerState::Closed,
-        1 => BreakerState::Open,
-        _ => BreakerState::HalfOpen,
+        0 => NonCriticalGate::Direct,
+        1 => NonCriticalGate::Deferred,
+        _ => NonCriticalGate::Ramping,
     }
 }
 
@@ -144,93 +140,6 @@ impl GuardInner {
         });
         self.apply(effects, breaker, now);
         result
-    }
-
-    /// When a newcomer of `class` can expect to start, from the last change; `None` before
-    /// anything was measured.
-    pub(crate) fn estimate(&self, class: Criticality) -> Option<Duration> {
-        match self.estimates[class.index()].load(Ordering::Relaxed) {
-            UNKNOWN => None,
-            us => Some(Duration::from_micros(us)),
-        }
-    }
-
-    /// A refusal answered at once when a request of `class` could not start before
-    /// `deadline` (`None` when it can, or when nothing was measured yet). No lock.
-    pub(crate) fn deadline_refusal(
-        &self,
-        class: Criticality,
-        deadline: Instant,
-        now: Instant,
-    ) -> Option<Rejection> {
-        let estimate = self.estimate(class)?;
-        let allowed = deadline.saturating_duration_since(now);
-        (estimate > allowed).then(|| {
-            let wait = self.jittered(estimate.saturating_sub(allowed), estimate);
-            Rejection {
-                kind: RejectionKind::Shed,
-                class,
-                retry_after: self.book_return(class, wait),
-            }
-        })
-    }
-
-    /// Books the return of a caller of `class` told to wait at least `wait`: its turn is the
-    /// later of `now + wait` and one start interval after the last booked return. Returns
-    /// how long it should wait (never more than a minute).
-    pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
-        let slot = &self.returns[class.index()];
-        let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
-        let now = crate::clock::now()
-            .saturating_duration_since(self.epoch)
-            .as_micros() as u64;
-        let earliest = now + wait.as_micros() as u64;
-        let mut current = slot.load(Ordering::Relaxed);
-        loop {
-            let at = earliest
-                .max(current)
-                .min(now + MAX_RETRY.as_micros() as u64);
-            match slot.compare_exchange_weak(
-                current,
-                at + interval,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Duration::from_micros(at - now),
-                Err(seen) => current = seen,
-            }
-        }
-    }
-
-    /// `wait` with the jitter bounded by `estimate`, from a counter spread by a
-    /// multiplicative hash.
-    fn jittered(&self, wait: Duration, estimate: Duration) -> Duration {
-        let n = self.jitter_seq.fetch_add(1, Ordering::Relaxed);
-        let random = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-        RetryJitter::spread_wait(wait, estimate, random).min(MAX_RETRY)
-    }
-
-    /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate and
-    /// a booked return.
-    pub(crate) fn rejection(&self, kind: RejectionKind, class: Criticality) -> Rejection {
-        Rejection {
-            kind,
-            class,
-            retry_after: self.book_return(class, self.retry_after_for(kind, class)),
-        }
-    }
-
-    fn retry_after_for(&self, kind: RejectionKind, class: Criticality) -> Duration {
-        let estimate = self.estimate(class).unwrap_or(DEFAULT_RETRY);
-        let estimate = match kind {
-            RejectionKind::PoolUnavailable => estimate.max(DEFAULT_RETRY),
-            _ => estimate,
-        };
-        self.jittered(estimate, estimate)
-    }
-
-    pub(crate) fn retry_after(&self, kind: RejectionKind) -> Duration {
-        self.retry_after_for(kind, Criticality::NonCritical)
     }
 
     /// A slot of `class` came back (called by [`SlotPermit`]'s drop), held for `held` when a
@@ -295,90 +204,6 @@ impl GuardInner {
         });
     }
 
-    pub(crate) fn note_hold_time(&self, class: Criticality, held: Duration) {
-        self.metrics.hold_time(class, held.as_secs_f64());
-    }
-
-    pub(crate) fn note_statement_timeout(&self, class: Criticality, route: Option<Arc<str>>) {
-        self.count(class, Outcome::TimedOut);
-        self.events
-            .publish(Event::now(EventKind::StatementTimedOut {
-                class,
-                route: route.as_deref().map(str::to_string),
-            }));
-    }
-
-    /// Carries out what a state change decided, outside the lock.
-    fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<BreakerState>, now: Instant) {
-        for waiter in effects.grants {
-            // If the caller is gone the permit comes back and its drop releases the slot.
-            let _ = waiter
-                .tx
-                .send(Ok(SlotPermit::new(self.clone(), waiter.class, now)));
-        }
-        for (waiter, mut refusal) in effects.refusals {
-            refusal.retry_after = self.book_return(waiter.class, refusal.retry_after);
-            let _ = waiter.tx.send(Err(refusal));
-        }
-        if let Some(change) = effects.transition {
-            let t = change.transition;
-            crate::metrics::level_entered(t.to);
-            self.events.publish(Event::now(EventKind::LevelChanged {
-                from: t.from,
-                to: t.to,
-                utilization: change.utilization,
-                in_use: change.in_use,
-                max_size: change.max_size,
-                waiting: change.waiting,
-            }));
-        }
-        if let Some(state) = breaker {
-            self.events
-                .publish(Event::now(EventKind::BreakerChanged { state }));
-        }
-        if let Some((after, peak_utilization)) = effects.recovered {
-            self.events.publish(Event::now(EventKind::Recovered {
-                after,
-                peak_utilization,
-            }));
-        }
-    }
-
-    /// One sampler tick: reads the pool, re-evaluates the level, updates gauges.
-    pub(crate) fn sample(self: &Arc<Self>) {
-        let pool = self.pool.status();
-        let pool_in_use = pool.size.saturating_sub(pool.available);
-        let pending = self.pending_gets.load(Ordering::Relaxed);
-        self.change(|s, now| {
-            s.external = pool_in_use.saturating_sub(s.granted());
-            s.pool_waiting = pool.waiting.saturating_sub(pending);
-            ((), s.observe(now))
-        });
-        let s = self.status();
-        let m = &self.metrics;
-        m.pool_active.set(s.in_use as f64);
-        m.pool_max.set(s.max_size as f64);
-        m.pool_idle.set(s.available as f64);
-        m.pool_waiting.set((s.queued + s.pool_waiting) as f64);
-        m.queue_depth.set(s.queued as f64);
-        // What the level machine sees: server-wide pressure counts when it is the higher.
-        m.utilization
-            .set(s.utilization.max(s.server_utilization).min(1.0));
-        m.level.set(s.level.as_gauge());
-    }
-
-    /// Emits the requests summary of the last window if anything but serving happened.
-    pub(crate) fn summarize(&self, window: Duration) {
-        let counts = self.window.take();
-        if !counts.is_quiet() {
-            self.events
-                .publish(Event::now(EventKind::RequestsSummary { window, counts }));
-        }
-    }
-
-    pub(crate) fn housekeeping(&self) {
-        self.limits.housekeeping();
-    }
 }
 
 /// Lets the sampler hold the guard weakly.

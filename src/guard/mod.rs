@@ -3,25 +3,39 @@
 mod acquire;
 mod builder;
 mod inner;
+mod publish;
+mod retry_after;
+mod sampler;
+#[cfg(feature = "redis")]
+mod shared_limits;
 mod slot;
+mod slot_owner;
 mod status;
+mod user_check;
+mod watched;
 mod window;
 
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
-pub(crate) use inner::{GuardInner, WeakInner};
+pub(crate) use inner::GuardInner;
 #[doc(hidden)]
 pub use slot::HeldSlot;
 pub use status::GuardStatus;
+pub(crate) use user_check::check_user;
 
 use crate::admission::GuardedConn;
+use crate::config::BuildError;
+use crate::config::GuardConfig;
+use crate::criticality::Criticality;
+use crate::error::Error;
 use crate::events::{EventBus, EventSubscriber};
 use crate::identity::Identity;
+use crate::monitor::Level;
 use crate::pool::{build_pool_as, PoolOptions};
 use crate::rejection::RejectionKind;
 use crate::single_flight::SharedRows;
 use crate::tls::{PgUrl, TlsConnector};
-use crate::{BuildError, Criticality, Error, GuardConfig, Level};
+use crate::watchdog::ServerUse;
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +45,8 @@ use tokio_postgres::types::ToSql;
 /// Guards a deadpool-postgres pool: decides who gets a connection, when, and who is told to
 /// come back later. Cheap to clone; every clone is the same guard.
 ///
-/// Build it with [`Guard::builder`] (over a pool you built) or [`Guard::connect`] (builds the
-/// pool with the session settings the guard relies on).
+/// Build it with [`Guard::builder`] (over a pool you built) or [`Guard::builder_for`] (builds
+/// the pool with the session settings the guard relies on).
 #[derive(Debug, Clone)]
 pub struct Guard {
     pub(crate) inner: Arc<GuardInner>,
@@ -41,7 +55,7 @@ pub struct Guard {
 impl Guard {
     /// A builder over an existing pool. The guard never waits on deadpool without a timeout
     /// (it passes its own), but `statement_timeout` and `application_name` must come from
-    /// the pool's connection config: prefer [`Guard::connect`] or [`crate::build_pool`].
+    /// the pool's connection config: prefer [`Guard::builder_for`] or [`crate::pool::build_pool`].
     pub fn builder(pool: Pool) -> GuardBuilder {
         GuardBuilder {
             pool,
@@ -54,21 +68,22 @@ impl Guard {
         }
     }
 
-    /// Builds the pool with `options` (statement timeout, application name, ...) over `pg`
-    /// and returns a builder for a guard over it, with the dedicated connection set. TLS
-    /// follows `pg`'s own `sslmode` ([`TlsConnector::for_config`]); for `verify-ca`,
-    /// `verify-full` and `sslrootcert` use [`Guard::connect_url`] or [`Guard::connect_tls`].
-    pub fn connect(
+    /// A builder for a guard over a new pool: builds the pool with `options` (statement
+    /// timeout, application name, ...) over `pg`, and sets the guard's dedicated connection.
+    /// Nothing connects until the first acquisition. TLS follows `pg`'s own `sslmode`
+    /// ([`TlsConnector::for_config`]); for `verify-ca`, `verify-full` and `sslrootcert` use
+    /// [`Guard::builder_for_url`] or [`Guard::builder_for_tls`].
+    pub fn builder_for(
         pg: tokio_postgres::Config,
         options: &PoolOptions,
     ) -> Result<GuardBuilder, BuildError> {
         let tls = TlsConnector::for_config(&pg)?;
-        Self::connect_tls(pg, tls, options)
+        Self::builder_for_tls(pg, tls, options)
     }
 
-    /// [`Guard::connect`] with `tls` for every connection: the pool's, cancel requests, the
-    /// health check and the watchdog.
-    pub fn connect_tls(
+    /// [`Guard::builder_for`] with `tls` for every connection: the pool's, cancel requests,
+    /// the health check and the watchdog.
+    pub fn builder_for_tls(
         pg: tokio_postgres::Config,
         tls: TlsConnector,
         options: &PoolOptions,
@@ -82,11 +97,36 @@ impl Guard {
         Ok(builder)
     }
 
-    /// [`Guard::connect_tls`] from a URL, honouring its `sslmode` and `sslrootcert`
+    /// [`Guard::builder_for_tls`] from a URL, honouring its `sslmode` and `sslrootcert`
     /// ([`PgUrl`]).
-    pub fn connect_url(url: &str, options: &PoolOptions) -> Result<GuardBuilder, BuildError> {
+    pub fn builder_for_url(url: &str, options: &PoolOptions) -> Result<GuardBuilder, BuildError> {
         let url = PgUrl::parse(url)?;
-        Self::connect_tls(url.config, url.tls, options)
+        Self::builder_for_tls(url.config, url.tls, options)
+    }
+
+    /// The old name of [`Guard::builder_for`]: it connects nothing and returns a builder.
+    #[deprecated(since = "0.2.0", note = "renamed to `Guard::builder_for`")]
+    pub fn connect(
+        pg: tokio_postgres::Config,
+        options: &PoolOptions,
+    ) -> Result<GuardBuilder, BuildError> {
+        Self::builder_for(pg, options)
+    }
+
+    /// The old name of [`Guard::builder_for_tls`].
+    #[deprecated(since = "0.2.0", note = "renamed to `Guard::builder_for_tls`")]
+    pub fn connect_tls(
+        pg: tokio_postgres::Config,
+        tls: TlsConnector,
+        options: &PoolOptions,
+    ) -> Result<GuardBuilder, BuildError> {
+        Self::builder_for_tls(pg, tls, options)
+    }
+
+    /// The old name of [`Guard::builder_for_url`].
+    #[deprecated(since = "0.2.0", note = "renamed to `Guard::builder_for_url`")]
+    pub fn connect_url(url: &str, options: &PoolOptions) -> Result<GuardBuilder, BuildError> {
+        Self::builder_for_url(url, options)
     }
 
     /// The service and instance this guard's connections are named with; `None` for a guard
@@ -234,14 +274,20 @@ impl Guard {
         self.inner.set_server_utilization(utilization);
     }
 
-    /// The server-wide connection count the watchdog read last; `None` before its first
-    /// reading or while it cannot reach the server.
-    pub fn server_headroom(&self) -> Option<crate::watchdog::ServerHeadroom> {
+    /// The server-wide connection use the watchdog read last (held, and marked stale, while
+    /// it cannot reach the server); `None` before its first reading.
+    pub fn server_use(&self) -> Option<ServerUse> {
         *self
             .inner
             .headroom
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The old name of [`Guard::server_use`]: the reading holds use, not headroom.
+    #[deprecated(since = "0.2.0", note = "renamed to `Guard::server_use`")]
+    pub fn server_headroom(&self) -> Option<ServerUse> {
+        self.server_use()
     }
 
     /// The estimated time until a refused non-critical request is worth retrying: when a

@@ -1,8 +1,9 @@
 //! [`GuardStatus`]: a snapshot of the guard and its pool.
 
 use super::inner::GuardInner;
-use crate::events::BreakerState;
-use crate::{Criticality, Level};
+use crate::criticality::Criticality;
+use crate::events::NonCriticalGate;
+use crate::monitor::Level;
 
 /// A consistent-enough picture of the guard and its pool at one instant. Like deadpool's
 /// `Status`, the numbers are read at slightly different moments and need not add up exactly.
@@ -10,9 +11,16 @@ use crate::{Criticality, Level};
 pub struct GuardStatus {
     /// The pressure level.
     pub level: Level,
-    /// The non-critical gate: open above Normal (non-critical work deferred, not sent straight
-    /// to the pool), half-open while its start ramp runs, closed otherwise.
-    pub breaker: BreakerState,
+    /// The non-critical gate: deferred above Normal (non-critical work waits for its slots,
+    /// not sent straight to the pool), ramping while its start ramp runs, direct otherwise.
+    /// Serialized as `breaker`, its name before 0.2.0.
+    #[serde(rename = "breaker")]
+    pub non_critical_gate: NonCriticalGate,
+    /// The old name of [`non_critical_gate`](GuardStatus::non_critical_gate), holding the
+    /// same value.
+    #[deprecated(since = "0.2.0", note = "renamed to `non_critical_gate`")]
+    #[serde(skip)]
+    pub breaker: NonCriticalGate,
     /// The pool's maximum size.
     pub max_size: usize,
     /// Connections the pool currently holds (idle and in use).
@@ -45,22 +53,28 @@ pub struct GuardStatus {
 impl GuardInner {
     pub(crate) fn status(&self) -> GuardStatus {
         let pool = self.pool.status();
-        self.read(|s| GuardStatus {
-            level: s.level(),
-            breaker: s.breaker(crate::clock::now()),
-            max_size: s.max_size(),
-            size: pool.size,
-            available: pool.available,
-            in_use: s.in_use(),
-            granted: s.granted(),
-            external: s.external,
-            queued: s.queued(),
-            queued_by_class: Criticality::ALL.map(|c| s.queued_of(c)),
-            pool_waiting: pool.waiting,
-            reserve: s.reserve(),
-            utilization: s.pool_utilization(),
-            server_utilization: s.server_utilization,
-            peak_utilization: s.peak_utilization(),
+        // `breaker` is kept, deprecated, next to `non_critical_gate`.
+        #[allow(deprecated)]
+        self.read(|s| {
+            let gate = s.breaker(crate::clock::now());
+            GuardStatus {
+                level: s.level(),
+                non_critical_gate: gate,
+                breaker: gate,
+                max_size: s.max_size(),
+                size: pool.size,
+                available: pool.available,
+                in_use: s.in_use(),
+                granted: s.granted(),
+                external: s.external,
+                queued: s.queued(),
+                queued_by_class: Criticality::ALL.map(|c| s.queued_of(c)),
+                pool_waiting: pool.waiting,
+                reserve: s.reserve(),
+                utilization: s.pool_utilization(),
+                server_utilization: s.server_utilization,
+                peak_utilization: s.peak_utilization(),
+            }
         })
     }
 }

@@ -1,8 +1,8 @@
 //! The local rule-based summary: the seed's `[AUTO-RESOLVED]` alert text, built from an
 //! incident's own figures, with no LLM involved.
 
-use super::clock::clock_time;
 use super::model::Incident;
+use super::timefmt::clock_time;
 use crate::events::Severity;
 use std::fmt::Write as _;
 
@@ -27,7 +27,7 @@ pub fn impact_line(incident: &Incident) -> String {
     }
     let mut parts = Vec::new();
     for (n, what) in [
-        (i.shed(), "shed (503)"),
+        (i.refused(), "refused (503)"),
         (i.queued(), "queued"),
         (i.rate_limited(), "rate-limited (429)"),
         (i.timed_out(), "timed out"),

@@ -3,13 +3,15 @@
 //!
 //! [`IncidentTracker`] is the pure core (events in, closed incidents out; time comes from the
 //! events). [`IncidentStore`] keeps the active incident and the last closed ones.
-//! [`spawn_incident_pipeline`] wires both to an [`EventBus`](crate::events::EventBus) and hands
-//! closed incidents to a [`Reporter`](crate::report::Reporter). [`local_summary`] writes the
+//! [`report::spawn_incident_pipeline`](crate::report::spawn_incident_pipeline) wires both to
+//! an [`EventBus`](crate::events::EventBus) and hands closed incidents to a
+//! [`Reporter`](crate::report::Reporter). [`local_summary`] writes the
 //! `[AUTO-RESOLVED] ...` alert text without any LLM.
 //!
 //! ```no_run
 //! use poolguard::events::EventBus;
-//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//! use poolguard::incident::IncidentStore;
+//! use poolguard::report::spawn_incident_pipeline;
 //!
 //! # async fn run() {
 //! let bus = EventBus::new(1024);
@@ -22,19 +24,20 @@
 //! # }
 //! ```
 
-pub(crate) mod clock;
+mod deprecated;
 pub(crate) mod local;
 mod model;
-mod pipeline;
 mod store;
+pub(crate) mod timefmt;
 mod tracker;
 
 #[cfg(test)]
 mod tests;
 
+#[allow(deprecated)]
+pub use deprecated::{spawn_incident_pipeline, spawn_incident_pipeline_with};
 pub use local::{impact_line, local_summary, subject};
 pub use model::{Action, Analysis, AnalysisKind, Impact, Incident};
-pub use pipeline::{spawn_incident_pipeline, spawn_incident_pipeline_with};
 pub use store::{IncidentStore, DEFAULT_STORE_CAPACITY};
 pub use tracker::{
     IncidentTracker, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_TIMELINE, DEFAULT_QUIET_PERIOD,

@@ -1,7 +1,7 @@
 //! What an incident holds: its figures, the actions taken, the impact, and its analysis.
 
 use crate::events::{Event, OutcomeCounts, Severity};
-use crate::Level;
+use crate::monitor::Level;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
@@ -11,11 +11,13 @@ use std::time::{Duration, SystemTime};
 pub enum Action {
     /// The Warning level tightened the per-user limits.
     LimitsTightened,
-    /// Non-critical work was deferred (the gate opened).
-    BreakerOpened,
+    /// Non-critical work was deferred (serialized `breaker_opened`, its name before 0.2.0).
+    #[serde(rename = "breaker_opened")]
+    NonCriticalDeferred,
     /// The Critical level's emergency measures: standard work queued, critical served first.
     EmergencyMeasures,
-    /// Requests were answered 503 (breaker or full queue).
+    /// Requests were answered 503: shed at once, refused for a full queue, or left without a
+    /// connection by the pool.
     RequestsShed,
     /// Acquisitions waited in the priority queue.
     RequestsQueued,
@@ -41,12 +43,22 @@ pub enum Action {
     Other(String),
 }
 
+/// The old variant name, kept for one release (in expressions and patterns).
+#[allow(non_upper_case_globals)]
+impl Action {
+    /// The old name of [`Action::NonCriticalDeferred`].
+    #[deprecated(since = "0.2.0", note = "renamed to `Action::NonCriticalDeferred`")]
+    pub const BreakerOpened: Action = Action::NonCriticalDeferred;
+}
+
 impl Action {
     /// A human-readable line for reports.
     pub fn describe(&self) -> String {
         match self {
             Action::LimitsTightened => "Per-user rate limits tightened".into(),
-            Action::BreakerOpened => "Non-critical endpoints deferred (queued, not refused)".into(),
+            Action::NonCriticalDeferred => {
+                "Non-critical endpoints deferred (queued, not refused)".into()
+            }
             Action::EmergencyMeasures => {
                 "Emergency measures: standard work queued, critical work served first".into()
             }
@@ -82,9 +94,15 @@ impl Impact {
     fn total(a: &[u64; 3]) -> u64 {
         a.iter().sum()
     }
-    /// Requests answered 503 (shed at once, queue full, pool unavailable).
-    pub fn shed(&self) -> u64 {
+    /// Requests answered 503: shed at once (their deadline could not be met), refused for a
+    /// full queue, or granted a slot the pool could not fill.
+    pub fn refused(&self) -> u64 {
         Self::total(&self.counts.refused())
+    }
+    /// The old name of [`Impact::refused`]: it counts every 503 refusal, not only the shed.
+    #[deprecated(since = "0.2.0", note = "renamed to `Impact::refused`")]
+    pub fn shed(&self) -> u64 {
+        self.refused()
     }
     /// Acquisitions that waited in the queue.
     pub fn queued(&self) -> u64 {
@@ -98,9 +116,10 @@ impl Impact {
     pub fn timed_out(&self) -> u64 {
         Self::total(&self.counts.timed_out)
     }
-    /// Critical-class requests that were shed or timed out (the ones that must never fail).
+    /// Critical-class requests that were refused with 503 or timed out (the ones that must
+    /// never fail).
     pub fn critical_failed(&self) -> u64 {
-        self.counts.shed[2] + self.counts.timed_out[2]
+        self.counts.refused()[2] + self.counts.timed_out[2]
     }
     /// Whether no request was refused, delayed or failed.
     pub fn is_none(&self) -> bool {

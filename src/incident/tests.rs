@@ -1,8 +1,9 @@
 //! Incident assembly from event sequences, severity mapping, signatures and the local summary.
 
 use super::*;
-use crate::events::{BreakerState, Event, EventKind, OutcomeCounts, Severity};
-use crate::{Criticality, Level};
+use crate::criticality::Criticality;
+use crate::events::{Event, EventKind, NonCriticalGate, OutcomeCounts, Severity};
+use crate::monitor::Level;
 use std::time::{Duration, SystemTime};
 
 pub(crate) fn t0() -> SystemTime {
@@ -46,14 +47,14 @@ pub(crate) fn summary(
     }
 }
 
-/// Warning -> breaker -> Critical -> two summaries -> Warning -> Normal (+ Recovered after).
+/// Warning -> non-critical deferred -> Critical -> two summaries -> Warning -> Normal (+ Recovered after).
 pub(crate) fn episode() -> Vec<Event> {
     vec![
         at(0, level(Level::Normal, Level::Warning, 0.85)),
         at(
             200,
-            EventKind::BreakerChanged {
-                state: BreakerState::Open,
+            EventKind::NonCriticalGateChanged {
+                state: NonCriticalGate::Deferred,
             },
         ),
         at(500, level(Level::Warning, Level::Critical, 0.95)),
@@ -105,14 +106,14 @@ fn an_episode_becomes_one_incident_with_peak_actions_impact_and_recovery() {
         i.actions,
         vec![
             Action::LimitsTightened,
-            Action::BreakerOpened,
+            Action::NonCriticalDeferred,
             Action::EmergencyMeasures,
             Action::RequestsShed,
             Action::RequestsQueued,
             Action::RateLimited,
         ]
     );
-    assert_eq!(i.impact.shed(), 5);
+    assert_eq!(i.impact.refused(), 5);
     assert_eq!(i.impact.queued(), 10);
     assert_eq!(i.impact.rate_limited(), 2);
     assert_eq!(i.impact.timed_out(), 1);
@@ -146,8 +147,8 @@ fn severity_maps_to_titles_and_failures_report_at_once() {
     assert!(t
         .observe(&at(
             0,
-            EventKind::BreakerChanged {
-                state: BreakerState::Closed
+            EventKind::NonCriticalGateChanged {
+                state: NonCriticalGate::Direct
             }
         ))
         .is_none());
@@ -263,7 +264,7 @@ fn the_local_summary_reads_like_the_seed_alert() {
         "- Non-critical endpoints deferred (queued, not refused)",
         "- Rate limiting applied to the heaviest users",
         "System recovered automatically in 0.8 seconds.",
-        "Impact: 5 shed (503), 10 queued, 2 rate-limited (429), 1 timed out. Critical requests were all served.",
+        "Impact: 5 refused (503), 10 queued, 2 rate-limited (429), 1 timed out. Critical requests were all served.",
         "Peak usage: 95/100 connections (95%)",
         "Recovery time: 0.8 seconds",
         "Status: RESOLVED",

@@ -1,8 +1,8 @@
 //! The pure incident tracker: events in, closed incidents out. Time comes from the events.
 
 use super::model::{Action, Impact, Incident};
-use crate::events::{ActionOutcome, BreakerState, Event, EventKind, Severity};
-use crate::Level;
+use crate::events::{ActionOutcome, Event, EventKind, NonCriticalGate, Severity};
+use crate::monitor::Level;
 use std::time::{Duration, SystemTime};
 
 /// Default bound on an incident's timeline.
@@ -19,7 +19,7 @@ pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(10);
 /// level returns to Normal (`LevelChanged { to: Normal }` or `Recovered`) and stays there for
 /// the [quiet period](IncidentTracker::quiet_period): one episode that flaps is one incident.
 /// The quiet period is zero for a tracker built here (it closes on the return to Normal) and
-/// [`DEFAULT_QUIET_PERIOD`] in [`spawn_incident_pipeline`](super::spawn_incident_pipeline);
+/// [`DEFAULT_QUIET_PERIOD`] in [`spawn_incident_pipeline`](crate::report::spawn_incident_pipeline);
 /// time passing is fed in with [`IncidentTracker::close_if_quiet`]. A
 /// [`Severity::Failure`] event outside an incident becomes a one-event incident at once. An
 /// incident opened while the level stayed Normal (a lone statement timeout, say) closes once no
@@ -230,12 +230,12 @@ impl IncidentTracker {
                 Level::Critical => action(Action::EmergencyMeasures),
                 Level::Normal => {}
             },
-            EventKind::BreakerChanged {
-                state: BreakerState::Open,
-            } => action(Action::BreakerOpened),
+            EventKind::NonCriticalGateChanged {
+                state: NonCriticalGate::Deferred,
+            } => action(Action::NonCriticalDeferred),
             EventKind::RequestsSummary { counts, .. } => {
                 let any = |a: &[u64; 3]| a.iter().any(|&n| n > 0);
-                if any(&counts.shed) {
+                if any(&counts.refused()) {
                     action(Action::RequestsShed);
                 }
                 if any(&counts.queued) {

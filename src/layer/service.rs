@@ -2,7 +2,8 @@
 
 use super::{GuardLayer, RequestContext, ResponseFuture};
 use crate::criticality::Criticality;
-use crate::limit::check::{check_user, LimitCheck};
+use crate::guard::check_user;
+use crate::limit::check::LimitCheck;
 use crate::metrics::Outcome;
 use http::{Request, Response};
 use std::task::{Context, Poll};

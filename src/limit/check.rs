@@ -1,13 +1,11 @@
-//! One request's per-user check, whichever limiter answers it: the in-process one, or
-//! (feature `redis`) the limits shared in Redis, which may need a round trip.
+//! The answer to one request's per-user check, whichever limiter gives it: the in-process
+//! one, or (feature `redis`) the limits shared in Redis, which may need a round trip. The
+//! guard picks the limiter (`guard/user_check.rs`).
 
-use super::{InFlightPermit, UserKey};
-use crate::guard::GuardInner;
+use super::InFlightPermit;
 use crate::rejection::Rejection;
-use crate::{Criticality, Level};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 /// Holds a user's in-flight slot until dropped, whichever limiter granted it.
 #[derive(Debug)]
@@ -30,18 +28,4 @@ pub(crate) enum LimitCheck {
     Ready(Result<UserPermit, Rejection>),
     /// Needs a round trip; the future answers within the Redis timeout.
     Pending(PendingCheck),
-}
-
-/// Checks `key`'s limits for one request at `level`.
-pub(crate) fn check_user(
-    inner: &Arc<GuardInner>,
-    key: &UserKey,
-    level: Level,
-    class: Criticality,
-) -> LimitCheck {
-    #[cfg(feature = "redis")]
-    if let Some(shared) = inner.shared_limits.get() {
-        return shared.check(inner, key, level, class);
-    }
-    LimitCheck::Ready(inner.limits.check(key, level, class).map(UserPermit::Local))
 }

@@ -6,7 +6,7 @@
 #![cfg_attr(not(feature = "admin"), allow(dead_code))]
 
 use super::Outcome;
-use crate::Criticality;
+use crate::criticality::Criticality;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 

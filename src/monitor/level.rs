@@ -60,7 +60,7 @@ impl fmt::Display for Level {
 }
 
 /// The thresholds the level machine works with (validated by
-/// [`GuardConfig`](crate::GuardConfig)).
+/// [`GuardConfig`](crate::config::GuardConfig)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     /// Enter Warning at or above this utilization.

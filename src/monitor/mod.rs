@@ -1,7 +1,6 @@
-//! Watching pool pressure: the level state machine and the sampler task.
+//! Pool pressure: the level state machine, pure (time is passed in). The sampler task that
+//! feeds it lives with the guard it reads.
 
 mod level;
-mod sampler;
 
 pub use level::{Level, LevelMachine, Pressure, Thresholds, Transition};
-pub(crate) use sampler::run_sampler;

@@ -104,9 +104,9 @@ impl SharedDedupe {
         url: &str,
         key_prefix: impl Into<String>,
         instance: impl Into<String>,
-    ) -> Result<Self, crate::BuildError> {
+    ) -> Result<Self, crate::config::BuildError> {
         let client = redis::Client::open(url)
-            .map_err(|e| crate::BuildError::field("redis.url", e.to_string()))?;
+            .map_err(|e| crate::config::BuildError::field("redis.url", e.to_string()))?;
         Ok(Self {
             client,
             connection: Default::default(),

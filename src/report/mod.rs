@@ -10,7 +10,8 @@
 //!
 //! ```no_run
 //! use poolguard::events::EventBus;
-//! use poolguard::incident::{spawn_incident_pipeline, IncidentStore};
+//! use poolguard::incident::IncidentStore;
+//! use poolguard::report::spawn_incident_pipeline;
 //! use poolguard::report::{JsonLinesSink, LogSink, Reporter, ReporterConfig};
 //!
 //! # async fn run() {
@@ -36,6 +37,7 @@ mod dedupe;
 mod http;
 #[cfg(feature = "llm")]
 mod llm;
+mod pipeline;
 mod prompt;
 mod recommend;
 mod redact;
@@ -52,6 +54,7 @@ pub use dedupe::SharedDedupe;
 pub use dedupe::{Dedupe, DedupeDecision, DEFAULT_DEDUPE_WINDOW};
 #[cfg(feature = "llm")]
 pub use llm::{Completion, LlmClient, LlmConfig, LlmError};
+pub use pipeline::{spawn_incident_pipeline, spawn_incident_pipeline_with};
 pub use prompt::{
     build_prompt, estimate_tokens, Prompt, DEFAULT_CONTEXT_TOKENS, PROMPT_VERSION, SYSTEM_PROMPT,
 };

@@ -2,7 +2,7 @@
 //! the redacted incident as context, cut to a token budget.
 
 use super::redact::Redactor;
-use crate::incident::{clock, local, Incident};
+use crate::incident::{local, timefmt, Incident};
 use std::fmt::Write as _;
 
 /// The version of the instructions, recorded with every analysis.
@@ -50,9 +50,9 @@ impl Prompt {
 fn header(incident: &Incident) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Incident #{}: {}", incident.id, incident.title());
-    let _ = writeln!(s, "Opened: {}", clock::rfc3339(incident.opened_at));
+    let _ = writeln!(s, "Opened: {}", timefmt::rfc3339(incident.opened_at));
     if let Some(c) = incident.closed_at {
-        let _ = writeln!(s, "Closed: {}", clock::rfc3339(c));
+        let _ = writeln!(s, "Closed: {}", timefmt::rfc3339(c));
     }
     if let Some(r) = incident.recovery_time {
         let _ = writeln!(s, "Recovery time: {:.1} s", r.as_secs_f64());

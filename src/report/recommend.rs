@@ -2,7 +2,7 @@
 
 use super::summary::{Direction, Summary};
 use crate::incident::{Action, Incident};
-use crate::Level;
+use crate::monitor::Level;
 
 /// What to look at, most urgent first.
 pub(crate) fn recommend(current: &[&Incident], s: &Summary) -> Vec<String> {

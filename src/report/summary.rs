@@ -2,7 +2,7 @@
 //! auto-recoveries, success rate, top issues, trends against the previous period, and
 //! recommendations. As text and as JSON.
 
-use crate::incident::{clock, Incident};
+use crate::incident::{timefmt, Incident};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,7 +83,7 @@ pub struct Summary {
     pub auto_recoveries: u64,
     /// Auto-recoveries over incidents, in percent (100 when there were none).
     pub success_rate: f64,
-    /// Requests shed, queued, rate-limited and timed out, summed.
+    /// Requests refused with 503, queued, rate-limited and timed out, summed.
     pub requests_affected: u64,
     /// Incident titles by count, most frequent first (at most five).
     pub top_issues: Vec<TopIssue>,
@@ -129,7 +129,7 @@ pub fn summarize(incidents: &[Incident], period: Period, end: SystemTime) -> Sum
     let affected = current
         .iter()
         .map(|i| {
-            i.impact.shed() + i.impact.queued() + i.impact.rate_limited() + i.impact.timed_out()
+            i.impact.refused() + i.impact.queued() + i.impact.rate_limited() + i.impact.timed_out()
         })
         .sum();
     let mut top_issues: Vec<TopIssue> = now_titles
@@ -194,8 +194,8 @@ impl Summary {
         };
         let mut s = format!(
             "Subject: {name} - {} to {}\n\nSummary:\n",
-            clock::date(self.start),
-            clock::date(self.end)
+            timefmt::date(self.start),
+            timefmt::date(self.end)
         );
         let _ = writeln!(s, "- Incidents: {}", self.incidents);
         let _ = writeln!(s, "- Total Self-Healing Actions: {}", self.total_actions);
@@ -204,7 +204,7 @@ impl Summary {
         let _ = writeln!(s, "- Success Rate: {:.1}%", self.success_rate);
         let _ = writeln!(
             s,
-            "- Requests shed, queued, rate-limited or timed out: {}",
+            "- Requests refused (503), queued, rate-limited or timed out: {}",
             self.requests_affected
         );
         if !self.top_issues.is_empty() {

@@ -1,9 +1,10 @@
 //! Prompt building (redaction, budget) and summaries from stored incidents.
 
 use super::*;
+use crate::criticality::Criticality;
 use crate::events::{Event, EventKind, Severity};
 use crate::incident::{Incident, IncidentStore, IncidentTracker};
-use crate::{Criticality, Level};
+use crate::monitor::Level;
 use std::time::{Duration, SystemTime};
 
 const SECRETS: &[&str] = &[

@@ -1,7 +1,7 @@
 //! [`TlsConnector`]: the one connector behind every connection the guard opens.
 
 use super::SslMode;
-use crate::BuildError;
+use crate::config::BuildError;
 use std::path::Path;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::Socket;

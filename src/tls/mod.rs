@@ -23,7 +23,7 @@
 //! let url = PgUrl::parse(
 //!     "postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
 //! )?;
-//! let guard = Guard::connect_tls(url.config, url.tls, &PoolOptions::default())?.build()?;
+//! let guard = Guard::builder_for_tls(url.config, url.tls, &PoolOptions::default())?.build()?;
 //! # drop(guard);
 //! # Ok(())
 //! # }

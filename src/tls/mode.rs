@@ -1,6 +1,6 @@
 //! [`SslMode`]: libpq's `sslmode` values.
 
-use crate::BuildError;
+use crate::config::BuildError;
 use std::fmt;
 
 /// How a connection uses TLS, as libpq's `sslmode` says it (see the [module docs](super)).

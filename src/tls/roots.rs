@@ -3,7 +3,7 @@
 
 use super::verify::{ChainOnly, NoVerification};
 use super::SslMode;
-use crate::BuildError;
+use crate::config::BuildError;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;

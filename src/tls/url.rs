@@ -2,7 +2,7 @@
 //! read here, since tokio-postgres knows neither `verify-ca`/`verify-full` nor `sslrootcert`.
 
 use super::{SslMode, TlsConnector};
-use crate::BuildError;
+use crate::config::BuildError;
 use std::path::PathBuf;
 
 /// A parsed connection string: the tokio-postgres config and the TLS connector its `sslmode`

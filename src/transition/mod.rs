@@ -49,13 +49,13 @@ mod spike;
 mod trigger;
 mod update;
 
+pub use crate::events::BlockedPair;
 pub use error::{IdentError, PolicyError, UpdateError};
 pub use ident::{QualifiedName, MAX_IDENT_LEN};
 pub use policy::{
     BlockReason, Blocked, PolicyBuilder, StateId, TransitionPolicy, MAX_STATES, MAX_STATE_NAME_LEN,
 };
-pub(crate) use report::blocked_message;
-pub use report::{BlockedPair, TransitionReport};
+pub use report::TransitionReport;
 pub use spike::{BlockedSpike, SPIKE_EVENT};
 pub use trigger::{TransitionTrigger, TRIGGER_SQLSTATE};
 pub use update::{GuardedUpdate, TransitionOutcome};

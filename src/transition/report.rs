@@ -4,10 +4,9 @@
 use super::ident::QualifiedName;
 use super::policy::{StateId, TransitionPolicy};
 use super::update::TransitionOutcome;
-use crate::events::{Event, EventBus, EventKind};
+use crate::events::{BlockedPair, Event, EventBus, EventKind};
 use crate::metrics::{TRANSITIONS_APPLIED, TRANSITIONS_BLOCKED};
 use metrics::SharedString;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -15,23 +14,6 @@ use std::fmt;
 const NULL_STATUS: &str = "(null)";
 /// The metric label for a current status the policy does not know.
 const UNKNOWN_LABEL: &str = "(unknown)";
-
-/// Blocked attempts for one `from -> to` pair.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockedPair {
-    /// The status the rows had.
-    pub from: String,
-    /// The status they were refused.
-    pub to: String,
-    /// How many attempts were blocked.
-    pub count: u64,
-}
-
-impl fmt::Display for BlockedPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} -> {} ({})", self.from, self.to, self.count)
-    }
-}
 
 /// Outcomes accumulated over a run (a scan, a batch job). Merge the reports of parallel
 /// workers with [`merge`](TransitionReport::merge).
@@ -142,25 +124,6 @@ impl fmt::Display for TransitionReport {
         }
         Ok(())
     }
-}
-
-/// The summary line of a [`EventKind::TransitionsBlocked`] event.
-pub(crate) fn blocked_message(
-    operation: &str,
-    valid: u64,
-    blocked: &[BlockedPair],
-    not_found: u64,
-) -> String {
-    let total: u64 = blocked.iter().map(|p| p.count).sum();
-    let pairs: Vec<String> = blocked.iter().map(BlockedPair::to_string).collect();
-    let mut msg = format!(
-        "Prevented {total} invalid status transitions in {operation}: {}; {valid} valid",
-        pairs.join(", ")
-    );
-    if not_found > 0 {
-        msg.push_str(&format!(", {not_found} not found"));
-    }
-    msg
 }
 
 /// A label from the policy's finite state set, never from the database or the caller.

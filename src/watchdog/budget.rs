@@ -4,12 +4,12 @@
 //! share in steps and never above it.
 
 use super::census::Census;
-use super::ServerHeadroom;
-use crate::BuildError;
+use super::ServerUse;
+use crate::config::BuildError;
 use serde::{Deserialize, Serialize};
 
 /// Sizing the pool from the service's share of the server. Off by default; needs a guard
-/// built with [`Guard::connect`](crate::Guard::connect) (which names connections by instance).
+/// built with [`Guard::builder_for`](crate::Guard::builder_for) (which names connections by instance).
 ///
 /// | field | default |
 /// | --- | --- |
@@ -96,8 +96,8 @@ pub(crate) struct BudgetInput {
 }
 
 impl BudgetInput {
-    /// The input from a census and the headroom reading.
-    pub(crate) fn new(current: usize, pool_open: usize, h: &ServerHeadroom, c: &Census) -> Self {
+    /// The input from a census and the server-use reading.
+    pub(crate) fn new(current: usize, pool_open: usize, h: &ServerUse, c: &Census) -> Self {
         Self {
             current,
             pool_open,

@@ -2,8 +2,9 @@
 //! the bad field.
 
 use super::budget::ConnectionBudget;
+use crate::config::BuildError;
 use crate::config::ClassTimeouts;
-use crate::BuildError;
+use crate::resize::AutoResize;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -21,48 +22,6 @@ pub enum Scope {
     Role(String),
     /// Every client backend of the pool's database.
     Database,
-}
-
-/// Growing the pool under sustained waiting, within the server's headroom. Off by default.
-///
-/// | field | default |
-/// | --- | --- |
-/// | `enabled` | false |
-/// | `ceiling` | 0 (must be set above the pool's size when enabled) |
-/// | `step` | 2 |
-/// | `grow_after` | 3 intervals with acquisitions waiting |
-/// | `shrink_after` | 30 intervals at Normal with nobody waiting |
-/// | `margin` | 5 connections left free on the server |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct AutoResize {
-    /// Whether the watchdog may resize the pool at all.
-    pub enabled: bool,
-    /// The pool never grows beyond this size.
-    pub ceiling: usize,
-    /// Connections added or removed per step.
-    pub step: usize,
-    /// Consecutive intervals with acquisitions waiting before the pool grows a step.
-    pub grow_after: u32,
-    /// Consecutive intervals at Normal with nobody waiting before the pool shrinks a step
-    /// toward its original size.
-    pub shrink_after: u32,
-    /// Server connections left free for everyone else: the pool never grows past
-    /// `usable - (used by others) - margin`.
-    pub margin: u32,
-}
-
-impl Default for AutoResize {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            ceiling: 0,
-            step: 2,
-            grow_after: 3,
-            shrink_after: 30,
-            margin: 5,
-        }
-    }
 }
 
 /// Everything the watchdog decides with. Every field has a default (the [`Default`] impl);
@@ -86,7 +45,7 @@ impl Default for AutoResize {
 /// | `elect_leader` | true | take part in electing the service's leader (orphan reaping) |
 /// | `budget` | off | size the pool from the service's share of the server, see [`ConnectionBudget`] |
 ///
-/// **Replicas.** With a guard from [`Guard::connect`](crate::Guard::connect) the default scope
+/// **Replicas.** With a guard from [`Guard::builder_for`](crate::Guard::builder_for) the default scope
 /// is this instance's own backends in this database (`{service}:{instance}` and its tags).
 /// `max_kills_per_interval` is for the whole service: each of N live watchdogs spends at most
 /// a 1/N share of it (at least 1).
@@ -182,7 +141,7 @@ impl WatchdogConfig {
         let ms = Duration::from_millis;
         at_least("interval", self.interval, ms(10))?;
         at_least("kill_after", self.kill_after, ms(100))?;
-        for class in crate::Criticality::ALL {
+        for class in crate::criticality::Criticality::ALL {
             if let Some(d) = self.kill_after_by_class.get(class) {
                 at_least("kill_after_by_class", d, ms(100))?;
             }
@@ -238,13 +197,16 @@ impl WatchdogConfig {
     /// Whether checkouts must carry their class in `application_name`.
     pub(crate) fn needs_tags(&self) -> bool {
         self.tag_connections
-            || crate::Criticality::ALL
+            || crate::criticality::Criticality::ALL
                 .iter()
                 .any(|c| self.kill_after_by_class.get(*c).is_some())
     }
 
     /// The kill threshold of a backend of `class` (untagged backends use `kill_after`).
-    pub(crate) fn kill_after_for(&self, class: Option<crate::Criticality>) -> Duration {
+    pub(crate) fn kill_after_for(
+        &self,
+        class: Option<crate::criticality::Criticality>,
+    ) -> Duration {
         class
             .and_then(|c| self.kill_after_by_class.get(c))
             .unwrap_or(self.kill_after)
@@ -306,7 +268,7 @@ mod tests {
         c.kill_after_by_class.non_critical = Some(Duration::from_secs(5));
         assert!(c.needs_tags());
         assert_eq!(
-            c.kill_after_for(Some(crate::Criticality::NonCritical)),
+            c.kill_after_for(Some(crate::criticality::Criticality::NonCritical)),
             Duration::from_secs(5)
         );
         assert_eq!(c.kill_after_for(None), Duration::from_secs(30));

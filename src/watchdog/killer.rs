@@ -3,10 +3,10 @@
 //! terminated.
 
 use super::activity::{self, Backend, Signal};
-use super::tag;
+use super::describe::{class_of, describe};
+use super::watched::WatchedGuard;
 use super::WatchdogConfig;
 use crate::events::{ActionOutcome, Event, EventKind};
-use crate::guard::GuardInner;
 use crate::metrics::{BACKENDS_TERMINATED, QUERIES_CANCELLED};
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
@@ -38,7 +38,7 @@ impl SlowQueryKiller {
     pub(crate) async fn tick(
         &mut self,
         client: &Client,
-        inner: &GuardInner,
+        guard: &dyn WatchedGuard,
         config: &WatchdogConfig,
         backends: &[Backend],
         budget: &mut usize,
@@ -53,7 +53,7 @@ impl SlowQueryKiller {
             let Some(started) = backend.query_start else {
                 continue;
             };
-            let limit = config.kill_after_for(tag::class_of(backend, inner));
+            let limit = config.kill_after_for(class_of(backend, guard));
             if backend.running < limit {
                 continue;
             }
@@ -68,7 +68,7 @@ impl SlowQueryKiller {
                 continue;
             }
             *budget -= 1;
-            self.act(client, inner, config, backend, key, signal).await;
+            self.act(client, guard, config, backend, key, signal).await;
         }
     }
 
@@ -77,13 +77,13 @@ impl SlowQueryKiller {
     async fn act(
         &mut self,
         client: &Client,
-        inner: &GuardInner,
+        guard: &dyn WatchedGuard,
         config: &WatchdogConfig,
         backend: &Backend,
         key: QueryKey,
         signal: Signal,
     ) {
-        let info = tag::describe(backend, inner);
+        let info = describe(backend, guard);
         let span = activity::action_span(signal, &info, backend.running, config.dry_run);
         let outcome = if config.dry_run {
             ActionOutcome::DryRun
@@ -129,6 +129,6 @@ impl SlowQueryKiller {
                 }
             }
         };
-        inner.events.publish(Event::now(kind));
+        guard.events().publish(Event::now(kind));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Each [`interval`](WatchdogConfig::interval) it
 //!
-//! - reads the server's connection count against its usable limit ([`ServerHeadroom`]) and
+//! - reads the server's connection count against its usable limit ([`ServerUse`]) and
 //!   feeds it into the guard's level, so the guard escalates when *another* process fills the
 //!   server while its own pool is calm;
 //! - cancels queries of its [`Scope`] running longer than
@@ -16,7 +16,7 @@
 //! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
 //!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
 //!
-//! **Replicas.** Over a guard from [`Guard::connect`] the watchdog acts only on its own
+//! **Replicas.** Over a guard from [`Guard::builder_for`](crate::Guard::builder_for) the watchdog acts only on its own
 //! instance's backends (`{service}:{instance}`, see [`Identity`](crate::identity::Identity))
 //! in its own database, and names another instance's backend as such in events (wider
 //! scopes). The watchdogs of a service elect one leader with `pg_try_advisory_lock` on their
@@ -39,7 +39,7 @@
 //! use std::time::Duration;
 //!
 //! # async fn start(pg: tokio_postgres::Config) -> Result<(), poolguard::BuildError> {
-//! let guard = Guard::connect(pg, &PoolOptions::default())?.build()?;
+//! let guard = Guard::builder_for(pg, &PoolOptions::default())?.build()?;
 //! let watchdog = Watchdog::builder(&guard)
 //!     .config(WatchdogConfig {
 //!         kill_after: Duration::from_secs(30),
@@ -56,27 +56,35 @@ mod activity;
 mod budget;
 mod census;
 mod config;
+mod describe;
 mod fingerprint;
-mod headroom;
 mod killer;
 mod leader;
 mod reaper;
 mod replicas;
-mod resize;
+mod server_use;
 mod tag;
 mod task;
+mod watched;
 
+pub use crate::resize::AutoResize;
 pub use budget::ConnectionBudget;
-pub use config::{AutoResize, Scope, WatchdogConfig};
+pub use config::{Scope, WatchdogConfig};
 pub use fingerprint::fingerprint;
-pub use headroom::ServerHeadroom;
+pub use server_use::ServerUse;
+
+/// The old name of [`ServerUse`]: the reading holds connections in use, not headroom.
+#[deprecated(since = "0.2.0", note = "renamed to `ServerUse`")]
+pub type ServerHeadroom = ServerUse;
 pub(crate) use tag::tag;
 
+pub(crate) use watched::{HeldTooLong, PoolFigures, WatchedGuard};
+
+use crate::config::BuildError;
+use crate::resize::Resizer;
 use crate::tls::{PgUrl, TlsConnector};
-use crate::{BuildError, Guard};
 use activity::Selector;
 use replicas::Replicas;
-use resize::Resizer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use task::Runner;
@@ -94,7 +102,7 @@ pub struct Watchdog {
 #[derive(Debug)]
 #[must_use]
 pub struct WatchdogBuilder {
-    guard: Guard,
+    guard: Arc<dyn WatchedGuard>,
     config: WatchdogConfig,
     connection: Option<(tokio_postgres::Config, TlsConnector)>,
 }
@@ -108,16 +116,6 @@ pub struct WatchdogHandle {
 }
 
 impl Watchdog {
-    /// A builder over `guard` with [`WatchdogConfig::default`]. The guard must have a
-    /// direct connection config ([`Guard::connect`] sets one).
-    pub fn builder(guard: &Guard) -> WatchdogBuilder {
-        WatchdogBuilder {
-            guard: guard.clone(),
-            config: WatchdogConfig::default(),
-            connection: None,
-        }
-    }
-
     /// Whether this watchdog leads its service's server-wide duties now.
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
@@ -146,6 +144,15 @@ impl Watchdog {
 }
 
 impl WatchdogBuilder {
+    /// A builder over `guard` with [`WatchdogConfig::default`] (see `Watchdog::builder`).
+    pub(crate) fn over(guard: Arc<dyn WatchedGuard>) -> Self {
+        WatchdogBuilder {
+            guard,
+            config: WatchdogConfig::default(),
+            connection: None,
+        }
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: WatchdogConfig) -> Self {
         self.config = config;
@@ -171,25 +178,26 @@ impl WatchdogBuilder {
     /// [`run`](Watchdog::run) on its runtime. Turns connection tagging on in the guard when
     /// the configuration needs it.
     pub fn build(self) -> Result<Watchdog, BuildError> {
-        let inner = &self.guard.inner;
-        self.config.validate(inner.pool.status().max_size)?;
-        let (pg, tls) = match (self.connection.clone(), inner.direct.clone()) {
+        let guard = &self.guard;
+        let pool_size = guard.pool_figures().max_size;
+        self.config.validate(pool_size)?;
+        let direct = guard.direct_connection();
+        let (pg, tls) = match (self.connection.clone(), direct.clone()) {
             (Some(own), _) => own,
-            (None, Some(direct)) => (direct, inner.tls.clone()),
+            (None, Some(direct)) => direct,
             (None, None) => {
                 return Err(BuildError::field(
                     "direct_connection",
-                    "the guard has no direct connection config: build it with Guard::connect, GuardBuilder::direct_connection or give the watchdog its own with WatchdogBuilder::url",
+                    "the guard has no direct connection config: build it with Guard::builder_for, GuardBuilder::direct_connection or give the watchdog its own with WatchdogBuilder::url",
                 ))
             }
         };
-        let identity = inner.identity.clone();
+        let identity = guard.identity().cloned();
         let application = match &identity {
             Some(identity) => Some(identity.application_name()),
-            None => inner
-                .direct
+            None => direct
                 .as_ref()
-                .and_then(|d| d.get_application_name())
+                .and_then(|(d, _)| d.get_application_name())
                 .map(str::to_string),
         };
         let Some(selector) = Selector::new(&self.config.scope, application.as_deref()) else {
@@ -207,34 +215,29 @@ impl WatchdogBuilder {
                 ));
             }
             // A second watchdog over the same guard keeps the first one's prefix.
-            let _ = inner.tag_prefix.set(prefix.to_string());
+            guard.enable_tags(prefix);
         }
-        let resizer = self
-            .config
-            .resize
-            .enabled
-            .then(|| Resizer::new(inner.pool.status().max_size));
+        let resizer = self.config.resize.enabled.then(|| Resizer::new(pool_size));
         let leader = Arc::new(AtomicBool::new(false));
-        let replicas = match &identity {
-            Some(identity) => Some(Replicas::new(
-                identity.clone(),
-                self.config.elect_leader,
-                leader.clone(),
-            )),
-            None if self.config.budget.enabled => {
-                return Err(BuildError::field(
+        let replicas =
+            match &identity {
+                Some(identity) => Some(Replicas::new(
+                    identity.clone(),
+                    self.config.elect_leader,
+                    leader.clone(),
+                )),
+                None if self.config.budget.enabled => return Err(BuildError::field(
                     "budget.enabled",
-                    "the budget counts instances by name: build the guard with Guard::connect",
-                ))
-            }
-            None => None,
-        };
+                    "the budget counts instances by name: build the guard with Guard::builder_for",
+                )),
+                None => None,
+            };
         if self.config.budget.enabled {
             // A joining replica starts small and grows into its share.
-            let from = inner.pool.status().max_size;
+            let from = pool_size;
             let to = from.min(self.config.budget.min_size);
             if to < from {
-                resize::apply(inner, from, to, crate::events::ResizeReason::BudgetShare);
+                Arc::clone(guard).resize_pool(from, to, crate::events::ResizeReason::BudgetShare);
             }
         }
         let session_name = match &identity {
@@ -248,7 +251,7 @@ impl WatchdogBuilder {
         };
         Ok(Watchdog {
             runner: Runner::new(
-                Arc::downgrade(inner),
+                Arc::downgrade(guard),
                 self.config,
                 pg,
                 selector,

@@ -6,10 +6,10 @@
 //! finds it closed and discards it instead of handing it out again.
 
 use super::activity::{self, Backend, Signal};
-use super::tag;
+use super::describe::describe;
+use super::watched::WatchedGuard;
 use super::WatchdogConfig;
 use crate::events::{ActionOutcome, Event, EventKind};
-use crate::guard::GuardInner;
 use crate::metrics::BACKENDS_TERMINATED;
 use std::collections::HashSet;
 use std::time::SystemTime;
@@ -27,7 +27,7 @@ impl IdleReaper {
     pub(crate) async fn tick(
         &mut self,
         client: &Client,
-        inner: &GuardInner,
+        guard: &dyn WatchedGuard,
         config: &WatchdogConfig,
         backends: &[Backend],
         budget: &mut usize,
@@ -50,7 +50,7 @@ impl IdleReaper {
                 return;
             }
             *budget -= 1;
-            let info = tag::describe(backend, inner);
+            let info = describe(backend, guard);
             let span = activity::action_span(
                 Signal::TerminateIdle,
                 &info,
@@ -73,8 +73,8 @@ impl IdleReaper {
                 // Do not retry (and report) every interval.
                 self.reported.insert((backend.pid, since));
             }
-            inner
-                .events
+            guard
+                .events()
                 .publish(Event::now(EventKind::IdleInTransactionReaped {
                     backend: info,
                     idle: backend.in_state,

@@ -6,10 +6,10 @@ use super::budget::{BudgetInput, BudgetPlanner};
 use super::census;
 use super::leader::Leadership;
 use super::reaper::IdleReaper;
-use super::resize;
-use super::{ServerHeadroom, WatchdogConfig};
+use super::server_use::ServerUse;
+use super::watched::WatchedGuard;
+use super::WatchdogConfig;
 use crate::events::ResizeReason;
-use crate::guard::GuardInner;
 use crate::identity::Identity;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -47,24 +47,24 @@ impl Replicas {
     pub(crate) async fn tick(
         &mut self,
         client: &Client,
-        inner: &Arc<GuardInner>,
+        guard: &Arc<dyn WatchedGuard>,
         config: &WatchdogConfig,
-        h: &ServerHeadroom,
+        h: &ServerUse,
     ) -> Result<usize, tokio_postgres::Error> {
         let census = census::read(client, &self.identity).await?;
         let mut kills = kill_share(config.max_kills_per_interval, census.watchdogs());
         if let Some(leadership) = &mut self.leadership {
             if leadership.refresh(client).await? {
                 self.orphans
-                    .tick(client, inner, config, &census.orphans, &mut kills)
+                    .tick(client, &**guard, config, &census.orphans, &mut kills)
                     .await;
             }
         }
         if config.budget.enabled {
-            let s = inner.status();
-            let input = BudgetInput::new(s.max_size, s.size, h, &census);
+            let pool = guard.pool_figures();
+            let input = BudgetInput::new(pool.max_size, pool.open, h, &census);
             if let Some(to) = self.planner.decide(&config.budget, &input) {
-                resize::apply(inner, s.max_size, to, ResizeReason::BudgetShare);
+                Arc::clone(guard).resize_pool(pool.max_size, to, ResizeReason::BudgetShare);
             }
         }
         Ok(kills)

@@ -1,13 +1,10 @@
 //! Connection tags: `application_name = '{service}:{instance}:{class}:{id}'` set on checkout
 //! (the prefix is the pool's own `application_name`, see [`Identity`](crate::identity::Identity)),
 //! so the watchdog can tell which class (and, through the registry id, which route) a backend
-//! serves, and whether it belongs to another instance.
+//! serves, and whether it belongs to another instance. This file is the codec; what events
+//! say about a backend is in [`describe`](super::describe).
 
-use super::activity::Backend;
-use super::fingerprint;
-use crate::events::BackendInfo;
-use crate::guard::GuardInner;
-use crate::Criticality;
+use crate::criticality::Criticality;
 
 /// The tag of the connection with registry id `id`, acquired as `class`.
 pub(crate) fn tag(prefix: &str, class: Criticality, id: u64) -> String {
@@ -30,55 +27,6 @@ pub(crate) fn parse(prefix: &str, application: &str) -> Option<(Criticality, u64
     let (class, id) = rest.split_once(':')?;
     let class = Criticality::ALL.into_iter().find(|c| c.as_str() == class)?;
     Some((class, id.parse().ok()?))
-}
-
-/// The instance of this guard's service that `backend` belongs to, when it is another one.
-fn other_instance(backend: &Backend, inner: &GuardInner) -> Option<String> {
-    let identity = inner.identity.as_ref()?;
-    let instance = identity.instance_of(backend.application.as_deref()?)?;
-    (instance != identity.instance()).then(|| instance.to_string())
-}
-
-/// What events say about `backend`: its class and route when tagged, whether it is another
-/// instance's, its query's fingerprint. Another instance's registry ids are not ours, so its
-/// route stays unknown.
-pub(crate) fn describe(backend: &Backend, inner: &GuardInner) -> BackendInfo {
-    let other = other_instance(backend, inner);
-    let app = backend.application.as_deref();
-    let (tagged, route) = match (&other, inner.tag_prefix.get(), app) {
-        (Some(instance), _, Some(app)) => {
-            let service = inner.identity.as_ref().map(|i| i.service()).unwrap_or("");
-            (parse(&format!("{service}:{instance}"), app), None)
-        }
-        (None, Some(prefix), Some(app)) => {
-            let tagged = parse(prefix, app);
-            let route = tagged
-                .and_then(|(_, id)| inner.held_route(id))
-                .and_then(|(route, _)| route)
-                .map(|r| r.to_string());
-            (tagged, route)
-        }
-        _ => (None, None),
-    };
-    BackendInfo {
-        pid: backend.pid,
-        role: backend.role.clone(),
-        application: backend.application.clone(),
-        class: tagged.map(|(c, _)| c),
-        route,
-        other_instance: other,
-        fingerprint: fingerprint(&backend.query),
-    }
-}
-
-/// The class of a tagged backend (of this instance or, in a wider scope, another one).
-pub(crate) fn class_of(backend: &Backend, inner: &GuardInner) -> Option<Criticality> {
-    let app = backend.application.as_deref()?;
-    if let Some(instance) = other_instance(backend, inner) {
-        let service = inner.identity.as_ref()?.service();
-        return parse(&format!("{service}:{instance}"), app).map(|(c, _)| c);
-    }
-    parse(inner.tag_prefix.get()?, app).map(|(c, _)| c)
 }
 
 #[cfg(test)]

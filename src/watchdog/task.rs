@@ -3,19 +3,19 @@
 //!
 //! A watchdog query that times out (a stalled network, a server that stopped answering) ends
 //! the connection: the next interval reconnects, instead of asking a dead connection again
-//! forever. Meanwhile the server reading is held, marked stale (see [`headroom`]).
+//! forever. Meanwhile the server reading is held, marked stale (see [`server_use`]).
 
 use super::activity::Selector;
-use super::headroom::{self, PressureAlarm, Unreadable};
 use super::killer::SlowQueryKiller;
 use super::reaper::IdleReaper;
 use super::replicas::Replicas;
-use super::resize::{self, ResizeInput, Resizer};
+use super::server_use::{self, PressureAlarm, Unreadable};
+use super::watched::WatchedGuard;
 use super::WatchdogConfig;
 use crate::events::{Event, EventKind};
-use crate::guard::{GuardInner, WeakInner};
+use crate::resize::{ResizeInput, Resizer};
 use crate::tls::TlsConnector;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -26,7 +26,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Everything one watchdog keeps between intervals.
 #[derive(Debug)]
 pub(crate) struct Runner {
-    pub(crate) guard: WeakInner,
+    pub(crate) guard: Weak<dyn WatchedGuard>,
     pub(crate) config: WatchdogConfig,
     pub(crate) pg: tokio_postgres::Config,
     pub(crate) selector: Selector,
@@ -42,7 +42,7 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub(crate) fn new(
-        guard: WeakInner,
+        guard: Weak<dyn WatchedGuard>,
         config: WatchdogConfig,
         pg: tokio_postgres::Config,
         selector: Selector,
@@ -82,16 +82,16 @@ impl Runner {
                     continue;
                 }
             }
-            let Some(inner) = self.guard.upgrade() else {
+            let Some(guard) = self.guard.upgrade() else {
                 return;
             };
-            self.report_leaks(&inner);
+            self.report_leaks(&*guard);
             if client.as_ref().is_none_or(Client::is_closed) {
                 if client.take().is_some() {
                     tracing::warn!(target: "poolguard::watchdog", "lost its connection; reconnecting");
                     self.lost();
                     self.alarm.unreadable(
-                        &inner,
+                        &guard,
                         Unreadable::Unreachable,
                         "its connection was lost",
                     );
@@ -112,7 +112,7 @@ impl Runner {
                         } else {
                             Unreadable::Unreachable
                         };
-                        self.alarm.unreadable(&inner, why, &e.text);
+                        self.alarm.unreadable(&guard, why, &e.text);
                         next_attempt = Instant::now() + backoff;
                         backoff = (backoff * 2).min(self.config.reconnect_backoff_max);
                         continue;
@@ -120,7 +120,7 @@ impl Runner {
                 }
             }
             let c = client.as_ref().expect("connected above");
-            let check = tokio::time::timeout(self.config.query_timeout * 3, self.tick(&inner, c));
+            let check = tokio::time::timeout(self.config.query_timeout * 3, self.tick(&guard, c));
             let failure = match check.await {
                 Ok(Ok(())) => continue,
                 Ok(Err(TickError::Query(e))) => {
@@ -141,11 +141,11 @@ impl Runner {
             client = None;
             self.lost();
             self.alarm
-                .unreadable(&inner, Unreadable::Unreachable, &failure);
+                .unreadable(&guard, Unreadable::Unreachable, &failure);
             next_attempt = Instant::now();
         }
-        if let Some(inner) = self.guard.upgrade() {
-            self.alarm.clear(&inner);
+        if let Some(guard) = self.guard.upgrade() {
+            self.alarm.clear(&guard);
         }
     }
 
@@ -173,60 +173,67 @@ impl Runner {
 
     /// Forgets what depended on the lost connection: the replica's leadership (its
     /// advisory lock was held by that session). The server reading is held, not forgotten
-    /// (see [`headroom`]), and the killer keeps what it cancelled.
+    /// (see [`server_use`]), and the killer keeps what it cancelled.
     fn lost(&mut self) {
         if let Some(replicas) = &mut self.replicas {
             replicas.lost();
         }
     }
 
-    fn report_leaks(&self, inner: &GuardInner) {
-        for leak in inner.take_leaks(self.config.leak_after) {
-            inner.events.publish(Event::now(EventKind::ConnectionLeak {
-                class: leak.class,
-                route: leak.route.map(|r| r.to_string()),
-                user: leak.user.map(|u| u.as_str().to_string()),
-                held: leak.held,
-            }));
+    fn report_leaks(&self, guard: &dyn WatchedGuard) {
+        for leak in guard.take_leaks(self.config.leak_after) {
+            guard
+                .events()
+                .publish(Event::now(EventKind::ConnectionLeak {
+                    class: leak.class,
+                    route: leak.route.map(|r| r.to_string()),
+                    user: leak.user,
+                    held: leak.held,
+                }));
         }
     }
 
-    /// One pass: server headroom, slow queries, idle transactions, resize. The killer and the
+    /// One pass: server use, slow queries, idle transactions, resize. The killer and the
     /// reaper each have their own budget of `max_kills_per_interval`, so a storm of slow
     /// queries never starves the reaping of idle transactions.
-    async fn tick(&mut self, inner: &Arc<GuardInner>, client: &Client) -> Result<(), TickError> {
+    async fn tick(
+        &mut self,
+        guard: &Arc<dyn WatchedGuard>,
+        client: &Client,
+    ) -> Result<(), TickError> {
         let limit = self.config.query_timeout;
-        let h = tokio::time::timeout(limit, headroom::read(client))
+        let h = tokio::time::timeout(limit, server_use::read(client))
             .await
             .map_err(|_| TickError::TimedOut("the server reading"))??;
         let announce = self.replicas.as_ref().is_none_or(Replicas::announces);
-        self.alarm.publish(inner, h, announce);
+        self.alarm.publish(guard, h, announce);
         let backends = tokio::time::timeout(limit, self.selector.scan(client))
             .await
             .map_err(|_| TickError::TimedOut("the pg_stat_activity scan"))??;
         let mut budget = self.config.max_kills_per_interval;
         if let Some(replicas) = &mut self.replicas {
-            budget = replicas.tick(client, inner, &self.config, &h).await?;
+            budget = replicas.tick(client, guard, &self.config, &h).await?;
         }
         let mut kill_budget = budget;
         self.killer
-            .tick(client, inner, &self.config, &backends, &mut kill_budget)
+            .tick(client, &**guard, &self.config, &backends, &mut kill_budget)
             .await;
         let mut reap_budget = budget;
         self.reaper
-            .tick(client, inner, &self.config, &backends, &mut reap_budget)
+            .tick(client, &**guard, &self.config, &backends, &mut reap_budget)
             .await;
         if let Some(resizer) = &mut self.resizer {
-            let s = inner.status();
+            let pool = guard.pool_figures();
             let input = ResizeInput {
-                current: s.max_size,
-                open: s.size,
-                waiting: s.queued + s.pool_waiting,
-                level: s.level,
-                headroom: h,
+                current: pool.max_size,
+                open: pool.open,
+                waiting: pool.waiting,
+                level: pool.level,
+                server_used: h.used,
+                server_usable: h.usable,
             };
             if let Some((to, reason)) = resizer.decide(&self.config.resize, &input) {
-                resize::apply(inner, s.max_size, to, reason);
+                Arc::clone(guard).resize_pool(pool.max_size, to, reason);
             }
         }
         Ok(())

@@ -246,7 +246,7 @@ impl Rig {
             query_deadline: Some(options.query_deadline),
             ..options.config.clone()
         };
-        let guard = Guard::connect(target, &pool_options)
+        let guard = Guard::builder_for(target, &pool_options)
             .unwrap()
             .config(config)
             .build()

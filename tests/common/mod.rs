@@ -40,7 +40,7 @@ pub async fn guard(cluster: &TestCluster, max_size: usize, config: GuardConfig) 
 
 /// A guard with explicit pool options.
 pub async fn guard_with(cluster: &TestCluster, options: PoolOptions, config: GuardConfig) -> Guard {
-    Guard::connect(cluster.pg_config(), &options)
+    Guard::builder_for(cluster.pg_config(), &options)
         .expect("pool options are valid")
         .config(config)
         .build()

@@ -347,7 +347,7 @@ fn non_critical_waits_out_a_full_server_and_comes_back_on_a_ramp() {
     let t1 = t0 + Duration::from_millis(600);
     started += s.observe(t1).grants.len();
     assert_eq!(s.level(), Level::Warning);
-    assert_eq!(s.breaker(t1), BreakerState::Open);
+    assert_eq!(s.breaker(t1), NonCriticalGate::Deferred);
     assert_eq!(started, 1);
     // Halfway through the ramp: 55 % of the budget (15 once a report runs and the server's
     // share is its own), then all 16.

@@ -1,8 +1,8 @@
 //! The local limiter that answers while Redis is unavailable: the guard's limits divided by
 //! the number of live replicas, so N replicas together still stay near the shared limit.
 
+use crate::config::UserLimits;
 use crate::limit::UserLimiter;
-use crate::UserLimits;
 use std::sync::{Arc, Mutex};
 
 /// `limits` / `replicas`, each figure at least 1.

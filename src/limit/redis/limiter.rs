@@ -6,13 +6,14 @@ use super::precheck::{PreCheck, Refusal};
 use super::script::{self, Verdict};
 use super::stats::{Counters, SharedLimitStats};
 use super::RedisLimits;
+use crate::config::BuildError;
+use crate::config::UserLimits;
+use crate::criticality::Criticality;
 use crate::events::{Event, EventBus, EventKind, Severity};
-use crate::guard::GuardInner;
 use crate::limit::check::{LimitCheck, UserPermit};
 use crate::limit::UserKey;
-use crate::metrics::Outcome;
+use crate::monitor::Level;
 use crate::rejection::{Rejection, RejectionKind};
-use crate::{BuildError, Criticality, Guard, Level, UserLimits};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -60,7 +61,7 @@ pub(crate) struct SharedPermit {
     member: String,
 }
 
-/// The handle [`Guard::share_limits`] returns: figures about the shared limits.
+/// The handle [`Guard::share_limits`](crate::Guard::share_limits) returns: figures about the shared limits.
 #[derive(Debug, Clone)]
 pub struct SharedLimits {
     limiter: Arc<RedisLimiter>,
@@ -78,22 +79,28 @@ impl SharedLimits {
     }
 }
 
-impl Guard {
-    /// Moves this guard's per-user limits ([`UserLimits`] of its config) into Redis, shared
-    /// with every replica using the same [`RedisLimits::url`] and
-    /// [`key_prefix`](RedisLimits::key_prefix); see [`crate::limit::redis`]. Waits up to a
-    /// second for a first heartbeat (connecting); when Redis cannot be reached the guard starts on the
-    /// local fallback (with an event) and switches over once it can. Fails when the
-    /// settings are invalid or the limits are already shared.
-    pub async fn share_limits(&self, config: RedisLimits) -> Result<SharedLimits, BuildError> {
+impl SharedLimits {
+    /// The handle over a started limiter.
+    pub(crate) fn over(limiter: Arc<RedisLimiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl RedisLimiter {
+    /// A limiter for `limits` shared through Redis as `config` says, publishing on `events`;
+    /// not started (see [`start`](Self::start)). Fails when the settings are invalid.
+    pub(crate) fn new(
+        config: RedisLimits,
+        limits: UserLimits,
+        events: EventBus,
+    ) -> Result<Arc<Self>, BuildError> {
         config.validate()?;
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| BuildError::field("redis.url", e.to_string()))?;
-        let inner = &self.inner;
         let fallback_instances = config.fallback_instances;
-        let limiter = Arc::new(RedisLimiter {
-            limits: inner.config.limits.clone(),
-            fallback: Fallback::new(inner.config.limits.clone(), fallback_instances),
+        Ok(Arc::new(RedisLimiter {
+            fallback: Fallback::new(limits.clone(), fallback_instances),
+            limits,
             client,
             connection: OnceLock::new(),
             check_script: redis::Script::new(script::CHECK),
@@ -104,21 +111,16 @@ impl Guard {
             precheck: PreCheck::new(),
             counters: Counters::default(),
             sequence: AtomicU64::new(0),
-            events: inner.events.clone(),
+            events,
             config,
-        });
-        inner
-            .shared_limits
-            .set(limiter.clone())
-            .map_err(|_| BuildError::field("redis", "the limits are already shared"))?;
-        limiter.beat(FIRST_BEAT_TIMEOUT).await;
-        tokio::spawn(super::heartbeat::run(Arc::downgrade(&limiter)));
-        Ok(SharedLimits { limiter })
+        }))
     }
 
-    /// The shared limits' figures, when [`share_limits`](Self::share_limits) was called.
-    pub fn shared_limit_stats(&self) -> Option<SharedLimitStats> {
-        self.inner.shared_limits.get().map(|l| l.stats())
+    /// Waits up to a second for a first heartbeat (connecting), then keeps beating in a task
+    /// that ends with the limiter.
+    pub(crate) async fn start(self: &Arc<Self>) {
+        self.beat(FIRST_BEAT_TIMEOUT).await;
+        tokio::spawn(super::heartbeat::run(Arc::downgrade(self)));
     }
 }
 
@@ -139,13 +141,14 @@ impl RedisLimiter {
     }
 
     /// Checks one request of `key`: the pre-check, then the fallback while Redis is
-    /// unavailable, else a bounded round trip.
+    /// unavailable, else a bounded round trip, after which `refused_after_round_trip` runs
+    /// if Redis refused.
     pub(crate) fn check(
         self: &Arc<Self>,
-        inner: &Arc<GuardInner>,
         key: &UserKey,
         level: Level,
         class: Criticality,
+        refused_after_round_trip: impl FnOnce() + Send + 'static,
     ) -> LimitCheck {
         let tight = level != Level::Normal;
         let cap = if tight {
@@ -161,12 +164,11 @@ impl RedisLimiter {
             return LimitCheck::Ready(self.local(key, level, class));
         }
         let this = self.clone();
-        let inner = inner.clone();
         let key = key.clone();
         LimitCheck::Pending(Box::pin(async move {
             let verdict = this.ask(&key, tight, cap, level, class).await;
             if verdict.is_err() {
-                inner.count(class, Outcome::RateLimited);
+                refused_after_round_trip();
             }
             verdict
         }))

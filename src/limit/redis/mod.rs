@@ -37,11 +37,11 @@ pub use limiter::SharedLimits;
 pub(crate) use limiter::{RedisLimiter, SharedPermit};
 pub use stats::SharedLimitStats;
 
-use crate::BuildError;
+use crate::config::BuildError;
 use std::time::Duration;
 
 /// Where and how the shared limits live in Redis. The quotas themselves are the guard's
-/// [`UserLimits`](crate::UserLimits).
+/// [`UserLimits`](crate::config::UserLimits).
 ///
 /// | field | default |
 /// | --- | --- |

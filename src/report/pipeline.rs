@@ -1,9 +1,10 @@
-//! The background task that turns the event bus into stored (and reported) incidents.
+//! The background task that turns the event bus into stored (and reported) incidents: it
+//! wires the incident tracker and store to the bus, and hands closed incidents to the
+//! [`Reporter`].
 
-use super::store::IncidentStore;
-use super::tracker::{IncidentTracker, DEFAULT_QUIET_PERIOD};
+use super::reporter::Reporter;
 use crate::events::EventBus;
-use crate::report::Reporter;
+use crate::incident::{IncidentStore, IncidentTracker, DEFAULT_QUIET_PERIOD};
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 
@@ -36,7 +37,8 @@ pub fn spawn_incident_pipeline(
 ///
 /// ```no_run
 /// use poolguard::events::EventBus;
-/// use poolguard::incident::{spawn_incident_pipeline_with, IncidentStore, IncidentTracker};
+/// use poolguard::incident::{IncidentStore, IncidentTracker};
+/// use poolguard::report::spawn_incident_pipeline_with;
 /// use std::time::Duration;
 ///
 /// # async fn run() {

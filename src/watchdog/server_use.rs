@@ -1,4 +1,4 @@
-//! Server-wide headroom: client connections in use on the whole server against the number
+//! Server-wide connection use: client connections in use on the whole server against the number
 //! ordinary roles may open, fed into the guard's level so a calm pool still escalates when
 //! another process fills the server.
 //!
@@ -9,8 +9,8 @@
 //! connection because it is full (SQLSTATE 53300), the reading moves to full. The level
 //! therefore never falls to Normal for want of a reading while the server is still full.
 
+use super::watched::WatchedGuard;
 use crate::events::{Event, EventKind, Severity};
-use crate::guard::GuardInner;
 use crate::metrics::{SERVER_CONNECTIONS, SERVER_MAX_CONNECTIONS, SERVER_READING_STALE};
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 /// Connections in use on the whole server, read by the watchdog each interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ServerHeadroom {
+pub struct ServerUse {
     /// Client backends connected to the server (every database, role and application).
     pub used: u32,
     /// `max_connections` less `superuser_reserved_connections` and, from PostgreSQL 16,
@@ -34,7 +34,7 @@ pub struct ServerHeadroom {
     pub stale: bool,
 }
 
-impl ServerHeadroom {
+impl ServerUse {
     /// Connections still free for ordinary roles.
     pub fn free(&self) -> u32 {
         self.usable.saturating_sub(self.used)
@@ -43,7 +43,7 @@ impl ServerHeadroom {
 
 /// Reads the server's connection count and limits. `reserved_connections` is read with
 /// `missing_ok`, so servers before PostgreSQL 16 count it as zero.
-pub(crate) async fn read(client: &Client) -> Result<ServerHeadroom, tokio_postgres::Error> {
+pub(crate) async fn read(client: &Client) -> Result<ServerUse, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT (SELECT count(*) FROM pg_stat_activity \
@@ -58,7 +58,7 @@ pub(crate) async fn read(client: &Client) -> Result<ServerHeadroom, tokio_postgr
         (row.get(0), row.get(1), row.get(2), row.get(3));
     let usable = (max - su - reserved).max(1);
     let to_u32 = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
-    Ok(ServerHeadroom {
+    Ok(ServerUse {
         used: to_u32(used),
         usable: to_u32(usable),
         utilization: (used as f64 / usable as f64).clamp(0.0, 1.0),
@@ -90,38 +90,46 @@ pub(crate) struct PressureAlarm {
 impl PressureAlarm {
     /// Publishes the reading: stores it on the guard, feeds the level, sets the gauges; the
     /// event only when `announce` (one replica of a service speaks for the server).
-    pub(crate) fn publish(&mut self, inner: &Arc<GuardInner>, h: ServerHeadroom, announce: bool) {
+    pub(crate) fn publish(&mut self, guard: &Arc<dyn WatchedGuard>, h: ServerUse, announce: bool) {
         if self.stale.take().is_some() {
             tracing::info!(target: "poolguard::watchdog", used = h.used, usable = h.usable, "server reading fresh again");
         }
-        self.store(inner, h);
-        if announce && !self.raised && h.utilization >= inner.config.warning_utilization {
+        self.store(guard, h);
+        let (raise_at, clear_below) = guard.server_pressure_bounds();
+        if announce && !self.raised && h.utilization >= raise_at {
             self.raised = true;
-            inner.events.publish(Event::now(EventKind::ServerPressure {
-                used: h.used,
-                usable: h.usable,
-                utilization: h.utilization,
-            }));
-        } else if self.raised && h.utilization < inner.config.warning_recovery {
+            guard
+                .events()
+                .publish(Event::now(EventKind::ServerPressure {
+                    used: h.used,
+                    usable: h.usable,
+                    utilization: h.utilization,
+                }));
+        } else if self.raised && h.utilization < clear_below {
             self.raised = false;
         }
     }
 
-    fn store(&self, inner: &Arc<GuardInner>, h: ServerHeadroom) {
-        *inner.headroom.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    fn store(&self, guard: &Arc<dyn WatchedGuard>, h: ServerUse) {
+        guard.replace_server_use(Some(h));
         metrics::gauge!(SERVER_CONNECTIONS).set(f64::from(h.used));
         metrics::gauge!(SERVER_MAX_CONNECTIONS).set(f64::from(h.usable));
         metrics::gauge!(SERVER_READING_STALE).set(if h.stale { 1.0 } else { 0.0 });
-        inner.set_server_utilization(h.utilization);
+        Arc::clone(guard).report_server_utilization(h.utilization);
     }
 
     /// The server cannot be read: hold the last reading (or raise it to full when the server
     /// said it is full), mark it stale, and say so once per episode.
-    pub(crate) fn unreadable(&mut self, inner: &Arc<GuardInner>, why: Unreadable, detail: &str) {
-        let last = *inner.headroom.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn unreadable(
+        &mut self,
+        guard: &Arc<dyn WatchedGuard>,
+        why: Unreadable,
+        detail: &str,
+    ) {
+        let last = guard.server_use();
         let held = match (last, why) {
-            (Some(h), Unreadable::Unreachable) => Some(ServerHeadroom { stale: true, ..h }),
-            (Some(h), Unreadable::Full) => Some(ServerHeadroom {
+            (Some(h), Unreadable::Unreachable) => Some(ServerUse { stale: true, ..h }),
+            (Some(h), Unreadable::Full) => Some(ServerUse {
                 used: h.used.max(h.usable),
                 utilization: 1.0,
                 stale: true,
@@ -130,13 +138,13 @@ impl PressureAlarm {
             (None, Unreadable::Unreachable) => None,
             // Never read, but the server says it is full: that is a reading.
             (None, Unreadable::Full) => {
-                inner.set_server_utilization(1.0);
+                Arc::clone(guard).report_server_utilization(1.0);
                 metrics::gauge!(SERVER_READING_STALE).set(1.0);
                 None
             }
         };
         if let Some(h) = held {
-            self.store(inner, h);
+            self.store(guard, h);
         }
         // Once per episode, and again if it turns out the server is full.
         if self.stale == Some(why) || self.stale == Some(Unreadable::Full) {
@@ -160,7 +168,7 @@ impl PressureAlarm {
             (None, Unreadable::Unreachable) => "no reading yet".into(),
         };
         tracing::warn!(target: "poolguard::watchdog", detail, "server reading stale");
-        inner.events.publish(Event::now(EventKind::Custom {
+        guard.events().publish(Event::now(EventKind::Custom {
             name: "server_reading_stale".into(),
             severity: Severity::Warning,
             message: format!(
@@ -170,15 +178,10 @@ impl PressureAlarm {
     }
 
     /// The watchdog stops: withdraw its reading, so it does not hold the level up.
-    pub(crate) fn clear(&mut self, inner: &Arc<GuardInner>) {
-        let had = inner
-            .headroom
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .is_some();
+    pub(crate) fn clear(&mut self, guard: &Arc<dyn WatchedGuard>) {
+        let had = guard.replace_server_use(None).is_some();
         if had || self.stale.is_some() {
-            inner.set_server_utilization(0.0);
+            Arc::clone(guard).report_server_utilization(0.0);
         }
         metrics::gauge!(SERVER_READING_STALE).set(0.0);
         self.raised = false;

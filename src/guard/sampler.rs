@@ -2,8 +2,8 @@
 //! the level step down once the dwell time has passed, keeps gauges fresh, emits request
 //! summaries and runs limiter housekeeping.
 
-use crate::guard::WeakInner;
-use std::time::{Duration, Instant};
+use super::inner::WeakInner;
+use std::time::Duration;
 
 /// How often a requests summary event may be emitted.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
@@ -18,14 +18,14 @@ pub(crate) async fn run_sampler(guard: WeakInner) {
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_summary = Instant::now();
-    let mut last_housekeeping = Instant::now();
+    let mut last_summary = crate::clock::now();
+    let mut last_housekeeping = crate::clock::now();
     loop {
         ticker.tick().await;
         let Some(inner) = guard.upgrade() else {
             return;
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         inner.sample();
         if now.duration_since(last_summary) >= SUMMARY_EVERY {
             inner.summarize(now.duration_since(last_summary));

@@ -1,12 +1,9 @@
-//! Pool auto-resize: grow by a step under sustained waiting while the server has room, shrink
-//! back toward the original size once the pressure is over.
+//! [`Resizer`]: the auto-resize decision, pure (the caller passes each interval's figures and
+//! applies the answer).
 
 use super::config::AutoResize;
-use super::ServerHeadroom;
-use crate::events::{Event, EventKind, ResizeReason};
-use crate::guard::GuardInner;
-use crate::Level;
-use std::sync::Arc;
+use crate::events::ResizeReason;
+use crate::monitor::Level;
 
 /// What one interval looked like.
 #[derive(Debug, Clone, Copy)]
@@ -19,8 +16,10 @@ pub(crate) struct ResizeInput {
     pub(crate) waiting: usize,
     /// The guard's level.
     pub(crate) level: Level,
-    /// The server's connections.
-    pub(crate) headroom: ServerHeadroom,
+    /// Client connections on the whole server (every database, role and application).
+    pub(crate) server_used: u32,
+    /// What ordinary roles may open on the server.
+    pub(crate) server_usable: u32,
 }
 
 /// Counts consecutive intervals and decides on resizes.
@@ -43,9 +42,8 @@ impl Resizer {
     /// The size the server allows this pool: usable, less what everyone else holds, less the
     /// margin.
     fn server_limit(cfg: &AutoResize, input: &ResizeInput) -> usize {
-        let h = &input.headroom;
-        let others = (h.used as usize).saturating_sub(input.open);
-        (h.usable as usize)
+        let others = (input.server_used as usize).saturating_sub(input.open);
+        (input.server_usable as usize)
             .saturating_sub(others)
             .saturating_sub(cfg.margin as usize)
     }
@@ -90,19 +88,9 @@ impl Resizer {
     }
 }
 
-/// Resizes the pool and the guard's slot count, and says so.
-pub(crate) fn apply(inner: &Arc<GuardInner>, from: usize, to: usize, reason: ResizeReason) {
-    inner.pool.resize(to);
-    inner.set_max_size(to);
-    inner
-        .events
-        .publish(Event::now(EventKind::PoolResized { from, to, reason }));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn input(current: usize, waiting: usize, used: u32, usable: u32) -> ResizeInput {
         ResizeInput {
@@ -114,13 +102,8 @@ mod tests {
             } else {
                 Level::Normal
             },
-            headroom: ServerHeadroom {
-                used,
-                usable,
-                utilization: f64::from(used) / f64::from(usable),
-                sampled_at: SystemTime::now(),
-                stale: false,
-            },
+            server_used: used,
+            server_usable: usable,
         }
     }
 

@@ -1,0 +1,42 @@
+//! [`SlotOwner`]: what a held slot and the connection on it need from the guard that granted
+//! them. The guard implements it; admission depends on this trait, never on the guard.
+
+use crate::config::GuardConfig;
+use crate::criticality::Criticality;
+use crate::events::EventBus;
+use crate::limit::UserKey;
+use crate::metrics::GuardMetrics;
+use crate::tls::TlsConnector;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a slot goes back, where the connection on it is registered, and what it counts and
+/// publishes.
+pub(crate) trait SlotOwner: Send + Sync + fmt::Debug {
+    /// A slot of `class` came back, held for `held` when a connection was handed out on it,
+    /// with that connection's registry id.
+    fn release_slot(self: Arc<Self>, class: Criticality, held: Option<Duration>, id: Option<u64>);
+    /// Records a connection handed out at `now`; returns its registry id.
+    fn register_held(
+        &self,
+        class: Criticality,
+        route: Option<Arc<str>>,
+        user: Option<UserKey>,
+        now: Instant,
+    ) -> u64;
+    /// Records how long a connection of `class` was held.
+    fn note_hold_time(&self, class: Criticality, held: Duration);
+    /// Counts and reports a query stopped by `statement_timeout`.
+    fn note_statement_timeout(&self, class: Criticality, route: Option<Arc<str>>);
+    /// The guard's metric handles.
+    fn metrics(&self) -> &GuardMetrics;
+    /// The guard's event bus.
+    fn events(&self) -> &EventBus;
+    /// The guard's configuration.
+    fn config(&self) -> &GuardConfig;
+    /// The settings cancel requests connect with, when the guard knows them.
+    fn direct(&self) -> Option<&tokio_postgres::Config>;
+    /// The TLS connector cancel requests use.
+    fn tls(&self) -> &TlsConnector;
+}

@@ -1,0 +1,103 @@
+//! When a refused caller should come back: the newcomer estimates the last change published,
+//! bounded jitter, and returns booked one start interval apart.
+
+use super::inner::{GuardInner, UNKNOWN};
+use crate::controller::RetryJitter;
+use crate::criticality::Criticality;
+use crate::rejection::{Rejection, RejectionKind};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The `Retry-After` of a refusal when nothing better is known.
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` ever sent.
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+impl GuardInner {
+    /// When a newcomer of `class` can expect to start, from the last change; `None` before
+    /// anything was measured.
+    pub(crate) fn estimate(&self, class: Criticality) -> Option<Duration> {
+        match self.estimates[class.index()].load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// A refusal answered at once when a request of `class` could not start before
+    /// `deadline` (`None` when it can, or when nothing was measured yet). No lock.
+    pub(crate) fn deadline_refusal(
+        &self,
+        class: Criticality,
+        deadline: Instant,
+        now: Instant,
+    ) -> Option<Rejection> {
+        let estimate = self.estimate(class)?;
+        let allowed = deadline.saturating_duration_since(now);
+        (estimate > allowed).then(|| {
+            let wait = self.jittered(estimate.saturating_sub(allowed), estimate);
+            Rejection {
+                kind: RejectionKind::Shed,
+                class,
+                retry_after: self.book_return(class, wait),
+            }
+        })
+    }
+
+    /// Books the return of a caller of `class` told to wait at least `wait`: its turn is the
+    /// later of `now + wait` and one start interval after the last booked return. Returns
+    /// how long it should wait (never more than a minute).
+    pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
+        let slot = &self.returns[class.index()];
+        let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
+        let now = crate::clock::now()
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
+        let earliest = now + wait.as_micros() as u64;
+        let mut current = slot.load(Ordering::Relaxed);
+        loop {
+            let at = earliest
+                .max(current)
+                .min(now + MAX_RETRY.as_micros() as u64);
+            match slot.compare_exchange_weak(
+                current,
+                at + interval,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Duration::from_micros(at - now),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// `wait` with the jitter bounded by `estimate`, from a counter spread by a
+    /// multiplicative hash.
+    fn jittered(&self, wait: Duration, estimate: Duration) -> Duration {
+        let n = self.jitter_seq.fetch_add(1, Ordering::Relaxed);
+        let random = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        RetryJitter::spread_wait(wait, estimate, random).min(MAX_RETRY)
+    }
+
+    /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate and
+    /// a booked return.
+    pub(crate) fn rejection(&self, kind: RejectionKind, class: Criticality) -> Rejection {
+        Rejection {
+            kind,
+            class,
+            retry_after: self.book_return(class, self.retry_after_for(kind, class)),
+        }
+    }
+
+    fn retry_after_for(&self, kind: RejectionKind, class: Criticality) -> Duration {
+        let estimate = self.estimate(class).unwrap_or(DEFAULT_RETRY);
+        let estimate = match kind {
+            RejectionKind::PoolUnavailable => estimate.max(DEFAULT_RETRY),
+            _ => estimate,
+        };
+        self.jittered(estimate, estimate)
+    }
+
+    pub(crate) fn retry_after(&self, kind: RejectionKind) -> Duration {
+        self.retry_after_for(kind, Criticality::NonCritical)
+    }
+}

@@ -1,0 +1,56 @@
+//! The guard as the [`SlotOwner`] of the slots it grants.
+
+use super::inner::GuardInner;
+use crate::admission::SlotOwner;
+use crate::config::GuardConfig;
+use crate::criticality::Criticality;
+use crate::events::EventBus;
+use crate::limit::UserKey;
+use crate::metrics::GuardMetrics;
+use crate::tls::TlsConnector;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl SlotOwner for GuardInner {
+    fn release_slot(self: Arc<Self>, class: Criticality, held: Option<Duration>, id: Option<u64>) {
+        GuardInner::release_slot(&self, class, held, id);
+    }
+
+    fn register_held(
+        &self,
+        class: Criticality,
+        route: Option<Arc<str>>,
+        user: Option<UserKey>,
+        now: Instant,
+    ) -> u64 {
+        GuardInner::register_held(self, class, route, user, now)
+    }
+
+    fn note_hold_time(&self, class: Criticality, held: Duration) {
+        GuardInner::note_hold_time(self, class, held);
+    }
+
+    fn note_statement_timeout(&self, class: Criticality, route: Option<Arc<str>>) {
+        GuardInner::note_statement_timeout(self, class, route);
+    }
+
+    fn metrics(&self) -> &GuardMetrics {
+        &self.metrics
+    }
+
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    fn direct(&self) -> Option<&tokio_postgres::Config> {
+        self.direct.as_ref()
+    }
+
+    fn tls(&self) -> &TlsConnector {
+        &self.tls
+    }
+}
