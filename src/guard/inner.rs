@@ -203,7 +203,6 @@ impl GuardInner {
             ((), s.observe(now))
         });
     }
-
 }
 
 /// Lets the sampler hold the guard weakly.

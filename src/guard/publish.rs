@@ -25,7 +25,12 @@ impl GuardInner {
     }
 
     /// Carries out what a state change decided, outside the lock.
-    pub(super) fn apply(self: &Arc<Self>, effects: Effects, breaker: Option<NonCriticalGate>, now: Instant) {
+    pub(super) fn apply(
+        self: &Arc<Self>,
+        effects: Effects,
+        breaker: Option<NonCriticalGate>,
+        now: Instant,
+    ) {
         for waiter in effects.grants {
             // If the caller is gone the permit comes back and its drop releases the slot.
             let _ = waiter
@@ -96,4 +101,3 @@ impl GuardInner {
         self.limits.housekeeping();
     }
 }
-
