@@ -15,23 +15,16 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use poolguard::monitor::{LevelMachine, Pressure, Thresholds};
 use poolguard::testing::TestCluster;
-use poolguard::{
-    AcquireContext, Criticality, Guard, GuardConfig, PoolOptions, RequestContext, UserKey,
-};
+use poolguard::{Criticality, Guard, GuardConfig, PoolOptions, UserKey};
 use std::convert::Infallible;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-type Body = String;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-fn request(user: &str) -> Request<Body> {
-    Request::builder()
-        .uri("/api/auth/session")
-        .header("x-user-id", user)
-        .body(String::new())
-        .unwrap()
-}
+use common::offline::{request, trusted_user_header, with_slot, Body};
 
 async fn ok(_: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(String::new()))
@@ -40,22 +33,10 @@ async fn ok(_: Request<Body>) -> Result<Response<Body>, Infallible> {
 /// A guard whose pool points nowhere: the decision path never touches it.
 fn offline_guard(rt: &tokio::runtime::Runtime) -> Guard {
     let _enter = rt.enter();
-    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-    let config = GuardConfig {
-        limits: poolguard::UserLimits {
-            rate_per_second: 1_000_000_000,
-            burst: 1_000_000_000,
-            tight_rate_per_second: 1_000_000_000,
-            tight_burst: 1_000_000_000,
-            ..Default::default()
-        },
+    common::offline::offline_guard(GuardConfig {
+        limits: common::offline::generous_limits(),
         ..GuardConfig::default()
-    };
-    Guard::builder_for(pg, &PoolOptions::default())
-        .unwrap()
-        .config(config)
-        .build()
-        .unwrap()
+    })
 }
 
 fn layer_path(c: &mut Criterion) {
@@ -190,26 +171,6 @@ async fn futures_warm(guard: &Guard) -> Vec<poolguard::GuardedConn> {
     v
 }
 
-/// The inner service of a guarded route that takes its slot as the `Conn` extractor does:
-/// from the request's context, with its class, user and deadline.
-async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let ctx = req
-        .extensions()
-        .get::<RequestContext>()
-        .expect("under a guard layer");
-    let context = AcquireContext {
-        user: ctx.user.clone(),
-        route: None,
-    };
-    let slot = ctx
-        .guard
-        .admit_slot(ctx.class, context, ctx.deadline)
-        .await
-        .expect("a free pool admits at once");
-    drop(slot);
-    Ok(Response::new(String::new()))
-}
-
 fn whole_decision(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -244,20 +205,7 @@ fn whole_decision(c: &mut Criterion) {
     // A report that may wait a millisecond while the server is full, after one measured
     // hold: answered 503 at once, before its key or quota is looked at.
     let shed_guard = offline_guard(&rt);
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let slot = shed_guard
-            .admit_slot(
-                Criticality::NonCritical,
-                AcquireContext::default(),
-                deadline,
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(slot);
-    });
-    shed_guard.report_server_utilization(1.0);
+    rt.block_on(common::offline::make_reports_hopeless(&shed_guard));
     let mut shed = ServiceBuilder::new()
         .layer(
             shed_guard
@@ -343,11 +291,3 @@ criterion_group! {
     targets = whole_decision, decision_threads, layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);
-
-/// The benchmark's client is the only one: its `x-user-id` header is trusted.
-fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
-    poolguard::limit::DefaultKeyExtractor::trusting_header(
-        http::HeaderName::from_static("x-user-id"),
-        64,
-    )
-}

@@ -131,9 +131,11 @@ fn main() {
         let bare_addr =
             common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
         let guarded_addr = common::serve(
-            Router::new()
-                .route("/q", get(guarded))
-                .route_layer(guard.standard().key_extractor(trusted_user_header())),
+            Router::new().route("/q", get(guarded)).route_layer(
+                guard
+                    .standard()
+                    .key_extractor(common::offline::trusted_user_header()),
+            ),
         )
         .await;
         // Warm both pools.
@@ -191,12 +193,4 @@ fn main() {
         drop(guard);
         drop(cluster);
     });
-}
-
-/// The benchmark's client is the only one: its `x-user-id` header is trusted.
-fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
-    poolguard::limit::DefaultKeyExtractor::trusting_header(
-        http::HeaderName::from_static("x-user-id"),
-        64,
-    )
 }

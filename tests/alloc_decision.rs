@@ -5,8 +5,7 @@
 
 use http::{Request, Response};
 use poolguard::{
-    AcquireContext, Criticality, Guard, GuardConfig, PoolOptions, RequestContext, UserKey,
-    UserLimits,
+    AcquireContext, Criticality, Guard, GuardConfig, RequestContext, UserKey, UserLimits,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -62,15 +61,9 @@ fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (out, ALLOCATIONS.with(Cell::get))
 }
 
-type Body = String;
+mod common;
 
-fn request(user: &str) -> Request<Body> {
-    Request::builder()
-        .uri("/api/auth/session")
-        .header("x-user-id", user)
-        .body(String::new())
-        .unwrap()
-}
+use common::offline::{generous_limits as generous, request, trusted_user_header, Body};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -81,34 +74,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A guard whose pool points nowhere: admission never asks it for a connection.
 fn offline_guard(limits: UserLimits) -> Guard {
-    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-    let config = GuardConfig {
+    common::offline::offline_guard(GuardConfig {
         limits,
         ..GuardConfig::default()
-    };
-    Guard::builder_for(pg, &PoolOptions::default())
-        .unwrap()
-        .config(config)
-        .build()
-        .unwrap()
-}
-
-fn generous() -> UserLimits {
-    UserLimits {
-        rate_per_second: 1_000_000_000,
-        burst: 1_000_000_000,
-        tight_rate_per_second: 1_000_000_000,
-        tight_burst: 1_000_000_000,
-        ..Default::default()
-    }
-}
-
-/// The test's client is the only one: its `x-user-id` header is trusted.
-fn trusted_user_header() -> poolguard::limit::DefaultKeyExtractor {
-    poolguard::limit::DefaultKeyExtractor::trusting_header(
-        http::HeaderName::from_static("x-user-id"),
-        64,
-    )
+    })
 }
 
 static SLOT_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -220,20 +189,7 @@ fn a_shed_answer_allocates_only_its_response() {
     let guard = offline_guard(generous());
     // One measured hold gives non-critical work a drain rate; with the server full, a report
     // that may wait a millisecond cannot start in time and is told so at once.
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let slot = guard
-            .admit_slot(
-                Criticality::NonCritical,
-                AcquireContext::default(),
-                deadline,
-            )
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(slot);
-    });
-    guard.report_server_utilization(1.0);
+    rt.block_on(common::offline::make_reports_hopeless(&guard));
     let mut reports = ServiceBuilder::new()
         .layer(
             guard

@@ -1,18 +1,11 @@
 //! The published level never lags the admission state: a de-escalation and a re-escalation
 //! that race cannot leave a stale level published.
 
+mod common;
+
+use common::offline::unreachable_pool;
 use poolguard::{Guard, GuardConfig};
 use std::time::Duration;
-
-fn unreachable_pool() -> deadpool_postgres::Pool {
-    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(10)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_level_changes_never_leave_a_stale_level_published() {
@@ -22,7 +15,7 @@ async fn racing_level_changes_never_leave_a_stale_level_published() {
         sample_interval: Duration::from_secs(3600),
         ..GuardConfig::default()
     };
-    let guard = Guard::builder(unreachable_pool())
+    let guard = Guard::builder(unreachable_pool(10))
         .config(config)
         .build()
         .unwrap();

@@ -6,18 +6,11 @@
 //! points nowhere: `Guard::admit_slot` runs admission exactly as `acquire` does, without
 //! asking the pool for a connection.
 
+mod common;
+
+use common::offline::unreachable_pool;
 use poolguard::{AcquireContext, Criticality, Error, Guard, GuardConfig, Level, RejectionKind};
 use std::time::{Duration, Instant};
-
-fn unreachable_pool(max_size: usize) -> deadpool_postgres::Pool {
-    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .build()
-        .unwrap()
-}
 
 fn guard(config: GuardConfig) -> Guard {
     Guard::builder(unreachable_pool(20))
@@ -90,10 +83,11 @@ async fn the_level_steps_down_only_after_its_dwell_on_virtual_time() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_waiter_is_answered_exactly_at_its_deadline_on_virtual_time() {
+async fn a_waiter_starves_and_is_answered_at_its_deadline_on_virtual_time() {
     let real = Instant::now();
     let guard = guard(GuardConfig::default());
-    let _all = hold(&guard, Criticality::Critical, 20).await;
+    // 18 of 20: the last 2 are the critical reserve, so a standard request waits (Warning).
+    let _held = hold(&guard, Criticality::Critical, 18).await;
     let asked = now();
     let deadline = asked + Duration::from_secs(45);
     let waiter = guard.clone();
@@ -103,7 +97,11 @@ async fn a_waiter_is_answered_exactly_at_its_deadline_on_virtual_time() {
             .await;
         (r, now())
     });
+    settle().await;
+    assert_eq!(guard.level(), Level::Warning, "one waiter, not yet starving");
+    // Waiting past the starvation bound (200 ms) escalates, by the guard's clock.
     run_for(Duration::from_secs(44)).await;
+    assert_eq!(guard.level(), Level::Critical, "a waiter starving for 44 s");
     assert!(!wait.is_finished(), "still waiting 1 s before its deadline");
     run_for(Duration::from_secs(2)).await;
     let (result, answered) = wait.await.unwrap();
@@ -116,7 +114,7 @@ async fn a_waiter_is_answered_exactly_at_its_deadline_on_virtual_time() {
         waited >= Duration::from_secs(45) && waited < Duration::from_secs(47),
         "answered after {waited:?} of virtual time"
     );
-    // A waiter who waits past the starvation bound escalates the level.
+    // 18 of 20 stays above the 88 % recovery line: Critical holds.
     assert_eq!(guard.level(), Level::Critical);
     assert!(real.elapsed() < Duration::from_secs(10));
 }

@@ -1,0 +1,99 @@
+//! A guard over a pool that points nowhere, and the pieces the decision benchmark and the
+//! allocation and virtual-time tests drive it with. Admission through `Guard::admit_slot`
+//! never asks such a pool for a connection.
+
+use http::{Request, Response};
+use poolguard::limit::DefaultKeyExtractor;
+use poolguard::{AcquireContext, Criticality, Guard, GuardConfig, RequestContext, UserLimits};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The request body of these services.
+pub type Body = String;
+
+/// A pool of `max_size` whose server does not exist.
+pub fn unreachable_pool(max_size: usize) -> deadpool_postgres::Pool {
+    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .unwrap()
+}
+
+/// A guard with `config` over an unreachable pool of 20 (call inside a runtime).
+pub fn offline_guard(config: GuardConfig) -> Guard {
+    Guard::builder(unreachable_pool(20))
+        .config(config)
+        .build()
+        .unwrap()
+}
+
+/// Limits no benchmark or test reaches: what is measured is the check, not a refusal.
+pub fn generous_limits() -> UserLimits {
+    UserLimits {
+        rate_per_second: 1_000_000_000,
+        burst: 1_000_000_000,
+        tight_rate_per_second: 1_000_000_000,
+        tight_burst: 1_000_000_000,
+        ..Default::default()
+    }
+}
+
+/// The client is the only one: its `x-user-id` header is trusted.
+pub fn trusted_user_header() -> DefaultKeyExtractor {
+    DefaultKeyExtractor::trusting_header(http::HeaderName::from_static("x-user-id"), 64)
+}
+
+/// A request to a critical route from `user`.
+pub fn request(user: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/api/auth/session")
+        .header("x-user-id", user)
+        .body(String::new())
+        .unwrap()
+}
+
+/// Slots taken by [`with_slot`] since the start.
+pub static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// The inner service of a guarded route that takes its slot as the `Conn` extractor does:
+/// from the request's context, with its class, user and deadline; released at once.
+pub async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let ctx = req
+        .extensions()
+        .get::<RequestContext>()
+        .expect("under a guard layer");
+    let context = AcquireContext {
+        user: ctx.user.clone(),
+        route: None,
+    };
+    let slot = ctx
+        .guard
+        .admit_slot(ctx.class, context, ctx.deadline)
+        .await
+        .expect("a free pool admits at once");
+    SLOTS_TAKEN.fetch_add(1, Ordering::Relaxed);
+    drop(slot);
+    Ok(Response::new(String::new()))
+}
+
+/// Makes non-critical work of `guard` hopeless for a short deadline: one measured hold gives
+/// it a drain rate, and a full server leaves it no slot, so a report that may wait a
+/// millisecond is answered 503 at once.
+pub async fn make_reports_hopeless(guard: &Guard) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let slot = guard
+        .admit_slot(
+            Criticality::NonCritical,
+            AcquireContext::default(),
+            deadline,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(slot);
+    guard.report_server_utilization(1.0);
+}
