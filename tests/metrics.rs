@@ -2,21 +2,9 @@
 
 mod common;
 
-use common::{cluster, guard};
+use common::{cluster, guard, scrape_value as value};
 use poolguard::{Criticality, GuardConfig};
 use std::time::Duration;
-
-fn value(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("series {series} missing from:\n{scrape}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn scrape_shows_the_known_sequence() {

@@ -3,22 +3,10 @@
 
 mod common;
 
-use common::{cluster, guard_with, pool_options};
+use common::{cluster, guard_with, pool_options, scrape_value as value};
 use poolguard::metrics::otel;
 use poolguard::{Criticality, GuardConfig};
 use std::time::Duration;
-
-fn value(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("series {series} missing from:\n{scrape}"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn otel_names_appear_in_the_scrape_once_enabled() {

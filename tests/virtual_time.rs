@@ -98,7 +98,11 @@ async fn a_waiter_starves_and_is_answered_at_its_deadline_on_virtual_time() {
         (r, now())
     });
     settle().await;
-    assert_eq!(guard.level(), Level::Warning, "one waiter, not yet starving");
+    assert_eq!(
+        guard.level(),
+        Level::Warning,
+        "one waiter, not yet starving"
+    );
     // Waiting past the starvation bound (200 ms) escalates, by the guard's clock.
     run_for(Duration::from_secs(44)).await;
     assert_eq!(guard.level(), Level::Critical, "a waiter starving for 44 s");

@@ -1,6 +1,7 @@
 //! The connection the guard hands out.
 
 use super::abandon::{self, Unfinished};
+use super::tracked::tracked_queries;
 use super::tracker::{QueryState, Tracker};
 use super::{GuardedTransaction, SlotPermit};
 use crate::criticality::Criticality;
@@ -101,71 +102,7 @@ impl GuardedConn {
             route: self.route.as_ref(),
         }
     }
-    /// Runs a statement and returns its rows (tracked; see the type docs).
-    pub async fn query<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker()
-            .run(self.client().query(statement, params))
-            .await
-    }
-
-    /// Runs a statement that returns exactly one row (tracked).
-    pub async fn query_one<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker()
-            .run(self.client().query_one(statement, params))
-            .await
-    }
-
-    /// Runs a statement that returns at most one row (tracked).
-    pub async fn query_opt<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker()
-            .run(self.client().query_opt(statement, params))
-            .await
-    }
-
-    /// Runs a statement and returns the number of rows it touched (tracked).
-    pub async fn execute<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker()
-            .run(self.client().execute(statement, params))
-            .await
-    }
-
-    /// Runs one or more statements without parameters (tracked).
-    pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
-        self.tracker().run(self.client().batch_execute(sql)).await
-    }
-
-    /// Runs statements with the simple query protocol (tracked).
-    pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.tracker().run(self.client().simple_query(sql)).await
-    }
+    tracked_queries!(tracker, client);
 
     /// Opens a transaction whose own query methods are tracked: see [`GuardedTransaction`].
     pub async fn transaction(&mut self) -> Result<GuardedTransaction<'_>, Error> {

@@ -18,6 +18,7 @@ mod permit;
 mod queue;
 mod slots;
 mod state;
+mod tracked;
 mod tracker;
 mod transaction;
 

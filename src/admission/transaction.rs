@@ -1,5 +1,6 @@
 //! A transaction on a guarded connection, with tracked query methods.
 
+use super::tracked::tracked_queries;
 use super::tracker::Tracker;
 use crate::error::Error;
 use std::ops::{Deref, DerefMut};
@@ -40,67 +41,11 @@ impl<'a> GuardedTransaction<'a> {
         self.tx.as_ref().expect("present until commit or rollback")
     }
 
-    /// Runs a statement and returns its rows (tracked).
-    pub async fn query<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker.run(self.tx().query(statement, params)).await
-    }
-
-    /// Runs a statement that returns exactly one row (tracked).
-    pub async fn query_one<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
+    fn tracker(&self) -> Tracker<'a> {
         self.tracker
-            .run(self.tx().query_one(statement, params))
-            .await
     }
 
-    /// Runs a statement that returns at most one row (tracked).
-    pub async fn query_opt<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker
-            .run(self.tx().query_opt(statement, params))
-            .await
-    }
-
-    /// Runs a statement and returns the number of rows it touched (tracked).
-    pub async fn execute<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, Error>
-    where
-        T: ?Sized + ToStatement,
-    {
-        self.tracker.run(self.tx().execute(statement, params)).await
-    }
-
-    /// Runs one or more statements without parameters (tracked).
-    pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
-        self.tracker.run(self.tx().batch_execute(sql)).await
-    }
-
-    /// Runs statements with the simple query protocol (tracked).
-    pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.tracker.run(self.tx().simple_query(sql)).await
-    }
+    tracked_queries!(tracker, tx);
 
     /// Commits (tracked). If it fails, the transaction is over on the server and the
     /// connection is reused as usual.

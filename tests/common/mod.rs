@@ -177,3 +177,16 @@ pub async fn record_status_history(
         ))
         .await
 }
+
+/// The value of `series` (name and labels, exactly as printed) in a Prometheus scrape.
+pub fn scrape_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("series {series} missing from:\n{scrape}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
