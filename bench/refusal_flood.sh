@@ -5,6 +5,9 @@
 #   cargo run --release --example demo -- serve --pool-max 20 --trust-user-header &
 #   bench/refusal_flood.sh
 #
+# and again with the flood's early retries held (`--early-retry-delay 1s` on `serve`): wrk
+# ignores Retry-After, so each of its connections then gets one answer per second.
+#
 # The flood is wrk: one user hammering a standard route over 200 connections. After its burst
 # every request is answered 429 by the per-user rate limit, without touching the pool. The
 # critical client is paced (bench/paced_client.py: 8 users at 25 requests/s each, within

@@ -53,7 +53,7 @@ pub use crate::axum::Conn;
 pub use admission::{GuardedConn, GuardedTransaction};
 pub use config::{
     BuildError, ClassTimeouts, GuardConfig, UserLimits, FALLBACK_QUERY_DEADLINE,
-    QUERY_DEADLINE_MARGIN,
+    MAX_EARLY_RETRY_DELAY, QUERY_DEADLINE_MARGIN,
 };
 pub use criticality::Criticality;
 pub use error::{describe_db_error, describe_pool_error, Error, QUERY_CANCELED};

@@ -43,6 +43,9 @@ pub const LEVEL_TRANSITIONS: &str = "poolguard_level_transitions_total";
 /// Requests dropped mid-query: a server-side cancel was attempted and the connection checked
 /// before reuse (the `QueryAbandoned` event says whether the cancel got through).
 pub const QUERIES_ABANDONED: &str = "poolguard_queries_abandoned_total";
+/// Per-user refusals held before they were answered, because the user came back before its
+/// last `Retry-After` ([`UserLimits::early_retry_delay`](crate::UserLimits::early_retry_delay)).
+pub const REFUSALS_DELAYED: &str = "poolguard_refusals_delayed_total";
 /// Self-heal events lost by slow subscribers.
 pub const EVENTS_DROPPED: &str = "poolguard_events_dropped_total";
 /// Queries cancelled by the watchdog (`pg_cancel_backend`).
@@ -148,6 +151,10 @@ pub fn describe() {
         QUERIES_ABANDONED,
         "Requests dropped mid-query; query cancelled on the server"
     );
+    describe_counter!(
+        REFUSALS_DELAYED,
+        "Refusals held before answering: the caller came back before its Retry-After"
+    );
     describe_counter!(EVENTS_DROPPED, "Self-heal events lost by slow subscribers");
     describe_counter!(QUERIES_CANCELLED, "Queries cancelled by the watchdog");
     describe_counter!(BACKENDS_TERMINATED, "Backends terminated by the watchdog");
@@ -187,6 +194,7 @@ pub(crate) struct GuardMetrics {
     pub(crate) queue_depth: Gauge,
     pub(crate) utilization: Gauge,
     pub(crate) abandoned: Counter,
+    pub(crate) refusals_delayed: Counter,
 }
 
 impl GuardMetrics {
@@ -221,6 +229,7 @@ impl GuardMetrics {
             queue_depth: metrics::gauge!(QUEUE_DEPTH),
             utilization: metrics::gauge!(UTILIZATION),
             abandoned: metrics::counter!(QUERIES_ABANDONED),
+            refusals_delayed: metrics::counter!(REFUSALS_DELAYED),
         }
     }
 

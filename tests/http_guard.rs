@@ -177,6 +177,7 @@ async fn per_user_limits_answer_429_and_tighten_at_warning() {
             tight_burst: 30,
             tight_in_flight: 2,
             max_key_len: 64,
+            ..UserLimits::default()
         },
         ..quick_config()
     };

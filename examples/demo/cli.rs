@@ -67,6 +67,11 @@ pub struct Serve {
     /// header.
     #[arg(long)]
     pub trust_user_header: bool,
+    /// Hold the 429 of a client that comes back before its Retry-After for up to this (at
+    /// most 10s) before answering it: a retry loop or a flood then costs a timer per
+    /// connection instead of the CPU of answering it at full speed. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub early_retry_delay: Option<Duration>,
     /// Also export the OpenTelemetry database client metric names
     /// (db_client_connection_count{state}, _max, _pending_requests, _wait_time_seconds,
     /// _use_time_seconds, _timeouts_total) with this pool name.

@@ -69,7 +69,12 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(pool_name) = &s.otel_metric_names {
         poolguard::metrics::otel::enable(pool_name);
     }
+    let mut guard_config = poolguard::GuardConfig::default();
+    if let Some(hold) = s.early_retry_delay {
+        guard_config.limits.early_retry_delay = hold;
+    }
     let options = AppOptions {
+        guard_config,
         pool_max: s.pool_max as usize,
         mode: s.mode,
         redis: s.redis.clone(),

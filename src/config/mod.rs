@@ -195,7 +195,24 @@ pub struct UserLimits {
     pub tight_in_flight: u32,
     /// Longest key kept as is; longer or non-printable keys are replaced by a hash. Default 64.
     pub max_key_len: usize,
+    /// How long a per-user refusal (429) is held before it is answered when the same user
+    /// comes back before the `Retry-After` it was last told: a client that ignores
+    /// `Retry-After` (a retry loop, a flood over many connections) then gets its answers no
+    /// faster than this, which costs a timer instead of the CPU of answering it at full
+    /// speed. The hold is this spread over its second half (so held answers are not sent
+    /// as one wave), at most the `Retry-After` the client was told and the request's
+    /// deadline, and the answer's `Retry-After` counts from when it is sent.
+    /// Clients that wait as told never see it. Zero (the default) answers every refusal at
+    /// once. At most [`MAX_EARLY_RETRY_DELAY`]. In milliseconds in serialized form.
+    #[serde(with = "crate::config::millis")]
+    pub early_retry_delay: Duration,
+    /// The most refusals held at once by `early_retry_delay`; past it refusals are answered
+    /// at once. Default 4096.
+    pub max_delayed_refusals: usize,
 }
+
+/// The longest [`UserLimits::early_retry_delay`].
+pub const MAX_EARLY_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 impl Default for UserLimits {
     fn default() -> Self {
@@ -207,6 +224,8 @@ impl Default for UserLimits {
             tight_burst: 20,
             tight_in_flight: 5,
             max_key_len: 64,
+            early_retry_delay: Duration::ZERO,
+            max_delayed_refusals: 4096,
         }
     }
 }

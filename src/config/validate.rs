@@ -131,6 +131,22 @@ impl UserLimits {
                 "must be at least 8",
             ));
         }
+        if self.early_retry_delay > super::MAX_EARLY_RETRY_DELAY {
+            return Err(BuildError::field(
+                "limits.early_retry_delay",
+                format!(
+                    "must be at most {} s, got {:?}",
+                    super::MAX_EARLY_RETRY_DELAY.as_secs(),
+                    self.early_retry_delay
+                ),
+            ));
+        }
+        if !self.early_retry_delay.is_zero() && self.max_delayed_refusals == 0 {
+            return Err(BuildError::field(
+                "limits.max_delayed_refusals",
+                "must be at least 1 when limits.early_retry_delay is set",
+            ));
+        }
         Ok(())
     }
 }
@@ -216,5 +232,18 @@ mod tests {
         let mut c = GuardConfig::default();
         c.limits.tight_in_flight = 0;
         assert_eq!(field_of(c.validate(20)), "limits.tight_in_flight");
+    }
+
+    #[test]
+    fn early_retry_pacing_names_its_fields() {
+        let mut c = GuardConfig::default();
+        c.limits.early_retry_delay = Duration::from_secs(11);
+        assert_eq!(field_of(c.validate(20)), "limits.early_retry_delay");
+        c.limits.early_retry_delay = Duration::from_secs(1);
+        c.limits.max_delayed_refusals = 0;
+        assert_eq!(field_of(c.validate(20)), "limits.max_delayed_refusals");
+        // Off, a zero cap is not read.
+        c.limits.early_retry_delay = Duration::ZERO;
+        assert!(c.validate(20).is_ok());
     }
 }

@@ -31,6 +31,7 @@ fn status(level: Level, in_use: usize) -> GuardStatus {
         utilization: in_use as f64 / 10.0,
         server_utilization: 0.0,
         peak_utilization: 1.0,
+        refusals_held: 0,
     }
 }
 

@@ -132,6 +132,7 @@ impl GuardBuilder {
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
             pending_gets: AtomicUsize::new(0),
+            delayed_refusals: AtomicUsize::new(0),
             estimates: Default::default(),
             start_intervals: Default::default(),
             returns: Default::default(),

@@ -48,6 +48,8 @@ pub(crate) struct GuardInner {
     /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
     /// but they are not starvation.
     pub(super) pending_gets: AtomicUsize,
+    /// Refusals held by the early-retry pacing right now (`refusal_pacing.rs`).
+    pub(super) delayed_refusals: AtomicUsize,
     /// When a newcomer of each class can expect to start, in microseconds ([`UNKNOWN`] before
     /// a hold was measured), as of the last change: the layer refuses a request that cannot
     /// meet its deadline from this, without taking the admission lock.

@@ -4,6 +4,7 @@ mod acquire;
 mod builder;
 mod inner;
 mod publish;
+mod refusal_pacing;
 mod retry_after;
 mod sampler;
 #[cfg(feature = "redis")]
@@ -18,6 +19,7 @@ mod window;
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
 pub(crate) use inner::GuardInner;
+pub(crate) use refusal_pacing::RefusalDelay;
 #[doc(hidden)]
 pub use slot::HeldSlot;
 pub use status::GuardStatus;

@@ -73,9 +73,13 @@ impl GuardInner {
     /// `wait` with the jitter bounded by `estimate`, from a counter spread by a
     /// multiplicative hash.
     fn jittered(&self, wait: Duration, estimate: Duration) -> Duration {
+        RetryJitter::spread_wait(wait, estimate, self.next_random()).min(MAX_RETRY)
+    }
+
+    /// A uniformly spread value for a jitter: a counter spread by a multiplicative hash.
+    pub(super) fn next_random(&self) -> u64 {
         let n = self.jitter_seq.fetch_add(1, Ordering::Relaxed);
-        let random = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-        RetryJitter::spread_wait(wait, estimate, random).min(MAX_RETRY)
+        n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
     }
 
     /// A rejection of `kind` for `class`, with `Retry-After` from the class's estimate and

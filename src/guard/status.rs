@@ -48,6 +48,10 @@ pub struct GuardStatus {
     pub server_utilization: f64,
     /// Highest utilization seen since the guard was built.
     pub peak_utilization: f64,
+    /// Per-user refusals held right now before they are answered, because their users came
+    /// back before their `Retry-After`
+    /// ([`UserLimits::early_retry_delay`](crate::UserLimits::early_retry_delay)).
+    pub refusals_held: usize,
 }
 
 impl GuardInner {
@@ -74,6 +78,7 @@ impl GuardInner {
                 utilization: s.pool_utilization(),
                 server_utilization: s.server_utilization,
                 peak_utilization: s.peak_utilization(),
+                refusals_held: self.refusals_held(),
             }
         })
     }

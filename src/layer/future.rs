@@ -1,5 +1,6 @@
 //! The response future of [`GuardService`](super::GuardService).
 
+use crate::guard::RefusalDelay;
 use crate::limit::check::{PendingCheck, UserPermit};
 use http::Response;
 use pin_project_lite::pin_project;
@@ -9,14 +10,16 @@ use std::task::{Context, Poll};
 
 pin_project! {
     /// The inner service's future (holding the caller's in-flight slot until it completes
-    /// or is dropped), a rejection answered at once, or (with limits shared in Redis) a
-    /// per-user check that runs first and either admits the request or answers it.
+    /// or is dropped), a rejection answered at once or after a hold (for a user back before
+    /// its `Retry-After`), or (with limits shared in Redis) a per-user check that runs first
+    /// and either admits the request or answers it.
     pub struct ResponseFuture<F, B> {
         #[pin]
         future: Option<F>,
         check: Option<PendingCheck>,
         permit: Option<UserPermit>,
         response: Option<Response<B>>,
+        delay: Option<Pin<Box<RefusalDelay>>>,
     }
 }
 
@@ -27,6 +30,7 @@ impl<F, B> ResponseFuture<F, B> {
             check: None,
             permit,
             response: None,
+            delay: None,
         }
     }
 
@@ -36,6 +40,7 @@ impl<F, B> ResponseFuture<F, B> {
             check: Some(check),
             permit: None,
             response: None,
+            delay: None,
         }
     }
 
@@ -45,6 +50,17 @@ impl<F, B> ResponseFuture<F, B> {
             check: None,
             permit: None,
             response: Some(response),
+            delay: None,
+        }
+    }
+
+    pub(crate) fn delayed(response: Response<B>, delay: Pin<Box<RefusalDelay>>) -> Self {
+        Self {
+            future: None,
+            check: None,
+            permit: None,
+            response: Some(response),
+            delay: Some(delay),
         }
     }
 }
@@ -74,6 +90,11 @@ where
                     return Poll::Ready(Ok(rejection.to_static_response()));
                 }
             }
+        }
+        if let Some(delay) = this.delay.as_mut() {
+            std::task::ready!(delay.as_mut().poll(cx));
+            // The hold is over: its slot goes back before the answer leaves.
+            *this.delay = None;
         }
         if let Some(response) = this.response.take() {
             return Poll::Ready(Ok(response));

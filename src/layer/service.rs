@@ -71,9 +71,15 @@ where
                 let permit = match limited {
                     Some(key) => match check_user(inner, key, level, class) {
                         LimitCheck::Ready(Ok(permit)) => Some(permit),
-                        LimitCheck::Ready(Err(rejection)) => {
+                        LimitCheck::Ready(Err(mut rejection)) => {
                             inner.count(class, Outcome::RateLimited);
-                            return ResponseFuture::rejected(rejection.to_static_response());
+                            // A user back before its `Retry-After` may have its answer held.
+                            let delay = inner.pace_refusal(key, &mut rejection, now, deadline);
+                            let response = rejection.to_static_response();
+                            return match delay {
+                                Some(delay) => ResponseFuture::delayed(response, delay),
+                                None => ResponseFuture::rejected(response),
+                            };
                         }
                         LimitCheck::Pending(check) => {
                             pending = Some(check);

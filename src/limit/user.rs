@@ -34,6 +34,9 @@ struct UserEntry {
     /// ([`NEVER`] before): an entry whose cells have refilled since is forgotten.
     normal_used: AtomicU64,
     tight_used: AtomicU64,
+    /// Until when the user was last told to stay away (`Retry-After`), in the same
+    /// nanoseconds; 0 before its first refusal.
+    told_until: AtomicU64,
 }
 
 /// Hashes a key hashed already (the map's keys are hashes): the value as is.
@@ -78,6 +81,27 @@ pub(crate) struct UserLimiter {
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
     entry: Arc<UserEntry>,
+}
+
+/// A refused user's `Retry-After` window at one moment: whether the user came back before
+/// the end of the window it was told last, and a new window to tell it.
+#[derive(Debug)]
+pub(crate) struct RetryWindow {
+    entry: Arc<UserEntry>,
+    now: u64,
+}
+
+impl RetryWindow {
+    /// The user is back before the `Retry-After` it was last told ran out.
+    pub(crate) fn came_back_early(&self) -> bool {
+        self.now < self.entry.told_until.load(Ordering::Acquire)
+    }
+
+    /// The user was told to come back in `in_` (from this window's moment).
+    pub(crate) fn tell(self, in_: Duration) {
+        let until = self.now.saturating_add(in_.as_nanos() as u64);
+        self.entry.told_until.fetch_max(until, Ordering::AcqRel);
+    }
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -176,9 +200,17 @@ impl UserLimiter {
                     tight: RateLimiter::direct_with_clock(self.tight_quota, self.clock.clone()),
                     normal_used: AtomicU64::new(NEVER),
                     tight_used: AtomicU64::new(NEVER),
+                    told_until: AtomicU64::new(0),
                 })
             })
             .clone()
+    }
+
+    /// `key`'s `Retry-After` window now, to note a refusal in.
+    pub(crate) fn retry_window(&self, key: &UserKey) -> RetryWindow {
+        let entry = self.entry_of(key);
+        let now = self.clock.now().duration_since(self.start).as_u64();
+        RetryWindow { entry, now }
     }
 
     /// Requests in flight for `key`.
@@ -193,8 +225,8 @@ impl UserLimiter {
         (0..SHARDS).map(|i| self.shard(i).len()).sum()
     }
 
-    /// Forgets users with nothing in flight whose rate cells are full again, and returns
-    /// memory.
+    /// Forgets users with nothing in flight whose rate cells are full again and whose last
+    /// `Retry-After` has run out, and returns memory.
     pub(crate) fn housekeeping(&self) {
         let now = self.clock.now().duration_since(self.start).as_u64();
         let refilled = |used: &AtomicU64, quota: &Quota| match used.load(Ordering::Relaxed) {
@@ -210,6 +242,7 @@ impl UserLimiter {
                     || e.in_flight.load(Ordering::Acquire) > 0
                     || !refilled(&e.normal_used, &self.normal_quota)
                     || !refilled(&e.tight_used, &self.tight_quota)
+                    || e.told_until.load(Ordering::Acquire) > now
             });
             shard.shrink_to_fit();
         }
@@ -235,6 +268,7 @@ mod tests {
             tight_burst: 2,
             tight_in_flight: 1,
             max_key_len: 64,
+            ..UserLimits::default()
         }
     }
 
@@ -315,6 +349,26 @@ mod tests {
         assert_eq!(err.kind, RejectionKind::RateLimited { limit: 3 });
         // A request refused on the rate does not keep an in-flight slot.
         assert_eq!(l.in_flight_of(&a), 0);
+    }
+
+    #[test]
+    fn a_user_back_before_its_retry_after_came_back_early() {
+        let l = UserLimiter::new(limits());
+        let a = UserKey::new("a");
+        let first = l.retry_window(&a);
+        assert!(!first.came_back_early(), "never told anything");
+        first.tell(Duration::from_secs(60));
+        assert!(l.retry_window(&a).came_back_early());
+        // Another user's window is its own.
+        assert!(!l.retry_window(&UserKey::new("b")).came_back_early());
+        // A window that ran out: back in time.
+        let c = UserKey::new("c");
+        l.retry_window(&c).tell(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!l.retry_window(&c).came_back_early());
+        // Housekeeping keeps a user while its window is open.
+        l.housekeeping();
+        assert!(l.retry_window(&a).came_back_early());
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub(super) fn divided(limits: &UserLimits, replicas: u32) -> UserLimits {
         tight_rate_per_second: part(limits.tight_rate_per_second),
         tight_burst: part(limits.tight_burst),
         tight_in_flight: part(limits.tight_in_flight),
-        max_key_len: limits.max_key_len,
+        ..limits.clone()
     }
 }
 
