@@ -4,7 +4,8 @@
 //! guard without pacing are answered at once; a held refusal the client gives up on leaves
 //! no slot behind; past `max_delayed_refusals` refusals are answered at once.
 //!
-//! The routes touch no database: every answer here is the layer's own.
+//! The routes touch no database: every answer here is the layer's own. One test shares the
+//! limits in a real Redis (harness-started), where refusals come back after a round trip.
 
 mod common;
 
@@ -12,6 +13,8 @@ use axum::routing::get;
 use axum::Router;
 use common::offline::{offline_guard, trusted_user_header};
 use common::{eventually, serve, HttpClient, Reply};
+use poolguard::limit::redis::RedisLimits;
+use poolguard::testing::TestRedis;
 use poolguard::{Guard, GuardConfig, GuardLayer, UserLimits};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -198,4 +201,28 @@ async fn a_held_refusal_the_client_gives_up_on_leaves_nothing_held() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn refusals_from_limits_shared_in_redis_are_held_too() {
+    let redis = TestRedis::start().await.expect("start redis-server");
+    let guard = offline_guard(paced(HOLD, 16));
+    let shared = guard
+        .share_limits(RedisLimits::new(redis.url()))
+        .await
+        .unwrap();
+    assert!(shared.stats().available, "the limits are in Redis");
+    let client = HttpClient::new(app(&guard, Guard::standard).await);
+
+    assert_eq!(timed(&client, "looper").await.0.status, 200);
+    let (refused, took) = timed(&client, "looper").await;
+    assert_eq!(refused.status, 429);
+    assert!(took < AT_ONCE, "a first refusal took {took:?}");
+    let (held, took) = timed(&client, "looper").await;
+    assert_eq!(held.status, 429);
+    assert!(
+        took >= HOLD / 2,
+        "an early retry was answered after {took:?}"
+    );
+    assert_eq!(guard.status().refusals_held, 0);
 }

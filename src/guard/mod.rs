@@ -19,7 +19,7 @@ mod window;
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
 pub(crate) use inner::GuardInner;
-pub(crate) use refusal_pacing::RefusalDelay;
+pub(crate) use refusal_pacing::{LateRefusal, RefusalDelay};
 #[doc(hidden)]
 pub use slot::HeldSlot;
 pub use status::GuardStatus;

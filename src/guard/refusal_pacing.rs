@@ -6,7 +6,9 @@
 //! gets one answer per connection per hold instead of as many as the machine can write, and
 //! the CPU that answering it at full speed would take stays with the routes that matter.
 //! A held refusal costs one timer and one counter slot; a cancelled one (the client went
-//! away) gives its slot back when it is dropped.
+//! away) gives its slot back when it is dropped. A refusal decided after a round trip (the
+//! limits shared in Redis) is held the same way, through a [`LateRefusal`] made before the
+//! check.
 
 use super::inner::GuardInner;
 use crate::limit::UserKey;
@@ -35,6 +37,23 @@ impl Future for RefusalDelay {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.project().sleep.poll(cx)
+    }
+}
+
+/// What a refusal decided after the request was let through the layer (by the limits shared
+/// in Redis) needs in order to be held: the guard, the user and the request's deadline.
+#[derive(Debug)]
+pub(crate) struct LateRefusal {
+    inner: Arc<GuardInner>,
+    key: UserKey,
+    deadline: Instant,
+}
+
+impl LateRefusal {
+    /// As [`GuardInner::pace_refusal`], now.
+    pub(crate) fn pace(&self, rejection: &mut Rejection) -> Option<Pin<Box<RefusalDelay>>> {
+        self.inner
+            .pace_refusal(&self.key, rejection, crate::clock::now(), self.deadline)
     }
 }
 
@@ -90,6 +109,22 @@ impl GuardInner {
             sleep: tokio::time::sleep_until(until),
             held,
         }))
+    }
+
+    /// What a later refusal of `key`'s request needs to be held; `None` while pacing is off.
+    pub(crate) fn late_refusal(
+        self: &Arc<Self>,
+        key: &UserKey,
+        deadline: Instant,
+    ) -> Option<LateRefusal> {
+        if self.config.limits.early_retry_delay.is_zero() {
+            return None;
+        }
+        Some(LateRefusal {
+            inner: self.clone(),
+            key: key.clone(),
+            deadline,
+        })
     }
 
     /// `hold` spread uniformly over `[hold / 2, hold]`: answers held at the same moment are

@@ -1,6 +1,6 @@
 //! The response future of [`GuardService`](super::GuardService).
 
-use crate::guard::RefusalDelay;
+use crate::guard::{LateRefusal, RefusalDelay};
 use crate::limit::check::{PendingCheck, UserPermit};
 use http::Response;
 use pin_project_lite::pin_project;
@@ -17,6 +17,8 @@ pin_project! {
         #[pin]
         future: Option<F>,
         check: Option<PendingCheck>,
+        // How a refusal the check comes back with is held (pacing on).
+        late: Option<LateRefusal>,
         permit: Option<UserPermit>,
         response: Option<Response<B>>,
         delay: Option<Pin<Box<RefusalDelay>>>,
@@ -28,16 +30,18 @@ impl<F, B> ResponseFuture<F, B> {
         Self {
             future: Some(future),
             check: None,
+            late: None,
             permit,
             response: None,
             delay: None,
         }
     }
 
-    pub(crate) fn checking(check: PendingCheck, future: F) -> Self {
+    pub(crate) fn checking(check: PendingCheck, late: Option<LateRefusal>, future: F) -> Self {
         Self {
             future: Some(future),
             check: Some(check),
+            late,
             permit: None,
             response: None,
             delay: None,
@@ -48,6 +52,7 @@ impl<F, B> ResponseFuture<F, B> {
         Self {
             future: None,
             check: None,
+            late: None,
             permit: None,
             response: Some(response),
             delay: None,
@@ -58,6 +63,7 @@ impl<F, B> ResponseFuture<F, B> {
         Self {
             future: None,
             check: None,
+            late: None,
             permit: None,
             response: Some(response),
             delay: Some(delay),
@@ -84,10 +90,15 @@ where
             let verdict = std::task::ready!(check.as_mut().poll(cx));
             *this.check = None;
             match verdict {
-                Ok(permit) => *this.permit = Some(permit),
-                Err(rejection) => {
+                Ok(permit) => {
+                    *this.permit = Some(permit);
+                    *this.late = None;
+                }
+                Err(mut rejection) => {
                     this.future.set(None);
-                    return Poll::Ready(Ok(rejection.to_static_response()));
+                    let late = this.late.take();
+                    *this.delay = late.and_then(|late| late.pace(&mut rejection));
+                    *this.response = Some(rejection.to_static_response());
                 }
             }
         }

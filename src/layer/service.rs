@@ -82,7 +82,7 @@ where
                             };
                         }
                         LimitCheck::Pending(check) => {
-                            pending = Some(check);
+                            pending = Some((check, inner.late_refusal(key, deadline)));
                             None
                         }
                     },
@@ -94,10 +94,10 @@ where
                     guard: guard.clone(),
                     deadline,
                 });
-                if let Some(check) = pending {
+                if let Some((check, late)) = pending {
                     // The inner future is made now but first polled once the check admits
                     // the request (axum's handlers do nothing before they are polled).
-                    return ResponseFuture::checking(check, self.inner.call(req));
+                    return ResponseFuture::checking(check, late, self.inner.call(req));
                 }
                 permit
             }
