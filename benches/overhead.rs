@@ -1,7 +1,8 @@
 //! Overhead of the guard on the request path: throughput and latency of `SELECT 1` through
 //! a real axum router and a real PostgreSQL at concurrency 32 and 256 (a pool of 20: the
 //! second queues most requests), guarded vs bare, measured in one run (alternating rounds,
-//! so drift hits both alike).
+//! so drift hits both alike). Each stack's slowest and fastest round are printed too: on a
+//! small machine they are the noise a ratio has to be read against.
 //!
 //! Run: `cargo bench --bench overhead`.
 
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 const CONCURRENCY: [usize; 2] = [32, 256];
 const ROUND: Duration = Duration::from_secs(3);
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 async fn bare(State(pool): State<Pool>) -> Result<&'static str, (http::StatusCode, String)> {
     let conn = pool
@@ -164,26 +165,38 @@ fn main() {
             };
             let (b_rps, b50, b99, b_err) = summary(&bare_all);
             let (g_rps, g50, g99, g_err) = summary(&guarded_all);
+            // The spread of one stack's rounds: the noise a ratio has to be read against.
+            let spread = |runs: &[Measured]| {
+                let rates: Vec<f64> = runs
+                    .iter()
+                    .map(|m| m.requests as f64 / m.elapsed.as_secs_f64())
+                    .collect();
+                let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = rates.iter().copied().fold(0.0, f64::max);
+                format!("{min:.0}–{max:.0}")
+            };
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             println!(
                 "overhead: SELECT 1 through axum + PostgreSQL, concurrency {concurrency}, pool 20, \
                  {ROUNDS} alternating rounds of {} s",
                 ROUND.as_secs()
             );
-            println!("| stack | requests/s | p50 (µs) | p99 (µs) | errors |");
-            println!("| --- | --- | --- | --- | --- |");
+            println!("| stack | requests/s | rounds (requests/s) | p50 (µs) | p99 (µs) | errors |");
+            println!("| --- | --- | --- | --- | --- | --- |");
             println!(
-                "| bare pool | {b_rps:.0} | {:.0} | {:.0} | {b_err} |",
+                "| bare pool | {b_rps:.0} | {} | {:.0} | {:.0} | {b_err} |",
+                spread(&bare_all),
                 us(b50),
                 us(b99)
             );
             println!(
-                "| poolguard | {g_rps:.0} | {:.0} | {:.0} | {g_err} |",
+                "| poolguard | {g_rps:.0} | {} | {:.0} | {:.0} | {g_err} |",
+                spread(&guarded_all),
                 us(g50),
                 us(g99)
             );
             println!(
-                "| ratio guarded / bare | {:.3} | {:.3} | {:.3} | |",
+                "| ratio guarded / bare | {:.3} | | {:.3} | {:.3} | |",
                 g_rps / b_rps,
                 us(g50) / us(b50),
                 us(g99) / us(b99)
