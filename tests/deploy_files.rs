@@ -296,6 +296,7 @@ fn grafana_expressions_pass_promtool_and_name_exported_metrics() {
         "poolguard_backends_terminated_total",
         "poolguard_transitions_blocked_total",
         "poolguard_events_dropped_total",
+        "poolguard_refusals_delayed_total",
     ] {
         assert!(
             all.contains(metric),
