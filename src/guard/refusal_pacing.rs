@@ -73,8 +73,8 @@ impl GuardInner {
     /// Notes that `key` was refused at `now` with `rejection`, and, when the user came back
     /// before its last `Retry-After` and pacing is on, holds the answer: the configured delay
     /// spread over its second half, at most the `Retry-After` the user was told and what is
-    /// left of the request's `deadline`. A held answer's `Retry-After` is shortened by the hold, so it
-    /// still counts from when the answer is sent. `None`: answer at once.
+    /// left of the request's `deadline`. A held answer's `Retry-After` is shortened by the
+    /// hold, so it still counts from when the answer is sent. `None`: answer at once.
     pub(crate) fn pace_refusal(
         self: &Arc<Self>,
         key: &UserKey,
