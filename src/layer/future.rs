@@ -48,25 +48,15 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn rejected(response: Response<B>) -> Self {
+    /// A refusal, answered at once or once `delay` is over.
+    pub(crate) fn rejected(response: Response<B>, delay: Option<Pin<Box<RefusalDelay>>>) -> Self {
         Self {
             future: None,
             check: None,
             late: None,
             permit: None,
             response: Some(response),
-            delay: None,
-        }
-    }
-
-    pub(crate) fn delayed(response: Response<B>, delay: Pin<Box<RefusalDelay>>) -> Self {
-        Self {
-            future: None,
-            check: None,
-            late: None,
-            permit: None,
-            response: Some(response),
-            delay: Some(delay),
+            delay,
         }
     }
 }

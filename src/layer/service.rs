@@ -46,7 +46,7 @@ where
         // pool, none of the caller's quota spent.
         if let Some(rejection) = inner.deadline_refusal(class, deadline, now) {
             inner.count(class, Outcome::Shed);
-            return ResponseFuture::rejected(rejection.to_static_response());
+            return ResponseFuture::rejected(rejection.to_static_response(), None);
         }
 
         // An outer guard layer already checked the caller's limits: only the class and the
@@ -75,11 +75,7 @@ where
                             inner.count(class, Outcome::RateLimited);
                             // A user back before its `Retry-After` may have its answer held.
                             let delay = inner.pace_refusal(key, &mut rejection, now, deadline);
-                            let response = rejection.to_static_response();
-                            return match delay {
-                                Some(delay) => ResponseFuture::delayed(response, delay),
-                                None => ResponseFuture::rejected(response),
-                            };
+                            return ResponseFuture::rejected(rejection.to_static_response(), delay);
                         }
                         LimitCheck::Pending(check) => {
                             pending = Some((check, inner.late_refusal(key, deadline)));
