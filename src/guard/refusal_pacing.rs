@@ -88,14 +88,18 @@ impl GuardInner {
         }
         let told = Duration::from_secs(rejection.retry_after_secs());
         let window = self.limits.retry_window(key);
-        let hold = self
-            .spread(limits.early_retry_delay)
-            .min(told)
-            .min(deadline.saturating_duration_since(now));
-        let held = if window.came_back_early() && !hold.is_zero() {
-            self.take_refusal_slot()
+        // A user back in time is held for nothing (no jitter is drawn for it).
+        let hold = if window.came_back_early() {
+            self.spread(limits.early_retry_delay)
+                .min(told)
+                .min(deadline.saturating_duration_since(now))
         } else {
+            Duration::ZERO
+        };
+        let held = if hold.is_zero() {
             None
+        } else {
+            self.take_refusal_slot()
         };
         let Some(held) = held else {
             window.tell(told);
