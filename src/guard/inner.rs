@@ -160,17 +160,6 @@ impl GuardInner {
         }
     }
 
-    /// Records a connection handed out through the guard; returns its registry id.
-    pub(crate) fn register_held(
-        &self,
-        class: Criticality,
-        route: Option<Arc<str>>,
-        user: Option<UserKey>,
-        now: Instant,
-    ) -> u64 {
-        self.held.insert(class, route, user, now)
-    }
-
     /// Connections held longer than `after`, each reported once.
     pub(crate) fn take_leaks(&self, after: Duration) -> Vec<crate::admission::Leak> {
         self.held.take_leaks(after, crate::clock::now())

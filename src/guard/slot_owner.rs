@@ -23,7 +23,7 @@ impl SlotOwner for GuardInner {
         user: Option<UserKey>,
         now: Instant,
     ) -> u64 {
-        GuardInner::register_held(self, class, route, user, now)
+        self.held.insert(class, route, user, now)
     }
 
     fn note_hold_time(&self, class: Criticality, held: Duration) {
