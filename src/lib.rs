@@ -42,6 +42,7 @@ pub mod single_flight;
 pub mod testing;
 pub mod tls;
 pub mod transition;
+mod u64_hash;
 pub mod watchdog;
 
 #[cfg(all(feature = "axum", feature = "prometheus"))]

@@ -19,7 +19,10 @@ use std::path::{Path, PathBuf};
 /// from its own layer and the layers below it, never from one above; and no set of modules
 /// may import each other in a cycle, within a layer either.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("values and the clock", &["criticality", "clock"]),
+    (
+        "values and the clock",
+        &["criticality", "clock", "u64_hash"],
+    ),
     (
         "configuration, errors, names",
         &["config", "identity", "rejection", "error", "tls", "cancel"],

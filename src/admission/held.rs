@@ -6,9 +6,8 @@
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
+use crate::u64_hash::U64Map;
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -54,30 +53,11 @@ pub(crate) struct Leak {
     pub(crate) held: Duration,
 }
 
-/// Spreads a shard's sequence numbers (they are its own, not a caller's, so no defence
-/// against chosen keys is needed) over the table's buckets and tags.
-#[derive(Default)]
-struct SequenceHash(u64);
-
-impl Hasher for SequenceHash {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// One shard: held connections by sequence number (an id over the shard count), and the
 /// next sequence number.
 #[derive(Debug, Default)]
 struct Shard {
-    held: HashMap<u64, Held, BuildHasherDefault<SequenceHash>>,
+    held: U64Map<Held>,
     next: u64,
 }
 

@@ -10,10 +10,10 @@ use crate::config::UserLimits;
 use crate::criticality::Criticality;
 use crate::monitor::Level;
 use crate::rejection::{Rejection, RejectionKind};
+use crate::u64_hash::U64Map;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,28 +39,9 @@ struct UserEntry {
     told_until: AtomicU64,
 }
 
-/// Hashes a key hashed already (the map's keys are hashes): the value as is.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed; fold anything else in for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// Entries by the key's hash (seeded per process: two users share an entry only on a 64-bit
 /// collision no one outside can aim for).
-type Shard = Mutex<HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>>;
+type Shard = Mutex<U64Map<Arc<UserEntry>>>;
 
 /// Per-user rate and in-flight limits.
 ///
@@ -179,10 +160,7 @@ impl UserLimiter {
         })
     }
 
-    fn shard(
-        &self,
-        index: usize,
-    ) -> MutexGuard<'_, HashMap<u64, Arc<UserEntry>, BuildHasherDefault<Prehashed>>> {
+    fn shard(&self, index: usize) -> MutexGuard<'_, U64Map<Arc<UserEntry>>> {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
