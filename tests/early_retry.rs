@@ -50,6 +50,15 @@ async fn timed(client: &HttpClient, user: &str) -> (Reply, Duration) {
     (reply, started.elapsed())
 }
 
+/// Waits until `guard` holds `n` refusals (`what`), failing the test after `limit`.
+async fn refusals_held_become(guard: &Guard, n: usize, what: &str, limit: Duration) {
+    eventually(what, limit, || {
+        let guard = guard.clone();
+        async move { guard.status().refusals_held == n }
+    })
+    .await;
+}
+
 /// The configured hold; each held answer waits between half of it and all of it.
 const HOLD: Duration = Duration::from_secs(1);
 /// Far below the hold, far above a loopback answer on a loaded machine.
@@ -73,11 +82,7 @@ async fn a_user_back_before_its_retry_after_is_answered_after_the_hold() {
         let client = client.clone();
         async move { timed(&client, "looper").await }
     });
-    eventually("the refusal is held", Duration::from_secs(2), || {
-        let guard = guard.clone();
-        async move { guard.status().refusals_held == 1 }
-    })
-    .await;
+    refusals_held_become(&guard, 1, "the refusal is held", Duration::from_secs(2)).await;
     // Meanwhile another user is answered at once.
     let (other, took) = timed(&client, "other").await;
     assert_eq!(other.status, 200);
@@ -156,11 +161,7 @@ async fn past_the_cap_refusals_are_answered_at_once() {
         let client = client.clone();
         async move { timed(&client, "looper").await }
     });
-    eventually("one refusal is held", Duration::from_secs(2), || {
-        let guard = guard.clone();
-        async move { guard.status().refusals_held == 1 }
-    })
-    .await;
+    refusals_held_become(&guard, 1, "one refusal is held", Duration::from_secs(2)).await;
     let (second, took) = timed(&client, "looper").await;
     assert_eq!(second.status, 429);
     assert!(
@@ -184,21 +185,15 @@ async fn a_held_refusal_the_client_gives_up_on_leaves_nothing_held() {
         .write_all(b"GET /work HTTP/1.1\r\nhost: test\r\nx-user-id: looper\r\n\r\n")
         .await
         .unwrap();
-    eventually("the refusal is held", Duration::from_secs(2), || {
-        let guard = guard.clone();
-        async move { guard.status().refusals_held == 1 }
-    })
-    .await;
+    refusals_held_become(&guard, 1, "the refusal is held", Duration::from_secs(2)).await;
     drop(socket);
     // The server drops the request's future when the connection closes: well before the
     // ten-second hold would have ended.
-    eventually(
+    refusals_held_become(
+        &guard,
+        0,
         "the held refusal is given back",
         Duration::from_secs(3),
-        || {
-            let guard = guard.clone();
-            async move { guard.status().refusals_held == 0 }
-        },
     )
     .await;
 }
