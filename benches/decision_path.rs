@@ -6,9 +6,10 @@
 //!
 //! `decision/*` is the whole decision for an admitted request: layer, key, rate check,
 //! in-flight cap, controller, and the slot admitted and released as `Conn` does (without the
-//! database round trip), against the bare service; `decision_threads/*` runs it on 1, 2, 4
-//! and 8 threads at once and reports the cost per request and core (flat when nothing is
-//! contended).
+//! database round trip), against the bare service (`admitted_context_in_task`: with the
+//! layer's `context_extension(false)`, which allocates nothing); `decision_threads/*` runs it
+//! on 1, 2, 4 and 8 threads at once and reports the cost per request and core (flat when
+//! nothing is contended).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
@@ -193,6 +194,28 @@ fn whole_decision(c: &mut Criterion) {
     group.bench_function("admitted", |b| {
         b.iter(|| {
             let resp = guarded
+                .call(request("user-1"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            debug_assert_eq!(resp.status(), 200);
+            resp
+        })
+    });
+
+    // The same with the context only current in the request's task, not in its extensions:
+    // nothing allocated.
+    let mut in_task = ServiceBuilder::new()
+        .layer(
+            guard
+                .critical()
+                .key_extractor(trusted_user_header())
+                .context_extension(false),
+        )
+        .service(tower::service_fn(with_slot));
+    group.bench_function("admitted_context_in_task", |b| {
+        b.iter(|| {
+            let resp = in_task
                 .call(request("user-1"))
                 .now_or_never()
                 .unwrap()

@@ -1,7 +1,8 @@
 //! Allocations on the request path, counted by a global allocator that only this test binary
 //! installs: an admitted request (layer, key, rate check, in-flight cap, controller, slot
-//! admission and release) allocates nothing of its own once warm; a refused one allocates only
-//! what its response needs.
+//! admission and release) allocates nothing once warm when its context stays in its task, and
+//! only the extension's storage when the layer also puts it in the request's extensions; a
+//! refused one allocates only what its response needs.
 
 use http::{Request, Response};
 use poolguard::{
@@ -159,6 +160,81 @@ fn an_admitted_request_allocates_nothing_of_its_own() {
         "the decision allocated {} times per admitted request",
         guarded_count - bare_count - extension_count
     );
+}
+
+#[test]
+fn an_admitted_request_allocates_nothing_when_its_context_stays_out_of_the_extensions() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+
+    let mut bare = with_slot(guard.clone());
+    let mut guarded = ServiceBuilder::new()
+        .layer(
+            guard
+                .critical()
+                .key_extractor(trusted_user_header())
+                .context_extension(false),
+        )
+        .service(tower::service_fn(common::offline::with_slot));
+    let taken = common::offline::SLOTS_TAKEN.load(Ordering::Relaxed);
+    let guarded_count = per_request(&rt, &mut guarded, "user-1");
+    // The handler found the context in its task and took its slot on every request.
+    assert_eq!(
+        common::offline::SLOTS_TAKEN.load(Ordering::Relaxed) - taken,
+        300
+    );
+    let bare_count = per_request(&rt, &mut bare, "user-1");
+    println!("allocations per request: bare+slot {bare_count}, guarded {guarded_count}");
+    assert_eq!(bare_count, 0, "the slot alone allocated");
+    assert_eq!(
+        guarded_count, 0,
+        "the decision allocated {guarded_count} times per admitted request"
+    );
+}
+
+/// Behind axum's router (which puts its own extensions in first and allocates for its own
+/// work), what the copy of the context in the extensions costs: the difference between the
+/// same route with and without it.
+#[test]
+fn behind_axum_the_context_copy_costs_one_allocation() {
+    use axum::routing::get;
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+    async fn handler(ctx: RequestContext) -> &'static str {
+        let slot = ctx
+            .guard
+            .admit_slot(ctx.class, AcquireContext::default(), ctx.deadline)
+            .await
+            .expect("a free pool admits at once");
+        drop(slot);
+        "ok"
+    }
+    let per_route = |copy: bool| {
+        let mut router = axum::Router::new()
+            .route("/api/auth/session", get(handler))
+            .route_layer(
+                guard
+                    .critical()
+                    .key_extractor(trusted_user_header())
+                    .context_extension(copy),
+            );
+        let mut worst = 0;
+        for i in 0..300 {
+            let req = request("user-1");
+            let (resp, n) = allocations(|| rt.block_on(router.call(req)));
+            assert_eq!(resp.unwrap().status(), 200);
+            if i >= 200 {
+                worst = worst.max(n);
+            }
+        }
+        worst
+    };
+    let without = per_route(false);
+    let with = per_route(true);
+    println!("allocations per request behind axum: {without} without the copy, {with} with it");
+    assert_eq!(with - without, 1, "the copy's cost in allocations");
 }
 
 #[test]

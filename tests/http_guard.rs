@@ -341,3 +341,87 @@ async fn health_answers_quickly_while_the_pool_is_full() {
     assert_eq!(body["pool"]["in_use"], 3);
     drop(held);
 }
+
+/// What a handler sees of its request's context: the class from the `Conn`'s guard decision,
+/// whether the context was in the extensions, and the database's answer.
+async fn context_report(
+    ctx: poolguard::RequestContext,
+    class: Criticality,
+    copy: Option<axum::Extension<poolguard::RequestContext>>,
+    conn: Conn,
+) -> Result<String, Error> {
+    let row = conn.query_one("SELECT 1", &[]).await?;
+    Ok(format!(
+        "{:?} {:?} user={} extension={} db={}",
+        ctx.class,
+        class,
+        ctx.user.as_ref().map_or("-", |u| u.as_str()),
+        copy.is_some(),
+        row.get::<_, i32>(0)
+    ))
+}
+
+/// A layer with `context_extension(false)` leaves the context in the request's task only:
+/// `Conn`, the `RequestContext` and `Criticality` extractors find it there, a handler's
+/// `Extension<RequestContext>` does not (with the default it does). Under an outer guard layer
+/// the inner one changes only the class: the caller's quota is spent once per request, by the
+/// outer layer, whichever of the two keeps its context out of the extensions.
+#[tokio::test]
+async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_quota_once() {
+    let pg = cluster(20).await;
+    let config = GuardConfig {
+        limits: UserLimits {
+            rate_per_second: 1,
+            burst: 4,
+            tight_rate_per_second: 1,
+            tight_burst: 4,
+            max_key_len: 64,
+            ..UserLimits::default()
+        },
+        ..quick_config()
+    };
+    let guard = guard(&pg, 4, config).await;
+    let in_task = Router::new()
+        .route("/in-task", get(context_report))
+        .route_layer(trusted(guard.critical()).context_extension(false));
+    let default = Router::new()
+        .route("/default", get(context_report))
+        .route_layer(trusted(guard.critical()));
+    // Nested: the whole router under a standard layer, a critical one on the route.
+    let nested = |outer_copy: bool, inner_copy: bool| {
+        Router::new()
+            .route("/nested", get(context_report))
+            .route_layer(trusted(guard.critical()).context_extension(inner_copy))
+            .layer(trusted(guard.standard()).context_extension(outer_copy))
+    };
+    let http = HttpClient::new(serve(in_task.merge(default)).await);
+
+    let r = http.get("/in-task", Some("ann")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "Critical Critical user=ann extension=false db=1");
+    let r = http.get("/default", Some("bob")).await;
+    assert_eq!(r.body, "Critical Critical user=bob extension=true db=1");
+
+    for (outer_copy, inner_copy) in [(false, false), (true, false), (false, true), (true, true)] {
+        let http = HttpClient::new(serve(nested(outer_copy, inner_copy)).await);
+        let user = format!("nested-{outer_copy}-{inner_copy}");
+        let statuses: Vec<u16> = futures_util::future::join_all(
+            (0..6).map(|_| async { http.get("/nested", Some(&user)).await.status }),
+        )
+        .await;
+        let served = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(
+            served, 4,
+            "outer copy {outer_copy}, inner copy {inner_copy}: a burst of 4 serves 4 of 6, \
+             got {statuses:?}"
+        );
+        let r = http.get("/nested", Some("nested-class")).await;
+        assert_eq!(
+            r.body,
+            format!(
+                "Critical Critical user=nested-class extension={} db=1",
+                outer_copy || inner_copy
+            )
+        );
+    }
+}

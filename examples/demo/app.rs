@@ -427,13 +427,13 @@ const ACTIVITY_REPORT: &str = "SELECT count(*), pg_sleep($1::float8 / 1000.0)::t
 async fn activity_report(
     Query(q): Query<HashMap<String, String>>,
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<poolguard::RequestContext>>,
+    ctx: Option<poolguard::RequestContext>,
     route: Option<axum::extract::MatchedPath>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let ms: f64 = q.get("ms").and_then(|v| v.parse().ok()).unwrap_or(200.0);
     let widget = q.get("widget").cloned().unwrap_or_default();
     let assigned: i64 = match ctx {
-        Some(axum::Extension(ctx)) => {
+        Some(ctx) => {
             let context = poolguard::AcquireContext {
                 user: ctx.user.clone(),
                 route: route.map(|r| std::sync::Arc::from(r.as_str())),

@@ -1,15 +1,15 @@
-//! The extractors: [`Conn`] (a guarded connection acquired with the route's class) and the
-//! route's [`Criticality`].
+//! The extractors: [`Conn`] (a guarded connection acquired with the route's class), the
+//! route's [`Criticality`], and the request's [`RequestContext`].
 
+use super::route_names::route_name;
 use crate::admission::GuardedConn;
 use crate::criticality::Criticality;
 use crate::error::Error;
 use crate::guard::AcquireContext;
-use crate::layer::RequestContext;
-use axum::extract::{FromRequestParts, MatchedPath};
+use crate::layer::{context, RequestContext};
+use axum::extract::{FromRequestParts, MatchedPath, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 /// A guarded connection acquired with the route's class.
 ///
@@ -25,20 +25,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ctx = parts
-            .extensions
-            .get::<RequestContext>()
-            .ok_or(Error::MissingLayer)?;
+        let ctx = RequestContext::find(&parts.extensions).ok_or(Error::MissingLayer)?;
         let route = parts
             .extensions
             .get::<MatchedPath>()
-            .map(|p| Arc::<str>::from(p.as_str()));
+            .map(|p| route_name(p.as_str()));
         let conn = ctx
             .guard
             .acquire_until(
                 ctx.class,
                 AcquireContext {
-                    user: ctx.user.clone(),
+                    user: ctx.user,
                     route,
                 },
                 ctx.deadline,
@@ -66,10 +63,27 @@ impl<S: Send + Sync> FromRequestParts<S> for Criticality {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<RequestContext>()
-            .map(|c| c.class)
-            .unwrap_or_default())
+        Ok(context::read(&parts.extensions, |c| c.class).unwrap_or_default())
+    }
+}
+
+/// The request's [`RequestContext`]; on a route without a guard layer the request is
+/// answered 500, naming the problem (`Option<RequestContext>` gets `None` instead).
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        RequestContext::find(&parts.extensions).ok_or(Error::MissingLayer)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(RequestContext::find(&parts.extensions))
     }
 }

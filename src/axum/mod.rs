@@ -6,6 +6,7 @@ mod health;
 #[cfg(feature = "prometheus")]
 mod metrics;
 mod response;
+mod route_names;
 
 pub use extractor::Conn;
 #[cfg(feature = "prometheus")]

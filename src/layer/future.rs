@@ -1,5 +1,6 @@
 //! The response future of [`GuardService`](super::GuardService).
 
+use super::context::Scoped;
 use crate::guard::{LateRefusal, RefusalDelay};
 use crate::limit::check::{PendingCheck, UserPermit};
 use http::Response;
@@ -15,7 +16,7 @@ pin_project! {
     /// and either admits the request or answers it.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        future: Option<F>,
+        future: Option<Scoped<F>>,
         check: Option<PendingCheck>,
         // How a refusal the check comes back with is held (pacing on).
         late: Option<LateRefusal>,
@@ -26,7 +27,7 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(future: F, permit: Option<UserPermit>) -> Self {
+    pub(crate) fn admitted(future: Scoped<F>, permit: Option<UserPermit>) -> Self {
         Self {
             future: Some(future),
             check: None,
@@ -37,7 +38,11 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn checking(check: PendingCheck, late: Option<LateRefusal>, future: F) -> Self {
+    pub(crate) fn checking(
+        check: PendingCheck,
+        late: Option<LateRefusal>,
+        future: Scoped<F>,
+    ) -> Self {
         Self {
             future: Some(future),
             check: Some(check),

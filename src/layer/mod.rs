@@ -5,8 +5,9 @@
 //! default), then a lock-free check that it can start by then (503 + `Retry-After` from the
 //! estimate otherwise, without touching the pool or spending the caller's quota), then the
 //! per-user limits (429 + `Retry-After` + `RateLimit-*`), then the route's class, the caller's
-//! key and the deadline go into the request extensions, where the [`Conn`](crate::Conn)
-//! extractor and [`RequestContext`] readers find them. Rejections are responses, so the layer's
+//! key and the deadline become the request's [`RequestContext`]: current in its task while
+//! the inner service runs, and (by default) in its extensions, where the [`Conn`](crate::Conn)
+//! extractor and handlers find it. Rejections are responses, so the layer's
 //! error type stays the inner service's (`Infallible` for axum).
 //!
 //! Non-critical requests are not shed by level: above Normal they are deferred (they wait in
@@ -25,15 +26,17 @@
 //! # }
 //! ```
 
+pub(crate) mod context;
 mod future;
 mod service;
 
+pub use context::RequestContext;
 pub use future::ResponseFuture;
 pub use service::GuardService;
 
 use crate::criticality::Criticality;
 use crate::guard::Guard;
-use crate::limit::{DefaultKeyExtractor, KeyExtractor, UserKey};
+use crate::limit::{DefaultKeyExtractor, KeyExtractor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,8 @@ pub struct GuardLayer {
     pub(crate) deadline: Option<Duration>,
     /// A request header (milliseconds) the application trusts to set the deadline.
     pub(crate) deadline_header: Option<http::HeaderName>,
+    /// Whether the request's context also goes into its extensions.
+    pub(crate) context_extension: bool,
 }
 
 impl std::fmt::Debug for GuardLayer {
@@ -61,6 +66,7 @@ impl std::fmt::Debug for GuardLayer {
             .field("class", &self.class)
             .field("deadline", &self.deadline)
             .field("deadline_header", &self.deadline_header)
+            .field("context_extension", &self.context_extension)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +101,20 @@ impl GuardLayer {
         self
     }
 
+    /// Whether the layer also puts each request's [`RequestContext`] in the request's
+    /// extensions (default: yes). The context is always current in the request's task while
+    /// the inner service runs, where [`Conn`](crate::Conn), the `RequestContext` extractor
+    /// and [`RequestContext::find`] read it; the copy in the extensions is for handlers that
+    /// read `Extension<RequestContext>`, and for a stack that moves the request to another
+    /// task before the handler runs (`tower::buffer`). It costs an allocation or three per
+    /// request (a boxed value, and the map for a request that had none); without it an
+    /// admitted request allocates nothing in the guard.
+    #[must_use]
+    pub fn context_extension(mut self, on: bool) -> Self {
+        self.context_extension = on;
+        self
+    }
+
     /// The deadline of a request that arrived `now` with `headers`.
     pub(crate) fn deadline_for(&self, headers: &http::HeaderMap, now: Instant) -> Instant {
         let route = self
@@ -121,19 +141,6 @@ impl<S> tower::Layer<S> for GuardLayer {
     }
 }
 
-/// What the layer leaves in the request extensions for the handler.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// The route's class (the innermost layer wins).
-    pub class: Criticality,
-    /// The caller's key, if one was found.
-    pub user: Option<UserKey>,
-    /// The guard.
-    pub guard: Guard,
-    /// The request must be given a connection by then, or it is answered 503.
-    pub deadline: Instant,
-}
-
 impl Guard {
     /// A layer for routes of `class`.
     pub fn layer(&self, class: Criticality) -> GuardLayer {
@@ -143,6 +150,7 @@ impl Guard {
             extractor: Arc::new(DefaultKeyExtractor::new(self.config().limits.max_key_len)),
             deadline: None,
             deadline_header: None,
+            context_extension: true,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The service made by [`GuardLayer`].
 
-use super::{GuardLayer, RequestContext, ResponseFuture};
+use super::context::{self, RequestContext};
+use super::{GuardLayer, ResponseFuture};
 use crate::criticality::Criticality;
 use crate::guard::check_user;
 use crate::limit::check::LimitCheck;
@@ -51,12 +52,22 @@ where
 
         // An outer guard layer already checked the caller's limits: only the class and the
         // deadline change.
-        let permit = match req.extensions_mut().get_mut::<RequestContext>() {
+        let mut pending = None;
+        let mut permit = None;
+        let outer = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
                 ctx.deadline = deadline;
-                None
+                Some(ctx.clone())
             }
+            None => context::read_current(|outer| RequestContext {
+                class,
+                deadline,
+                ..outer.clone()
+            }),
+        };
+        let ctx = match outer {
+            Some(ctx) => ctx,
             None => {
                 let level = inner.level();
                 let user = self
@@ -67,10 +78,9 @@ where
                 // user's share of its queue: a dashboard's widgets are deferred, not refused
                 // by the per-user caps that protect the other routes.
                 let limited = user.as_ref().filter(|_| class != Criticality::NonCritical);
-                let mut pending = None;
-                let permit = match limited {
-                    Some(key) => match check_user(inner, key, level, class) {
-                        LimitCheck::Ready(Ok(permit)) => Some(permit),
+                if let Some(key) = limited {
+                    match check_user(inner, key, level, class) {
+                        LimitCheck::Ready(Ok(granted)) => permit = Some(granted),
                         LimitCheck::Ready(Err(mut rejection)) => {
                             inner.count(class, Outcome::RateLimited);
                             // A user back before its `Retry-After` may have its answer held.
@@ -79,26 +89,27 @@ where
                         }
                         LimitCheck::Pending(check) => {
                             pending = Some((check, inner.late_refusal(key, deadline)));
-                            None
                         }
-                    },
-                    None => None,
-                };
-                req.extensions_mut().insert(RequestContext {
+                    }
+                }
+                RequestContext {
                     class,
                     user,
                     guard: guard.clone(),
                     deadline,
-                });
-                if let Some((check, late)) = pending {
-                    // The inner future is made now but first polled once the check admits
-                    // the request (axum's handlers do nothing before they are polled).
-                    return ResponseFuture::checking(check, late, self.inner.call(req));
                 }
-                permit
             }
         };
-
-        ResponseFuture::admitted(self.inner.call(req), permit)
+        if self.layer.context_extension && req.extensions().get::<RequestContext>().is_none() {
+            req.extensions_mut().insert(ctx.clone());
+        }
+        // The inner future is made now but (with a pending check) first polled once the
+        // check admits the request: axum's handlers do nothing before they are polled.
+        let (future, ctx) = context::call_with(ctx, || self.inner.call(req));
+        let future = context::scoped(ctx, future);
+        if let Some((check, late)) = pending {
+            return ResponseFuture::checking(check, late, future);
+        }
+        ResponseFuture::admitted(future, permit)
     }
 }

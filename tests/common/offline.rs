@@ -60,14 +60,12 @@ pub fn request(user: &str) -> Request<Body> {
 pub static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
 
 /// The inner service of a guarded route that takes its slot as the `Conn` extractor does:
-/// from the request's context, with its class, user and deadline; released at once.
+/// from the request's context (current in its task, or in its extensions), with its class,
+/// user and deadline; released at once.
 pub async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let ctx = req
-        .extensions()
-        .get::<RequestContext>()
-        .expect("under a guard layer");
+    let ctx = RequestContext::find(req.extensions()).expect("under a guard layer");
     let context = AcquireContext {
-        user: ctx.user.clone(),
+        user: ctx.user,
         route: None,
     };
     let slot = ctx
