@@ -9,7 +9,9 @@
 //! database round trip), against the bare service (`admitted_context_in_task`: with the
 //! layer's `context_extension(false)`, which allocates nothing); `decision_threads/*` runs it
 //! on 1, 2, 4 and 8 threads at once and reports the cost per request and core (flat when
-//! nothing is contended).
+//! nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks over 18 slots on 1 and 2
+//! workers, through the guard and through a tokio semaphore: the cost of an acquisition that
+//! waits and is handed its slot (on one worker, with no one to contend with).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
@@ -305,12 +307,94 @@ fn decision_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Acquisitions through `acquire` by `tasks` tasks at once on a runtime of `workers`, each
+/// holding its slot over one yield; returns the wall time over all of them. More tasks than
+/// slots: most acquisitions wait, and every release hands its slot on.
+fn saturated<A, Fut, P>(workers: usize, tasks: usize, iters: u64, acquire: A) -> Duration
+where
+    A: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = P> + Send,
+    P: Send,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap();
+    let per_task = iters.div_ceil(tasks as u64);
+    rt.block_on(async move {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let acquire = acquire.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        let permit = acquire(task).await;
+                        tokio::task::yield_now().await;
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        started.elapsed() * iters as u32 / (per_task * tasks as u64) as u32
+    })
+}
+
+/// Saturated admission: 256 tasks (each its own user) over the 18 slots standard work may
+/// hold in a pool of 20,
+/// through the guard (queue, level, hand-off under the admission lock) and through a tokio
+/// semaphore of 18 permits (what a bare pool's checkout waits on), in one run.
+fn saturated_admission(c: &mut Criterion) {
+    let mut group = c.benchmark_group("saturated");
+    for workers in [1, 2] {
+        group.bench_function(format!("tokio_semaphore/256/{workers}"), |b| {
+            b.iter_custom(|iters| {
+                let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(18));
+                saturated(workers, 256, iters, move |_| {
+                    let semaphore = semaphore.clone();
+                    async move { semaphore.acquire_owned().await.unwrap() }
+                })
+            })
+        });
+        group.bench_function(format!("guard/256/{workers}"), |b| {
+            b.iter_custom(|iters| {
+                let setup = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let guard = offline_guard(&setup);
+                let users: std::sync::Arc<[UserKey]> = (0..256)
+                    .map(|i| UserKey::new(format!("user-{i}")))
+                    .collect();
+                saturated(workers, 256, iters, move |task| {
+                    let guard = guard.clone();
+                    let context = poolguard::AcquireContext {
+                        user: Some(users[task].clone()),
+                        route: None,
+                    };
+                    async move {
+                        let deadline = Instant::now() + Duration::from_secs(60);
+                        guard
+                            .admit_slot(Criticality::Standard, context, deadline)
+                            .await
+                            .expect("admitted within a minute")
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = whole_decision, decision_threads, layer_path, pure_cores, acquire_vs_pool_get
+    targets = whole_decision, decision_threads, saturated_admission, layer_path, pure_cores, acquire_vs_pool_get
 }
 criterion_main!(benches);

@@ -1,9 +1,14 @@
 //! A FIFO of waiters that is fair between users: users take turns, so one user's hundred
 //! queued acquisitions do not starve another user's one.
 //!
-//! Every operation is O(log n) or amortised O(1): a waiter leaving (its caller gave up, its
-//! deadline passed) is found by id, not by a scan, so a burst timing out together costs
-//! n log n, not n².
+//! Every operation is O(log n) or amortised O(1), but for one: a waiter leaving (its caller
+//! gave up, its deadline passed) is found by id with a binary search in its user's queue, and
+//! the shorter side of that queue shifts over (a user's queue holds at most the configured
+//! `user_queue_depth`; oldest-first departures shift nothing). A burst of many users timing
+//! out together costs n log n, not n².
+//!
+//! A user's queue that empties is kept for the next user that arrives (up to [`SPARE`] of
+//! them), so at a steady state a waiter allocates nothing here.
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
@@ -27,23 +32,36 @@ pub(crate) struct Waiter {
     pub(crate) tx: oneshot::Sender<Grant>,
 }
 
-/// One user's waiters, oldest first, and the turn that is theirs in the rotation.
+/// Emptied user queues kept for reuse.
+const SPARE: usize = 64;
+
+/// One user's waiters, oldest (lowest id) first, and the turn that is theirs in the rotation.
 #[derive(Debug)]
 struct UserQueue {
-    waiters: BTreeMap<u64, Waiter>,
+    waiters: VecDeque<Waiter>,
     turn: u64,
+}
+
+impl UserQueue {
+    /// Where waiter `id` is in the queue (ids only grow, so the queue is sorted by them).
+    fn position(&self, id: u64) -> Option<usize> {
+        self.waiters.binary_search_by_key(&id, |w| w.id).ok()
+    }
 }
 
 /// Round-robin over users, FIFO within a user.
 #[derive(Debug, Default)]
 pub(crate) struct FairQueue {
-    by_user: HashMap<Option<UserKey>, UserQueue>,
+    /// Keys are callers' own: the hasher is seeded per process.
+    by_user: HashMap<Option<UserKey>, UserQueue, foldhash::fast::RandomState>,
     /// Users in turn order, each with the turn it was queued under; an entry whose user left
     /// (or came back under a new turn) is stale and skipped.
     rotation: VecDeque<(Option<UserKey>, u64)>,
     /// Every waiter by id: the newest is the tail.
     order: BTreeMap<u64, Option<UserKey>>,
     next_turn: u64,
+    /// Emptied user queues, kept with their storage for the next user that arrives.
+    spare: Vec<VecDeque<Waiter>>,
 }
 
 impl FairQueue {
@@ -57,18 +75,18 @@ impl FairQueue {
 
     pub(crate) fn push(&mut self, user: Option<UserKey>, waiter: Waiter) {
         self.order.insert(waiter.id, user.clone());
-        let next_turn = &mut self.next_turn;
+        let (next_turn, spare) = (&mut self.next_turn, &mut self.spare);
         let queue = self.by_user.entry(user.clone()).or_insert_with(|| {
             *next_turn += 1;
             UserQueue {
-                waiters: BTreeMap::new(),
+                waiters: spare.pop().unwrap_or_default(),
                 turn: *next_turn,
             }
         });
         if queue.waiters.is_empty() {
             self.rotation.push_back((user, queue.turn));
         }
-        queue.waiters.insert(waiter.id, waiter);
+        queue.waiters.push_back(waiter);
     }
 
     /// The next waiter: the head of the user whose turn it is.
@@ -81,17 +99,26 @@ impl FairQueue {
             if queue.turn != turn {
                 continue;
             }
-            let Some((id, waiter)) = queue.waiters.pop_first() else {
-                self.by_user.remove(&user);
+            let Some(waiter) = queue.waiters.pop_front() else {
+                self.forget(&user);
                 continue;
             };
-            self.order.remove(&id);
+            self.order.remove(&waiter.id);
             if queue.waiters.is_empty() {
-                self.by_user.remove(&user);
+                self.forget(&user);
             } else {
                 self.rotation.push_back((user, turn));
             }
             return Some(waiter);
+        }
+    }
+
+    /// Drops `user`'s emptied queue, keeping its storage for a later user.
+    fn forget(&mut self, user: &Option<UserKey>) {
+        if let Some(queue) = self.by_user.remove(user) {
+            if self.spare.len() < SPARE {
+                self.spare.push(queue.waiters);
+            }
         }
     }
 
@@ -100,14 +127,23 @@ impl FairQueue {
         self.by_user.get(user).map_or(0, |q| q.waiters.len())
     }
 
+    /// When the oldest waiter here was queued.
+    pub(crate) fn oldest_enqueued(&self) -> Option<Instant> {
+        // The oldest waiter of all is the oldest of its user: the head of that user's queue.
+        let (id, user) = self.order.first_key_value()?;
+        let head = self.by_user.get(user)?.waiters.front()?;
+        debug_assert_eq!(head.id, *id);
+        Some(head.enqueued)
+    }
+
     /// Removes the waiter `id` of `user` (its caller gave up); returns it if it was here.
     pub(crate) fn remove(&mut self, user: &Option<UserKey>, id: u64) -> Option<Waiter> {
         let queue = self.by_user.get_mut(user)?;
-        let waiter = queue.waiters.remove(&id)?;
+        let waiter = queue.waiters.remove(queue.position(id)?)?;
         self.order.remove(&id);
         if queue.waiters.is_empty() {
             // Its rotation entry goes stale and is skipped.
-            self.by_user.remove(user);
+            self.forget(user);
             self.compact();
         }
         Some(waiter)
@@ -115,8 +151,11 @@ impl FairQueue {
 
     /// The newest waiter.
     pub(crate) fn last(&self) -> Option<&Waiter> {
+        // The newest of all is the newest of its user: the tail of that user's queue.
         let (id, user) = self.order.last_key_value()?;
-        self.by_user.get(user)?.waiters.get(id)
+        let tail = self.by_user.get(user)?.waiters.back()?;
+        debug_assert_eq!(tail.id, *id);
+        Some(tail)
     }
 
     /// Takes the newest waiter out.
@@ -237,6 +276,49 @@ mod tests {
         assert_eq!(q.pop_last().unwrap().id, 2);
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop().unwrap().id, 1);
+    }
+
+    #[test]
+    fn the_oldest_waiter_is_known_across_users_and_departures() {
+        let mut q = FairQueue::default();
+        let (a, b) = (Some(UserKey::new("a")), Some(UserKey::new("b")));
+        let t0 = Instant::now();
+        let at = |id: u64, ms: u64| {
+            let (mut w, rx) = waiter(id);
+            w.enqueued = t0 + std::time::Duration::from_millis(ms);
+            (w, rx)
+        };
+        assert_eq!(q.oldest_enqueued(), None);
+        let (w1, _r1) = at(1, 10);
+        let (w2, _r2) = at(2, 20);
+        let (w3, _r3) = at(3, 30);
+        q.push(b.clone(), w1);
+        q.push(a.clone(), w2);
+        q.push(b.clone(), w3);
+        assert_eq!(
+            q.oldest_enqueued(),
+            Some(t0 + std::time::Duration::from_millis(10))
+        );
+        q.remove(&b, 1).unwrap();
+        assert_eq!(
+            q.oldest_enqueued(),
+            Some(t0 + std::time::Duration::from_millis(20))
+        );
+        // b's turn comes first; a's waiter is then the oldest.
+        assert_eq!(q.pop().unwrap().id, 3);
+        assert_eq!(
+            q.oldest_enqueued(),
+            Some(t0 + std::time::Duration::from_millis(20))
+        );
+        assert_eq!(q.pop().unwrap().id, 2);
+        assert_eq!(q.oldest_enqueued(), None);
+        // A user that comes back after its queue emptied reuses a kept one.
+        assert_eq!(q.spare.len(), 2);
+        let (w4, _r4) = at(4, 40);
+        q.push(a.clone(), w4);
+        assert_eq!(q.spare.len(), 1);
+        assert_eq!(q.len_of(&a), 1);
+        assert_eq!(q.pop().unwrap().id, 4);
     }
 
     #[test]

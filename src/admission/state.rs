@@ -15,7 +15,7 @@ use crate::events::NonCriticalGate;
 use crate::limit::UserKey;
 use crate::monitor::{Level, LevelMachine, Pressure, Transition};
 use crate::rejection::{Refusal, RejectionKind};
-use std::collections::BTreeSet;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -50,8 +50,9 @@ pub(crate) struct LevelChange {
 /// What a state change asks the guard to do once the lock is released.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
-    /// Waiters granted a slot (already counted as held).
-    pub(crate) grants: Vec<Waiter>,
+    /// Waiters granted a slot (already counted as held); a release grants one, so one or
+    /// two are kept without an allocation under the lock.
+    pub(crate) grants: SmallVec<[Waiter; 2]>,
     /// Waiters refused: their start would lie past their deadline, or the deadline passed.
     pub(crate) refusals: Vec<(Waiter, Refusal)>,
     /// A level change.
@@ -97,10 +98,9 @@ pub(crate) struct AdmissionState {
     pub(crate) pool_waiting: usize,
     /// Server-wide utilization reported by the watchdog, in `[0, 1]`.
     pub(crate) server_utilization: f64,
+    /// The waiters of each class. The oldest critical or standard waiter's wait escalates to
+    /// Critical; deferred non-critical waiters keep the level at Warning, never more.
     queues: [FairQueue; 3],
-    /// Enqueue times of critical and standard waiters: their starvation escalates to
-    /// Critical. Deferred non-critical waiters keep the level at Warning, never more.
-    ages: BTreeSet<(Instant, u64)>,
     next_id: u64,
     machine: LevelMachine,
     episode: Option<Episode>,
@@ -148,7 +148,6 @@ impl AdmissionState {
             pool_waiting: 0,
             server_utilization: 0.0,
             queues: Default::default(),
-            ages: BTreeSet::new(),
             next_id: 0,
             machine,
             episode: None,
@@ -251,10 +250,11 @@ impl AdmissionState {
     }
 
     pub(crate) fn pressure(&self, now: Instant) -> Pressure {
-        let oldest_wait = self
-            .ages
-            .first()
-            .map(|(t, _)| now.saturating_duration_since(*t))
+        let oldest_wait = [Criticality::Critical, Criticality::Standard]
+            .iter()
+            .filter_map(|c| self.queues[c.index()].oldest_enqueued())
+            .min()
+            .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
         Pressure {
             utilization: self
@@ -396,9 +396,6 @@ impl AdmissionState {
                 tx,
             },
         );
-        if class != Criticality::NonCritical {
-            self.ages.insert((now, id));
-        }
         (Admit::Enqueued { id, rx }, self.observe(now))
     }
 
@@ -409,18 +406,8 @@ impl AdmissionState {
 
     /// A waiter's caller gave up: forget it. Returns whether it was still queued (if not, it
     /// was granted or refused, and a grant is released by whoever drops it).
-    pub(crate) fn cancel(
-        &mut self,
-        class: Criticality,
-        user: &Option<UserKey>,
-        id: u64,
-        enqueued: Instant,
-    ) -> bool {
-        let removed = self.queues[class.index()].remove(user, id).is_some();
-        if removed {
-            self.ages.remove(&(enqueued, id));
-        }
-        removed
+    pub(crate) fn cancel(&mut self, class: Criticality, user: &Option<UserKey>, id: u64) -> bool {
+        self.queues[class.index()].remove(user, id).is_some()
     }
 
     /// A slot of `class` was given back, with how long it was held if a connection was
@@ -472,7 +459,6 @@ impl AdmissionState {
             let Some(w) = self.queues[class.index()].pop_last() else {
                 break;
             };
-            self.ages.remove(&(w.enqueued, w.id));
             let r = self.refusal(RejectionKind::Shed, Some(estimate), allowed);
             effects.refusals.push((w, r));
         }
@@ -537,7 +523,6 @@ impl AdmissionState {
             let Some(w) = self.queues[class.index()].pop() else {
                 break;
             };
-            self.ages.remove(&(w.enqueued, w.id));
             if w.tx.is_closed() {
                 // Its caller left: it never runs.
                 continue;

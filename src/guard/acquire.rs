@@ -141,7 +141,7 @@ impl GuardInner {
         }
         // Off the fast path the wait (its timer and queue entry) lives on the heap, so the
         // futures of every acquisition stay small to build and move.
-        Box::pin(self.admit_decided(class, user, deadline, started)).await
+        Box::pin(self.admit_decided(class, user, deadline)).await
     }
 
     /// Admission decided under the lock: a slot now, a wait in the queue, or a refusal.
@@ -150,7 +150,6 @@ impl GuardInner {
         class: Criticality,
         user: &Option<UserKey>,
         deadline: Instant,
-        started: Instant,
     ) -> Result<SlotPermit, Attempt> {
         let (admit, now) = self.change(|s, now| {
             let (admit, effects) = s.admit(class, user.clone(), deadline, now);
@@ -170,7 +169,6 @@ impl GuardInner {
                     class,
                     user: user.clone(),
                     id,
-                    enqueued: started,
                     answered: false,
                 };
                 let granted =
@@ -215,7 +213,6 @@ struct QueuedWaiter<'a> {
     class: Criticality,
     user: Option<UserKey>,
     id: u64,
-    enqueued: Instant,
     /// Set once a grant or a refusal arrived: the state took the waiter out of the queue.
     answered: bool,
 }
@@ -233,10 +230,10 @@ impl Drop for QueuedWaiter<'_> {
         if self.answered {
             return;
         }
-        let (class, user, id, enqueued) = (self.class, &self.user, self.id, self.enqueued);
+        let (class, user, id) = (self.class, &self.user, self.id);
         // Leaving the queue can lower the pressure.
         self.inner.change(|state, now| {
-            let effects = if state.cancel(class, user, id, enqueued) {
+            let effects = if state.cancel(class, user, id) {
                 state.observe(now)
             } else {
                 Default::default()

@@ -83,11 +83,19 @@ impl UserKey {
             Repr::Shared(text) => text,
         }
     }
+
+    /// The key's bytes, for comparing and hashing without checking them as text again.
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..*len as usize],
+            Repr::Shared(text) => text.as_bytes(),
+        }
+    }
 }
 
 impl PartialEq for UserKey {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -95,7 +103,10 @@ impl Eq for UserKey {}
 
 impl Hash for UserKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        // As a `str` hashes by default: its bytes and a terminator, so no key is a prefix of
+        // another's hash input.
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
     }
 }
 
@@ -107,7 +118,8 @@ impl PartialOrd for UserKey {
 
 impl Ord for UserKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        // Bytewise, as `str` orders.
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 

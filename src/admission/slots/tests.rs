@@ -117,7 +117,6 @@ struct Waiting {
     id: u64,
     class: Criticality,
     user: Option<UserKey>,
-    enqueued: Instant,
     /// Kept so the waiter's caller counts as present: one for each side.
     _rx: [oneshot::Receiver<Grant>; 2],
 }
@@ -168,7 +167,6 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<u64, TestCaseError> {
                             id,
                             class,
                             user: user(u),
-                            enqueued: now,
                             _rx: [a, b],
                         })
                     }
@@ -196,7 +194,7 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<u64, TestCaseError> {
                 }
                 let w = waiting.swap_remove(pick % waiting.len());
                 let leave = |st: &mut AdmissionState| {
-                    if st.cancel(w.class, &w.user, w.id, w.enqueued) {
+                    if st.cancel(w.class, &w.user, w.id) {
                         st.observe(now)
                     } else {
                         Effects::default()

@@ -280,7 +280,7 @@ fn a_cancelled_waiter_is_never_granted() {
     let mut s = state(1, 0);
     s.admit(Criticality::Standard, None, far(now), now);
     let (id, _rx) = enqueued(s.admit(Criticality::Standard, None, far(now), now).0);
-    assert!(s.cancel(Criticality::Standard, &None, id, now));
+    assert!(s.cancel(Criticality::Standard, &None, id));
     let effects = s.release(Criticality::Standard, Some(MS), now);
     assert!(effects.grants.is_empty());
     assert_eq!(s.granted(), 0);
