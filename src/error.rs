@@ -187,7 +187,9 @@ impl fmt::Display for Error {
                 after.as_millis()
             ),
             Error::MissingLayer => f.write_str(
-                "no poolguard layer on this route: add .route_layer(guard.standard()) or similar",
+                "no poolguard layer on this route: add .route_layer(guard.standard()) or similar \
+                 (a layer built with context_extension(false) must run the handler in its own \
+                 task: keep the default if a layer between them spawns the handler's future)",
             ),
         }
     }

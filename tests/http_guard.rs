@@ -425,3 +425,55 @@ async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_qu
         );
     }
 }
+
+/// A layer in between that runs the rest of the request in a task of its own (here one that
+/// spawns the handler's future) takes the request's extensions along, not the layer's task:
+/// the handler then finds the context only in the extensions, which the layer fills by
+/// default; with `context_extension(false)` the route says that no guard context reached it.
+/// `tower::buffer` is not such a layer: its worker makes the handler's future, but the future
+/// is polled in the request's task.
+#[tokio::test]
+async fn a_layer_that_spawns_the_handler_needs_the_context_in_the_extensions() {
+    use axum::error_handling::HandleErrorLayer;
+    use tower::{ServiceBuilder, ServiceExt};
+    let pg = cluster(20).await;
+    let guard = guard(&pg, 4, quick_config()).await;
+    let spawned = |copy: bool| {
+        let handler = get(context_report);
+        let spawning = tower::service_fn(move |req: axum::extract::Request| {
+            let handler = handler.clone();
+            async move { tokio::spawn(handler.oneshot(req)).await.unwrap() }
+        });
+        Router::new()
+            .route_service("/spawned", spawning)
+            .route_layer(trusted(guard.critical()).context_extension(copy))
+    };
+    let buffered = |copy: bool| {
+        let handler = ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            }))
+            .layer(tower::buffer::BufferLayer::new(8))
+            .service(get(context_report));
+        Router::new()
+            .route_service("/buffered", handler)
+            .route_layer(trusted(guard.critical()).context_extension(copy))
+    };
+    for copy in [true, false] {
+        let http = HttpClient::new(serve(spawned(copy).merge(buffered(copy))).await);
+        let r = http.get("/spawned", Some("ann")).await;
+        if copy {
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.body, "Critical Critical user=ann extension=true db=1");
+        } else {
+            assert_eq!(r.status, 500);
+            assert!(r.body.contains("route_not_guarded"), "{}", r.body);
+        }
+        let r = http.get("/buffered", Some("bob")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.body,
+            format!("Critical Critical user=bob extension={copy} db=1")
+        );
+    }
+}

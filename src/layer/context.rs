@@ -4,8 +4,9 @@
 //! The layer makes the context *current in the request's task* while it calls the inner
 //! service and polls the inner future (a tokio task-local, which costs no allocation), and by
 //! default also puts a copy in the request's extensions, where `Extension<RequestContext>`
-//! reads it and where it travels with the request even to another task (a `tower::buffer`
-//! worker, say). A copy in the extensions always allocates (a boxed value, and the map for a
+//! reads it and where it travels with the request even to another task (a layer in between
+//! that spawns the handler's future as a task of its own, say; `tower::buffer` is not one:
+//! its worker makes the future, but the future is polled in the request's task). A copy in the extensions always allocates (a boxed value, and the map for a
 //! request that had none); a layer built with
 //! [`context_extension(false)`](super::GuardLayer::context_extension) leaves that out and
 //! admits a request without allocating at all.

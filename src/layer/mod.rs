@@ -105,8 +105,8 @@ impl GuardLayer {
     /// extensions (default: yes). The context is always current in the request's task while
     /// the inner service runs, where [`Conn`](crate::Conn), the `RequestContext` extractor
     /// and [`RequestContext::find`] read it; the copy in the extensions is for handlers that
-    /// read `Extension<RequestContext>`, and for a stack that moves the request to another
-    /// task before the handler runs (`tower::buffer`). It costs an allocation or three per
+    /// read `Extension<RequestContext>`, and for a stack that runs the handler's future in a
+    /// task of its own (a layer between that spawns it). It costs an allocation or three per
     /// request (a boxed value, and the map for a request that had none); without it an
     /// admitted request allocates nothing in the guard.
     #[must_use]
