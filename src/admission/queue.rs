@@ -8,7 +8,8 @@
 //! out together costs n log n, not n².
 //!
 //! A user's queue that empties is kept for the next user that arrives (up to [`SPARE`] of
-//! them), so at a steady state a waiter allocates nothing here.
+//! them, each with room for at most [`SPARE_CAPACITY`] waiters), so at a steady state a
+//! waiter allocates nothing here.
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
@@ -34,6 +35,9 @@ pub(crate) struct Waiter {
 
 /// Emptied user queues kept for reuse.
 const SPARE: usize = 64;
+/// The most waiters a kept queue has room for: a user that queued more gives its storage
+/// back, so what is kept stays small whatever a burst once needed.
+const SPARE_CAPACITY: usize = 8;
 
 /// One user's waiters, oldest (lowest id) first, and the turn that is theirs in the rotation.
 #[derive(Debug)]
@@ -116,7 +120,7 @@ impl FairQueue {
     /// Drops `user`'s emptied queue, keeping its storage for a later user.
     fn forget(&mut self, user: &Option<UserKey>) {
         if let Some(queue) = self.by_user.remove(user) {
-            if self.spare.len() < SPARE {
+            if self.spare.len() < SPARE && queue.waiters.capacity() <= SPARE_CAPACITY {
                 self.spare.push(queue.waiters);
             }
         }
@@ -319,6 +323,16 @@ mod tests {
         assert_eq!(q.spare.len(), 1);
         assert_eq!(q.len_of(&a), 1);
         assert_eq!(q.pop().unwrap().id, 4);
+        // A queue that grew past the kept size gives its storage back.
+        let mut rxs = Vec::new();
+        for id in 10..30 {
+            let (w, rx) = at(id, 50);
+            rxs.push(rx);
+            q.push(b.clone(), w);
+        }
+        let kept = q.spare.len();
+        while q.pop().is_some() {}
+        assert_eq!(q.spare.len(), kept);
     }
 
     #[test]
