@@ -54,17 +54,21 @@ where
         // deadline change.
         let mut pending = None;
         let mut permit = None;
-        let outer = match req.extensions_mut().get_mut::<RequestContext>() {
+        // `in_extensions`: the request carries a copy already (updated here in place).
+        let (outer, in_extensions) = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
                 ctx.deadline = deadline;
-                Some(ctx.clone())
+                (Some(ctx.clone()), true)
             }
-            None => context::read_current(|outer| RequestContext {
-                class,
-                deadline,
-                ..outer.clone()
-            }),
+            None => {
+                let current = context::read_current(|outer| RequestContext {
+                    class,
+                    deadline,
+                    ..outer.clone()
+                });
+                (current, false)
+            }
         };
         let ctx = match outer {
             Some(ctx) => ctx,
@@ -100,7 +104,7 @@ where
                 }
             }
         };
-        if self.layer.context_extension && req.extensions().get::<RequestContext>().is_none() {
+        if self.layer.context_extension && !in_extensions {
             req.extensions_mut().insert(ctx.clone());
         }
         // The inner future is made now but (with a pending check) first polled once the
