@@ -8,18 +8,20 @@
 //! its probe slots taken by others (more than the table holds) is made per request, as
 //! before.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
 /// Slots in the table, a power of two.
 const SLOTS: usize = 256;
-/// Slots a pattern may look at, starting at its hash's.
+/// Slots a pattern may look at, starting at its hash's (fixed-seeded foldhash: patterns are
+/// the application's own, so no defence against chosen ones is needed).
 const PROBES: usize = 8;
 
 static NAMES: [OnceLock<Arc<str>>; SLOTS] = [const { OnceLock::new() }; SLOTS];
 
 /// The shared name of the route pattern `pattern`.
 pub(crate) fn route_name(pattern: &str) -> Arc<str> {
-    let start = fnv1a(pattern.as_bytes()) as usize;
+    let start = foldhash::fast::FixedState::default().hash_one(pattern) as usize;
     for probe in 0..PROBES {
         let slot = &NAMES[(start + probe) % SLOTS];
         let name = slot.get_or_init(|| Arc::from(pattern));
@@ -28,13 +30,6 @@ pub(crate) fn route_name(pattern: &str) -> Arc<str> {
         }
     }
     Arc::from(pattern)
-}
-
-/// FNV-1a: patterns are the application's own, so no defence against chosen ones is needed.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
