@@ -174,6 +174,17 @@ async fn futures_warm(guard: &Guard) -> Vec<poolguard::GuardedConn> {
     v
 }
 
+/// One request of `user-1` through `svc`, answered without waiting, with `status` (checked
+/// in debug builds).
+fn answered<S>(svc: &mut S, status: u16) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let resp = svc.call(request("user-1")).now_or_never().unwrap().unwrap();
+    debug_assert_eq!(resp.status(), status);
+    resp
+}
+
 fn whole_decision(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -182,28 +193,11 @@ fn whole_decision(c: &mut Criterion) {
     let guard = offline_guard(&rt);
     let mut group = c.benchmark_group("decision");
     let mut bare = tower::service_fn(ok);
-    group.bench_function("bare", |b| {
-        b.iter(|| {
-            bare.call(request("user-1"))
-                .now_or_never()
-                .unwrap()
-                .unwrap()
-        })
-    });
+    group.bench_function("bare", |b| b.iter(|| answered(&mut bare, 200)));
     let mut guarded = ServiceBuilder::new()
         .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(with_slot));
-    group.bench_function("admitted", |b| {
-        b.iter(|| {
-            let resp = guarded
-                .call(request("user-1"))
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            debug_assert_eq!(resp.status(), 200);
-            resp
-        })
-    });
+    group.bench_function("admitted", |b| b.iter(|| answered(&mut guarded, 200)));
 
     // The same with the context only current in the request's task, not in its extensions:
     // nothing allocated.
@@ -216,15 +210,7 @@ fn whole_decision(c: &mut Criterion) {
         )
         .service(tower::service_fn(with_slot));
     group.bench_function("admitted_context_in_task", |b| {
-        b.iter(|| {
-            let resp = in_task
-                .call(request("user-1"))
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            debug_assert_eq!(resp.status(), 200);
-            resp
-        })
+        b.iter(|| answered(&mut in_task, 200))
     });
 
     // A report that may wait a millisecond while the server is full, after one measured
@@ -239,17 +225,7 @@ fn whole_decision(c: &mut Criterion) {
                 .key_extractor(trusted_user_header()),
         )
         .service(tower::service_fn(with_slot));
-    group.bench_function("shed", |b| {
-        b.iter(|| {
-            let resp = shed
-                .call(request("user-1"))
-                .now_or_never()
-                .unwrap()
-                .unwrap();
-            debug_assert_eq!(resp.status(), 503);
-            resp
-        })
-    });
+    group.bench_function("shed", |b| b.iter(|| answered(&mut shed, 503)));
     group.finish();
 }
 
@@ -344,9 +320,9 @@ where
 }
 
 /// Saturated admission: 256 tasks (each its own user) over the 18 slots standard work may
-/// hold in a pool of 20,
-/// through the guard (queue, level, hand-off under the admission lock) and through a tokio
-/// semaphore of 18 permits (what a bare pool's checkout waits on), in one run.
+/// hold in a pool of 20, through the guard (queue, level, hand-off under the admission lock)
+/// and through a tokio semaphore of 18 permits (what a bare pool's checkout waits on), in one
+/// run.
 fn saturated_admission(c: &mut Criterion) {
     let mut group = c.benchmark_group("saturated");
     for workers in [1, 2] {
