@@ -342,8 +342,10 @@ async fn health_answers_quickly_while_the_pool_is_full() {
     drop(held);
 }
 
-/// What a handler sees of its request's context: the class from the `Conn`'s guard decision,
-/// whether the context was in the extensions, and the database's answer.
+/// What a handler sees of its request's context: its class as the `RequestContext` and
+/// `Criticality` extractors read it, the caller, whether a copy was in the extensions, the
+/// class `RequestContext::current` finds in the handler's task, and the answer of the
+/// database through `Conn`.
 async fn context_report(
     ctx: poolguard::RequestContext,
     class: Criticality,
@@ -352,11 +354,12 @@ async fn context_report(
 ) -> Result<String, Error> {
     let row = conn.query_one("SELECT 1", &[]).await?;
     Ok(format!(
-        "{:?} {:?} user={} extension={} db={}",
+        "{:?} {:?} user={} extension={} current={:?} db={}",
         ctx.class,
         class,
         ctx.user.as_ref().map_or("-", |u| u.as_str()),
         copy.is_some(),
+        poolguard::RequestContext::current().map(|c| c.class),
         row.get::<_, i32>(0)
     ))
 }
@@ -398,9 +401,15 @@ async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_qu
 
     let r = http.get("/in-task", Some("ann")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "Critical Critical user=ann extension=false db=1");
+    assert_eq!(
+        r.body,
+        "Critical Critical user=ann extension=false current=Some(Critical) db=1"
+    );
     let r = http.get("/default", Some("bob")).await;
-    assert_eq!(r.body, "Critical Critical user=bob extension=true db=1");
+    assert_eq!(
+        r.body,
+        "Critical Critical user=bob extension=true current=Some(Critical) db=1"
+    );
 
     for (outer_copy, inner_copy) in [(false, false), (true, false), (false, true), (true, true)] {
         let http = HttpClient::new(serve(nested(outer_copy, inner_copy)).await);
@@ -419,7 +428,7 @@ async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_qu
         assert_eq!(
             r.body,
             format!(
-                "Critical Critical user=nested-class extension={} db=1",
+                "Critical Critical user=nested-class extension={} current=Some(Critical) db=1",
                 outer_copy || inner_copy
             )
         );
@@ -464,7 +473,10 @@ async fn a_layer_that_spawns_the_handler_needs_the_context_in_the_extensions() {
         let r = http.get("/spawned", Some("ann")).await;
         if copy {
             assert_eq!(r.status, 200, "{}", r.body);
-            assert_eq!(r.body, "Critical Critical user=ann extension=true db=1");
+            assert_eq!(
+                r.body,
+                "Critical Critical user=ann extension=true current=None db=1"
+            );
         } else {
             assert_eq!(r.status, 500);
             assert!(r.body.contains("route_not_guarded"), "{}", r.body);
@@ -473,7 +485,7 @@ async fn a_layer_that_spawns_the_handler_needs_the_context_in_the_extensions() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
             r.body,
-            format!("Critical Critical user=bob extension={copy} db=1")
+            format!("Critical Critical user=bob extension={copy} current=Some(Critical) db=1")
         );
     }
 }
