@@ -2,14 +2,15 @@
 //! deadline), and where the [`Conn`](crate::Conn) extractor and handlers find it.
 //!
 //! The layer makes the context *current in the request's task* while it calls the inner
-//! service and polls the inner future (a tokio task-local, which costs no allocation), and by
+//! service, polls the inner future and drops it (a thread-local set for exactly that time, as
+//! a tokio task-local is, kept in the layer's own future: no allocation, no wrapper), and by
 //! default also puts a copy in the request's extensions, where `Extension<RequestContext>`
 //! reads it and where it travels with the request even to another task (a layer in between
 //! that spawns the handler's future as a task of its own, say; `tower::buffer` is not one:
-//! its worker makes the future, but the future is polled in the request's task). A copy in the extensions always allocates (a boxed value, and the map for a
-//! request that had none); a layer built with
-//! [`context_extension(false)`](super::GuardLayer::context_extension) leaves that out and
-//! admits a request without allocating at all.
+//! its worker makes the future, but the future is polled in the request's task). A copy in
+//! the extensions always allocates (a boxed value, and the map for a request that had none);
+//! a layer built with [`context_extension(false)`](super::GuardLayer::context_extension)
+//! leaves that out and admits a request without allocating at all.
 //!
 //! Readers ([`RequestContext::find`], the extractors) look at the task first, then at the
 //! extensions. Both hold the innermost layer's decision: an inner layer under an outer one
@@ -20,8 +21,8 @@ use crate::criticality::Criticality;
 use crate::guard::Guard;
 use crate::limit::UserKey;
 use std::cell::Cell;
+use std::mem::ManuallyDrop;
 use std::time::Instant;
-use tokio::task::futures::TaskLocalFuture;
 
 /// What a guard layer decided about a request, for the [`Conn`](crate::Conn) extractor and
 /// for handlers: read it with [`RequestContext::find`], or as an axum extractor
@@ -39,15 +40,16 @@ pub struct RequestContext {
     pub deadline: Instant,
 }
 
-tokio::task_local! {
-    /// The context of the request whose service this task runs, while a guard layer calls
-    /// its inner service and polls its future. A `Cell`, so that the layer can take it back
-    /// after the call and readers can look at it, without cloning it.
-    static CURRENT: Cell<Option<RequestContext>>;
+thread_local! {
+    /// The context of the request whose layer is calling its inner service or polling its
+    /// future on this thread, for exactly that time: a task-local, kept by the layer's own
+    /// future rather than by a wrapper around the inner one. A `Cell`, so that the layer can
+    /// take it back after the call and readers can look at it, without cloning it.
+    /// `ManuallyDrop`, so that reading it needs no check of a destructor's registration: every
+    /// scope puts back what it found, so a thread ends with nothing current to drop.
+    static CURRENT: ManuallyDrop<Cell<Option<RequestContext>>> =
+        const { ManuallyDrop::new(Cell::new(None)) };
 }
-
-/// The inner service's future, polled with its request's context current.
-pub(crate) type Scoped<F> = TaskLocalFuture<Cell<Option<RequestContext>>, F>;
 
 impl RequestContext {
     /// The context of the request being served: the one a guard layer made current in this
@@ -75,30 +77,29 @@ pub(crate) fn read<R>(
 
 /// `f` of the context current in this task, if a guard layer set one.
 pub(crate) fn read_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|cell| {
-            let ctx = cell.take();
-            let out = ctx.as_ref().map(f);
-            cell.set(ctx);
-            out
-        })
-        .ok()
-        .flatten()
-}
-
-/// Runs `call` (the layer's call of its inner service) with `ctx` current, then gives `ctx`
-/// back with what `call` returned.
-pub(crate) fn call_with<R>(ctx: RequestContext, call: impl FnOnce() -> R) -> (R, RequestContext) {
-    CURRENT.sync_scope(Cell::new(Some(ctx)), || {
-        let out = call();
-        let ctx = CURRENT
-            .with(Cell::take)
-            .expect("readers put the context back");
-        (out, ctx)
+    CURRENT.with(|cell| {
+        let ctx = cell.take();
+        let out = ctx.as_ref().map(f);
+        cell.set(ctx);
+        out
     })
 }
 
-/// `future`, polled with `ctx` current.
-pub(crate) fn scoped<F: std::future::Future>(ctx: RequestContext, future: F) -> Scoped<F> {
-    CURRENT.scope(Cell::new(Some(ctx)), future)
+/// Runs `f` (the layer's call of its inner service, or a poll or the drop of its future)
+/// with the context in `ctx` current, then puts it back in `ctx` and makes current again
+/// what was current before (an outer layer's context), also when `f` panics.
+pub(crate) fn in_scope<R>(ctx: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
+    /// Swaps the contexts back when dropped.
+    struct Restore<'a> {
+        ctx: &'a mut Option<RequestContext>,
+        outer: Option<RequestContext>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            *self.ctx = CURRENT.with(|cell| cell.replace(self.outer.take()));
+        }
+    }
+    let outer = CURRENT.with(|cell| cell.replace(ctx.take()));
+    let _restore = Restore { ctx, outer };
+    f()
 }

@@ -1,6 +1,6 @@
 //! The response future of [`GuardService`](super::GuardService).
 
-use super::context::Scoped;
+use super::context::{self, RequestContext};
 use crate::guard::{LateRefusal, RefusalDelay};
 use crate::limit::check::{PendingCheck, UserPermit};
 use http::Response;
@@ -13,10 +13,13 @@ pin_project! {
     /// The inner service's future (holding the caller's in-flight slot until it completes
     /// or is dropped), a rejection answered at once or after a hold (for a user back before
     /// its `Retry-After`), or (with limits shared in Redis) a per-user check that runs first
-    /// and either admits the request or answers it.
+    /// and either admits the request or answers it. The inner future is polled and dropped
+    /// with its request's context current.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        future: Option<Scoped<F>>,
+        future: Option<F>,
+        // Current while `future` is polled or dropped.
+        ctx: Option<RequestContext>,
         check: Option<PendingCheck>,
         // How a refusal the check comes back with is held (pacing on).
         late: Option<LateRefusal>,
@@ -24,12 +27,28 @@ pin_project! {
         response: Option<Response<B>>,
         delay: Option<Pin<Box<RefusalDelay>>>,
     }
+
+    impl<F, B> PinnedDrop for ResponseFuture<F, B> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.future.is_some() {
+                context::in_scope(this.ctx, || this.future.set(None));
+            }
+        }
+    }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn admitted(future: Scoped<F>, permit: Option<UserPermit>) -> Self {
+    /// `future`, made with `ctx` current, to be polled with it current; `permit` is the
+    /// caller's in-flight slot.
+    pub(crate) fn admitted(
+        future: F,
+        ctx: Option<RequestContext>,
+        permit: Option<UserPermit>,
+    ) -> Self {
         Self {
             future: Some(future),
+            ctx,
             check: None,
             late: None,
             permit,
@@ -38,13 +57,16 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
+    /// `future` (made with `ctx` current) once `check` admits the request.
     pub(crate) fn checking(
         check: PendingCheck,
         late: Option<LateRefusal>,
-        future: Scoped<F>,
+        future: F,
+        ctx: Option<RequestContext>,
     ) -> Self {
         Self {
             future: Some(future),
+            ctx,
             check: Some(check),
             late,
             permit: None,
@@ -57,6 +79,7 @@ impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn rejected(response: Response<B>, delay: Option<Pin<Box<RefusalDelay>>>) -> Self {
         Self {
             future: None,
+            ctx: None,
             check: None,
             late: None,
             permit: None,
@@ -90,7 +113,7 @@ where
                     *this.late = None;
                 }
                 Err(mut rejection) => {
-                    this.future.set(None);
+                    context::in_scope(this.ctx, || this.future.set(None));
                     let late = this.late.take();
                     *this.delay = late.and_then(|late| late.pace(&mut rejection));
                     *this.response = Some(rejection.to_static_response());
@@ -105,16 +128,21 @@ where
         if let Some(response) = this.response.take() {
             return Poll::Ready(Ok(response));
         }
-        let future = this
-            .future
-            .as_mut()
-            .as_pin_mut()
-            .expect("ResponseFuture polled after completion");
-        let out = std::task::ready!(future.poll(cx));
+        let mut future = this.future;
+        let out = std::task::ready!(context::in_scope(this.ctx, || {
+            let polled = future
+                .as_mut()
+                .as_pin_mut()
+                .expect("ResponseFuture polled after completion")
+                .poll(cx);
+            if polled.is_ready() {
+                future.set(None);
+            }
+            polled
+        }));
         // The request is done: its in-flight slot is free now, not when the future is
         // dropped later.
         this.permit.take();
-        this.future.set(None);
         Poll::Ready(out)
     }
 }

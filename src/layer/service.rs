@@ -109,11 +109,11 @@ where
         }
         // The inner future is made now but (with a pending check) first polled once the
         // check admits the request: axum's handlers do nothing before they are polled.
-        let (future, ctx) = context::call_with(ctx, || self.inner.call(req));
-        let future = context::scoped(ctx, future);
+        let mut ctx = Some(ctx);
+        let future = context::in_scope(&mut ctx, || self.inner.call(req));
         if let Some((check, late)) = pending {
-            return ResponseFuture::checking(check, late, future);
+            return ResponseFuture::checking(check, late, future, ctx);
         }
-        ResponseFuture::admitted(future, permit)
+        ResponseFuture::admitted(future, ctx, permit)
     }
 }
