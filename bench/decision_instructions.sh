@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Instructions per request of each `decision/*` benchmark, counted by callgrind: a figure that
+# does not move with the machine's load, for comparing two builds of the decision path where
+# the time of a few hundred nanoseconds is lost in the noise.
+#
+#   bench/decision_instructions.sh            # builds the bench, then counts
+#   BENCH=/path/to/decision_path-<hash> bench/decision_instructions.sh   # a binary kept aside
+#
+# Each benchmark runs alone under callgrind for a second of its time, counting only inside
+# criterion's timed loop; the count is divided by the requests that loop made (each builds
+# one request with `request`). Printed per benchmark: instructions per request and the
+# difference to `decision/bare` in the same run. Instructions are not time (a copy of a large
+# future is one string instruction per chunk, a cache miss costs nothing here), so time stays
+# the `decision_path` benchmark's figure; this one says whether a change removed work.
+# Needs valgrind (`apt-get install -y valgrind`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${BENCH:-}" ]]; then
+    BENCH=$(cargo bench --bench decision_path --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "decision_path" and m.get("executable"):
+        print(m["executable"])')
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# Instructions per request of benchmark $1 (an exact name under `decision/`).
+per_request() {
+    local file="$out/$1.cg"
+    valgrind --tool=callgrind --callgrind-out-file="$file" --compress-strings=no \
+        --compress-pos=no --collect-atstart=no \
+        --toggle-collect='criterion::bencher::Bencher*::iter*' \
+        "$BENCH" --bench "^decision/$1\$" --profile-time 1 >/dev/null 2>&1
+    local total requests
+    total=$(awk '/^summary:/ {print $2}' "$file")
+    # The calls of `request` in the timed loop: each `cfn=` line naming it is followed by
+    # its `calls=<count> <line>`.
+    requests=$(awk '/^cfn=.*offline::request$/ {getline; split($1, c, "="); n += c[2]}
+        END {print n}' "$file")
+    echo $((total / requests))
+}
+
+bare=$(per_request bare)
+printf '%-36s %8s %10s\n' benchmark instr/req over_bare
+printf '%-36s %8d %10s\n' decision/bare "$bare" -
+for name in admitted admitted_context_in_task shed; do
+    n=$(per_request "$name")
+    printf '%-36s %8d %+10d\n' "decision/$name" "$n" $((n - bare))
+done
