@@ -4,7 +4,7 @@ use super::owner::SlotOwner;
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One slot of the pool, held through the guard. Dropping it gives the slot back and hands
 /// it to the next waiter, so a cancelled or failed request can never leak a slot.
@@ -17,8 +17,9 @@ pub(crate) struct SlotPermit {
     granted_at: Instant,
     /// The registry id of the connection handed out on this slot, once there is one.
     held: Option<u64>,
-    /// When the slot is given back, if the holder read the clock already.
-    released_at: Option<Instant>,
+    /// How long the slot was held when it is given back, if the holder worked it out
+    /// already.
+    held_for: Option<Duration>,
 }
 
 impl SlotPermit {
@@ -30,7 +31,7 @@ impl SlotPermit {
             class,
             granted_at,
             held: None,
-            released_at: None,
+            held_for: None,
         }
     }
 
@@ -40,8 +41,15 @@ impl SlotPermit {
     }
 
     /// Gives the slot back as of `now` (a clock reading the holder made already).
-    pub(crate) fn release_at(mut self, now: Instant) {
-        self.released_at = Some(now);
+    pub(crate) fn release_at(self, now: Instant) {
+        let held_for = now.saturating_duration_since(self.granted_at);
+        self.release_after(held_for);
+    }
+
+    /// Gives the slot back after it was held for `held_for` (worked out by the holder from
+    /// [`granted_at`](Self::granted_at)).
+    pub(crate) fn release_after(mut self, held_for: Duration) {
+        self.held_for = Some(held_for);
     }
 
     /// Records the connection handed out on this slot at `now` in the guard's registry of
@@ -67,8 +75,9 @@ impl SlotPermit {
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         let held_for = self.held.map(|_| {
-            let now = self.released_at.unwrap_or_else(crate::clock::now);
-            now.saturating_duration_since(self.granted_at)
+            self.held_for.unwrap_or_else(|| {
+                crate::clock::now().saturating_duration_since(self.granted_at)
+            })
         });
         if let Some(owner) = self.owner.take() {
             owner.release_slot(self.class, held_for, self.held);

@@ -75,11 +75,10 @@ impl GuardInner {
 impl Drop for HeldSlot {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            let now = crate::clock::now();
-            permit
-                .inner()
-                .note_hold_time(self.class, now.saturating_duration_since(self.acquired_at));
-            permit.release_at(now);
+            // Held from its grant: one hold time serves both.
+            let held = crate::clock::now().saturating_duration_since(self.acquired_at);
+            permit.inner().note_hold_time(self.class, held);
+            permit.release_after(held);
         }
     }
 }

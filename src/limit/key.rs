@@ -37,13 +37,19 @@ impl UserKey {
 
     /// The key for `text` without an allocation, if it is short enough.
     fn inline(text: &str) -> Option<Self> {
-        if text.len() > Self::INLINE {
+        Self::inline_utf8(text.as_bytes())
+    }
+
+    /// The key for `utf8` (valid UTF-8, which the caller checked) without an allocation, if
+    /// it is short enough.
+    fn inline_utf8(utf8: &[u8]) -> Option<Self> {
+        if utf8.len() > Self::INLINE {
             return None;
         }
         let mut bytes = [0u8; Self::INLINE];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        bytes[..utf8.len()].copy_from_slice(utf8);
         Some(UserKey(Repr::Inline {
-            len: text.len() as u8,
+            len: utf8.len() as u8,
             bytes,
         }))
     }
@@ -55,9 +61,12 @@ impl UserKey {
             && bytes.len() <= max_len
             && bytes.iter().all(|b| b.is_ascii_graphic());
         if printable {
-            // Checked above: ASCII only, so this never fails.
-            let text = std::str::from_utf8(bytes).unwrap_or_default();
-            Self::inline(text).unwrap_or_else(|| UserKey(Repr::Shared(Arc::from(text))))
+            // Checked above: ASCII only, so valid UTF-8 (checked again only for a key too
+            // long to keep inline).
+            Self::inline_utf8(bytes).unwrap_or_else(|| {
+                let text = std::str::from_utf8(bytes).unwrap_or_default();
+                UserKey(Repr::Shared(Arc::from(text)))
+            })
         } else {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             bytes.hash(&mut h);
