@@ -6,7 +6,6 @@
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
-use crate::u64_hash::U64Map;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,18 +52,50 @@ pub(crate) struct Leak {
     pub(crate) held: Duration,
 }
 
-/// One shard: held connections by sequence number (an id over the shard count), and the
-/// next sequence number.
+/// One shard: a slab of held connections. A free slot is reused before the slab grows, and
+/// each reuse bumps the slot's generation, so an id names one connection, never a later one
+/// in the same slot (for the 2^32 reuses of that slot it takes the generation to wrap).
 #[derive(Debug, Default)]
 struct Shard {
-    held: U64Map<Held>,
-    next: u64,
+    slots: Vec<Slot>,
+    /// Indexes of free slots, the last freed last.
+    free: Vec<u32>,
 }
 
-/// Held connections by registry id; an id names its shard in its low bits.
+/// One slot of a shard's slab.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Bumped each time the slot is taken.
+    generation: u32,
+    held: Option<Held>,
+}
+
+/// How many bits of an id name its shard. The slot index has the 27 bits between them and
+/// the generation: far more connections than a shard ever holds at once.
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+
+/// Held connections by registry id: an id is its slot's generation (high 32 bits), its
+/// index in the shard's slab, and its shard (the low bits).
 #[derive(Debug, Default)]
 pub(crate) struct HeldRegistry {
     shards: [Mutex<Shard>; SHARDS],
+}
+
+/// Where an id points: shard, slot index, generation.
+fn parts(id: u64) -> (usize, usize, u32) {
+    let shard = (id % SHARDS as u64) as usize;
+    let index = ((id >> SHARD_BITS) & u64::from(u32::MAX >> SHARD_BITS)) as usize;
+    (shard, index, (id >> 32) as u32)
+}
+
+impl Shard {
+    /// The connection of slot `index` if it is the one of `generation`.
+    fn get_mut(&mut self, index: usize, generation: u32) -> Option<&mut Held> {
+        self.slots
+            .get_mut(index)
+            .filter(|slot| slot.generation == generation)
+            .and_then(|slot| slot.held.as_mut())
+    }
 }
 
 impl HeldRegistry {
@@ -80,49 +111,70 @@ impl HeldRegistry {
         user: Option<UserKey>,
         now: Instant,
     ) -> u64 {
-        let index = my_shard();
-        let mut shard = self.shard(index);
-        let sequence = shard.next;
-        shard.next += 1;
-        shard.held.insert(
-            sequence,
-            Held {
-                since: now,
-                class,
-                route,
-                user,
-                leak_reported: false,
-            },
-        );
-        sequence * SHARDS as u64 + index as u64
+        let held = Held {
+            since: now,
+            class,
+            route,
+            user,
+            leak_reported: false,
+        };
+        let shard_index = my_shard();
+        let mut shard = self.shard(shard_index);
+        let index = match shard.free.pop() {
+            Some(index) => index as usize,
+            None => {
+                shard.slots.push(Slot::default());
+                shard.slots.len() - 1
+            }
+        };
+        let slot = &mut shard.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.held = Some(held);
+        let generation = slot.generation;
+        (u64::from(generation) << 32) | ((index as u64) << SHARD_BITS) | shard_index as u64
     }
 
     /// Forgets a connection that came back.
     pub(crate) fn remove(&self, id: u64) {
-        self.shard(id as usize % SHARDS)
-            .held
-            .remove(&(id / SHARDS as u64));
+        let (shard_index, index, generation) = parts(id);
+        let mut shard = self.shard(shard_index);
+        if shard.get_mut(index, generation).is_some() {
+            // Dropped after the lock: its route and key are the last references, sometimes.
+            let held = shard.slots[index].held.take();
+            shard.free.push(index as u32);
+            drop(shard);
+            drop(held);
+        }
     }
 
     /// The route and user of the connection with registry id `id`, if it is still held.
     pub(crate) fn route_of(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
-        self.shard(id as usize % SHARDS)
-            .held
-            .get(&(id / SHARDS as u64))
+        let (shard_index, index, generation) = parts(id);
+        self.shard(shard_index)
+            .get_mut(index, generation)
             .map(|h| (h.route.clone(), h.user.clone()))
     }
 
     /// How many connections are held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        (0..SHARDS).map(|i| self.shard(i).held.len()).sum()
+        (0..SHARDS)
+            .map(|i| {
+                self.shard(i)
+                    .slots
+                    .iter()
+                    .filter(|s| s.held.is_some())
+                    .count()
+            })
+            .sum()
     }
 
     /// Connections held longer than `after` that were not reported yet; marks them reported.
     pub(crate) fn take_leaks(&self, after: Duration, now: Instant) -> Vec<Leak> {
         let mut leaks = Vec::new();
         for i in 0..SHARDS {
-            for h in self.shard(i).held.values_mut() {
+            let mut shard = self.shard(i);
+            for h in shard.slots.iter_mut().filter_map(|slot| slot.held.as_mut()) {
                 let held = now.saturating_duration_since(h.since);
                 if !h.leak_reported && held >= after {
                     h.leak_reported = true;
@@ -170,5 +222,43 @@ mod tests {
         r.remove(id);
         assert_eq!(r.len(), 1);
         assert!(r.route_of(id).is_none());
+    }
+
+    #[test]
+    fn a_reused_slot_gets_a_new_id_and_an_old_id_reaches_nothing() {
+        let t0 = Instant::now();
+        let r = HeldRegistry::default();
+        let first = r.insert(Criticality::Standard, Some("/a".into()), None, t0);
+        r.remove(first);
+        // Same thread, so same shard: the freed slot is taken again.
+        let second = r.insert(Criticality::Standard, Some("/b".into()), None, t0);
+        assert_eq!(parts(first).1, parts(second).1, "the slot is reused");
+        assert_ne!(first, second);
+        assert!(r.route_of(first).is_none());
+        r.remove(first);
+        assert_eq!(r.len(), 1, "a stale id removes nothing");
+        let (route, _) = r.route_of(second).expect("still held");
+        assert_eq!(route.as_deref(), Some("/b"));
+        // Many at once grow the slab; each is found by its own id.
+        let ids: Vec<u64> = (0..100)
+            .map(|i| {
+                r.insert(
+                    Criticality::Critical,
+                    Some(format!("/{i}").into()),
+                    None,
+                    t0,
+                )
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(
+                r.route_of(*id).unwrap().0.as_deref(),
+                Some(&*format!("/{i}"))
+            );
+        }
+        for id in ids {
+            r.remove(id);
+        }
+        assert_eq!(r.len(), 1);
     }
 }

@@ -75,9 +75,8 @@ impl SlotPermit {
 impl Drop for SlotPermit {
     fn drop(&mut self) {
         let held_for = self.held.map(|_| {
-            self.held_for.unwrap_or_else(|| {
-                crate::clock::now().saturating_duration_since(self.granted_at)
-            })
+            self.held_for
+                .unwrap_or_else(|| crate::clock::now().saturating_duration_since(self.granted_at))
         });
         if let Some(owner) = self.owner.take() {
             owner.release_slot(self.class, held_for, self.held);
