@@ -89,12 +89,11 @@ fn parts(id: u64) -> (usize, usize, u32) {
 }
 
 impl Shard {
-    /// The connection of slot `index` if it is the one of `generation`.
-    fn get_mut(&mut self, index: usize, generation: u32) -> Option<&mut Held> {
+    /// Slot `index`, if it still holds the connection of `generation`.
+    fn slot_of(&mut self, index: usize, generation: u32) -> Option<&mut Slot> {
         self.slots
             .get_mut(index)
-            .filter(|slot| slot.generation == generation)
-            .and_then(|slot| slot.held.as_mut())
+            .filter(|slot| slot.generation == generation && slot.held.is_some())
     }
 }
 
@@ -138,20 +137,21 @@ impl HeldRegistry {
     pub(crate) fn remove(&self, id: u64) {
         let (shard_index, index, generation) = parts(id);
         let mut shard = self.shard(shard_index);
-        if shard.get_mut(index, generation).is_some() {
-            // Dropped after the lock: its route and key are the last references, sometimes.
-            let held = shard.slots[index].held.take();
-            shard.free.push(index as u32);
-            drop(shard);
-            drop(held);
-        }
+        let Some(held) = shard.slot_of(index, generation).and_then(|s| s.held.take()) else {
+            return;
+        };
+        shard.free.push(index as u32);
+        // Dropped after the lock: its route and key are the last references, sometimes.
+        drop(shard);
+        drop(held);
     }
 
     /// The route and user of the connection with registry id `id`, if it is still held.
     pub(crate) fn route_of(&self, id: u64) -> Option<(Option<Arc<str>>, Option<UserKey>)> {
         let (shard_index, index, generation) = parts(id);
         self.shard(shard_index)
-            .get_mut(index, generation)
+            .slot_of(index, generation)
+            .and_then(|slot| slot.held.as_ref())
             .map(|h| (h.route.clone(), h.user.clone()))
     }
 

@@ -85,10 +85,8 @@ impl UserKey {
     /// The key as text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Only ever filled from a `&str` cut at its length.
-            Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
-            }
+            // Only ever filled with UTF-8, cut at its length.
+            Repr::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
             Repr::Shared(text) => text,
         }
     }
