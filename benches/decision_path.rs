@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use poolguard::monitor::{LevelMachine, Pressure, Thresholds};
 use poolguard::testing::TestCluster;
-use poolguard::{Criticality, Guard, GuardConfig, PoolOptions, UserKey};
+use poolguard::{Criticality, Guard, PoolOptions, UserKey};
 use std::convert::Infallible;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -36,10 +36,7 @@ async fn ok(_: Request<Body>) -> Result<Response<Body>, Infallible> {
 /// A guard whose pool points nowhere: the decision path never touches it.
 fn offline_guard(rt: &tokio::runtime::Runtime) -> Guard {
     let _enter = rt.enter();
-    common::offline::offline_guard(GuardConfig {
-        limits: common::offline::generous_limits(),
-        ..GuardConfig::default()
-    })
+    common::offline::generous_guard()
 }
 
 fn layer_path(c: &mut Criterion) {

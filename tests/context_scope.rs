@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::offline::{generous_limits, offline_guard, request, trusted_user_header, Body};
+use common::offline::{generous_guard, request, trusted_user_header, Body};
 use futures_util::FutureExt;
 use http::{Request, Response};
-use poolguard::{Criticality, Guard, GuardConfig, RequestContext};
+use poolguard::{Criticality, RequestContext};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -68,20 +68,13 @@ fn recording(
     })
 }
 
-fn guard() -> Guard {
-    offline_guard(GuardConfig {
-        limits: generous_limits(),
-        ..GuardConfig::default()
-    })
-}
-
 fn taken(seen: &Seen) -> Vec<(&'static str, Option<Criticality>)> {
     std::mem::take(&mut *seen.lock().unwrap())
 }
 
 #[tokio::test]
 async fn the_context_is_current_while_the_inner_service_is_called_polled_and_dropped() {
-    let guard = guard();
+    let guard = generous_guard();
     let seen = Seen::default();
     for copy in [true, false] {
         let mut svc = ServiceBuilder::new()
@@ -126,7 +119,7 @@ async fn the_context_is_current_while_the_inner_service_is_called_polled_and_dro
 
 #[tokio::test]
 async fn an_inner_layer_gives_the_outer_context_back_even_when_its_handler_panics() {
-    let guard = guard();
+    let guard = generous_guard();
     let seen = Seen::default();
     let inner = ServiceBuilder::new()
         .layer(

@@ -31,6 +31,15 @@ pub fn offline_guard(config: GuardConfig) -> Guard {
         .unwrap()
 }
 
+/// A guard over an unreachable pool of 20 whose limits nothing reaches (call inside a
+/// runtime).
+pub fn generous_guard() -> Guard {
+    offline_guard(GuardConfig {
+        limits: generous_limits(),
+        ..GuardConfig::default()
+    })
+}
+
 /// Limits no benchmark or test reaches: what is measured is the check, not a refusal.
 pub fn generous_limits() -> UserLimits {
     UserLimits {
