@@ -120,31 +120,66 @@ impl Rejection {
             }
             bodies
         });
-        let kind = KINDS.iter().position(|k| *k == self.reason())?;
-        let at = (kind * 3 + self.class.index()) * COMMON_SECS + secs - 1;
+        let at = (self.kind_index() * 3 + self.class.index()) * COMMON_SECS + secs - 1;
         table.get(at).map(String::as_str)
     }
 
-    fn response_with<B>(&self, body: B) -> http::Response<B> {
-        let secs = self.retry_after_secs();
-        let mut headers = http::HeaderMap::with_capacity(8);
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        let retry = number_value(secs);
-        if let RejectionKind::RateLimited { limit } | RejectionKind::InFlightLimit { limit } =
-            self.kind
-        {
-            headers.insert(RATELIMIT_LIMIT, number_value(u64::from(limit)));
-            headers.insert(RATELIMIT_REMAINING, number_value(0));
-            headers.insert(RATELIMIT_RESET, retry.clone());
+    /// Where this refusal's reason is in [`KINDS`].
+    fn kind_index(&self) -> usize {
+        match self.kind {
+            RejectionKind::Shed => 0,
+            RejectionKind::QueueFull => 1,
+            RejectionKind::QueueTimeout => 2,
+            RejectionKind::RateLimited { .. } => 3,
+            RejectionKind::InFlightLimit { .. } => 4,
+            RejectionKind::PoolUnavailable => 5,
         }
-        headers.insert(http::header::RETRY_AFTER, retry);
+    }
+
+    /// The limit a 429 names in `RateLimit-Limit`; `None` for a 503.
+    fn limit(&self) -> Option<u32> {
+        match self.kind {
+            RejectionKind::RateLimited { limit } | RejectionKind::InFlightLimit { limit } => {
+                Some(limit)
+            }
+            _ => None,
+        }
+    }
+
+    fn response_with<B>(&self, body: B) -> http::Response<B> {
         let mut response = http::Response::new(body);
         *response.status_mut() = self.status();
-        *response.headers_mut() = headers;
+        *response.headers_mut() = self.headers();
         response
+    }
+
+    /// The response's headers: for `Retry-After` up to a minute a copy of a ready-made map
+    /// (two allocations, no header hashed, every value static), built otherwise.
+    fn headers(&self) -> http::HeaderMap {
+        let secs = self.retry_after_secs();
+        let limit = self.limit();
+        if secs > COMMON_SECS as u64 {
+            return built_headers(limit, secs);
+        }
+        let ready = READY_HEADERS.get_or_init(|| ReadyHeaders {
+            unavailable: (1..=COMMON_SECS as u64)
+                .map(|secs| built_headers(None, secs))
+                .collect(),
+            limited: (1..=COMMON_SECS as u64)
+                .map(|secs| built_headers(Some(0), secs))
+                .collect(),
+        });
+        let at = secs as usize - 1;
+        match limit {
+            None => ready.unavailable[at].clone(),
+            Some(limit) => {
+                let mut headers = ready.limited[at].clone();
+                if let Some(value) = headers.get_mut(RATELIMIT_LIMIT) {
+                    *value = number_value(u64::from(limit));
+                }
+                headers
+            }
+        }
     }
 }
 
@@ -152,7 +187,7 @@ impl Rejection {
 const COMMON_SECS: usize = 60;
 /// Numbers with a ready-made header value (`Retry-After` seconds, `RateLimit-*` limits).
 const COMMON_NUMBERS: u64 = 1024;
-/// Every reason, in the order of the ready-made bodies.
+/// Every reason, in the order of the ready-made bodies ([`Rejection::kind_index`]).
 const KINDS: [&str; 6] = [
     "shed",
     "queue_full",
@@ -166,19 +201,46 @@ const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("rat
 const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
 static STATIC_BODIES: OnceLock<Vec<String>> = OnceLock::new();
-static NUMBER_VALUES: OnceLock<Vec<http::HeaderValue>> = OnceLock::new();
+static NUMBER_TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+static READY_HEADERS: OnceLock<ReadyHeaders> = OnceLock::new();
+
+/// The headers of each refusal with a `Retry-After` of `1..=COMMON_SECS` seconds, at
+/// `[secs - 1]`.
+struct ReadyHeaders {
+    /// A 503's: `Content-Type` and `Retry-After`.
+    unavailable: Vec<http::HeaderMap>,
+    /// A 429's, with `RateLimit-Limit` left to fill in.
+    limited: Vec<http::HeaderMap>,
+}
 
 fn body_text(reason: &str, class: Criticality, secs: u64) -> String {
     format!(r#"{{"error":"{reason}","class":"{class}","retry_after":{secs}}}"#)
 }
 
-/// The header value of `n`: a shared ready-made one (cloned without allocating) for
-/// `0..1024`, formatted otherwise.
+/// The headers of a refusal naming `limit` (a 429) or none (a 503), built one by one.
+fn built_headers(limit: Option<u32>, secs: u64) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(if limit.is_some() { 5 } else { 2 });
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let retry = number_value(secs);
+    if let Some(limit) = limit {
+        headers.insert(RATELIMIT_LIMIT, number_value(u64::from(limit)));
+        headers.insert(RATELIMIT_REMAINING, number_value(0));
+        headers.insert(RATELIMIT_RESET, retry.clone());
+    }
+    headers.insert(http::header::RETRY_AFTER, retry);
+    headers
+}
+
+/// The header value of `n`: for `0..1024` one over a ready-made text that lives as long as
+/// the program (copied and dropped without touching a reference count), formatted
+/// otherwise.
 fn number_value(n: u64) -> http::HeaderValue {
-    let table =
-        NUMBER_VALUES.get_or_init(|| (0..COMMON_NUMBERS).map(http::HeaderValue::from).collect());
-    match table.get(n as usize) {
-        Some(v) => v.clone(),
+    let texts = NUMBER_TEXTS.get_or_init(|| (0..COMMON_NUMBERS).map(|n| n.to_string()).collect());
+    match texts.get(n as usize) {
+        Some(text) => http::HeaderValue::from_static(text),
         None => http::HeaderValue::from(n),
     }
 }
@@ -220,9 +282,11 @@ mod tests {
         for secs in [1, 59, 60, 61, 3600] {
             for kind in [
                 RejectionKind::Shed,
+                RejectionKind::QueueFull,
                 RejectionKind::QueueTimeout,
                 RejectionKind::InFlightLimit { limit: 5000 },
                 RejectionKind::RateLimited { limit: 7 },
+                RejectionKind::PoolUnavailable,
             ] {
                 let r = Rejection {
                     kind,
@@ -236,6 +300,33 @@ mod tests {
                 assert_eq!(owned.body(), &r.body_text());
                 assert_eq!(ready.body(), &r.body_text());
                 assert_eq!(owned.headers()["retry-after"], secs.to_string().as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn ready_made_headers_are_the_ones_built_one_by_one() {
+        for secs in 1..=COMMON_SECS as u64 + 1 {
+            for (kind, limit) in [
+                (RejectionKind::Shed, None),
+                (RejectionKind::PoolUnavailable, None),
+                (RejectionKind::RateLimited { limit: 1 }, Some(1)),
+                (RejectionKind::RateLimited { limit: 1023 }, Some(1023)),
+                (RejectionKind::InFlightLimit { limit: 1024 }, Some(1024)),
+                (RejectionKind::InFlightLimit { limit: 0 }, Some(0)),
+            ] {
+                let r = Rejection {
+                    kind,
+                    class: Criticality::Standard,
+                    retry_after: Duration::from_secs(secs),
+                };
+                let built = built_headers(limit, secs);
+                assert_eq!(r.headers(), built, "{kind:?}, {secs} s");
+                assert_eq!(built["retry-after"], secs.to_string().as_str());
+                if let Some(limit) = limit {
+                    assert_eq!(built["ratelimit-limit"], limit.to_string().as_str());
+                    assert_eq!(built["ratelimit-reset"], secs.to_string().as_str());
+                }
             }
         }
     }

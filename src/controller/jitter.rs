@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// The most jitter added to an estimate, as a share of it.
-const SHARE: f64 = 0.125;
+/// The most jitter added to an estimate is this fraction of it: an eighth.
+const SHARE_DIVISOR: u32 = 8;
 /// The most jitter added, whatever the estimate.
 const MAX: Duration = Duration::from_secs(1);
 
@@ -32,7 +32,7 @@ impl RetryJitter {
 
     /// The largest jitter added to `estimate`: an eighth of it, at most one second.
     pub fn bound(estimate: Duration) -> Duration {
-        estimate.mul_f64(SHARE).min(MAX)
+        (estimate / SHARE_DIVISOR).min(MAX)
     }
 
     /// `estimate` plus a jitter drawn uniformly from `[0, bound(estimate)]`. Never earlier

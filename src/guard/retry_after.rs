@@ -23,22 +23,22 @@ impl GuardInner {
         }
     }
 
-    /// A refusal answered at once when a request of `class` could not start before
-    /// `deadline` (`None` when it can, or when nothing was measured yet). No lock.
+    /// A refusal answered at once when a request of `class` that arrived `now` could not
+    /// start within the `allowed` wait (`None` when it can, or when nothing was measured
+    /// yet). No lock.
     pub(crate) fn deadline_refusal(
         &self,
         class: Criticality,
-        deadline: Instant,
+        allowed: Duration,
         now: Instant,
     ) -> Option<Rejection> {
         let estimate = self.estimate(class)?;
-        let allowed = deadline.saturating_duration_since(now);
         (estimate > allowed).then(|| {
             let wait = self.jittered(estimate.saturating_sub(allowed), estimate);
             Rejection {
                 kind: RejectionKind::Shed,
                 class,
-                retry_after: self.book_return(class, wait),
+                retry_after: self.book_return_at(class, wait, now),
             }
         })
     }
@@ -47,11 +47,14 @@ impl GuardInner {
     /// later of `now + wait` and one start interval after the last booked return. Returns
     /// how long it should wait (never more than a minute).
     pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
+        self.book_return_at(class, wait, crate::clock::now())
+    }
+
+    /// [`book_return`](GuardInner::book_return) with the clock read at `now`.
+    fn book_return_at(&self, class: Criticality, wait: Duration, now: Instant) -> Duration {
         let slot = &self.returns[class.index()];
         let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
-        let now = crate::clock::now()
-            .saturating_duration_since(self.epoch)
-            .as_micros() as u64;
+        let now = now.saturating_duration_since(self.epoch).as_micros() as u64;
         let earliest = now + wait.as_micros() as u64;
         let mut current = slot.load(Ordering::Relaxed);
         loop {

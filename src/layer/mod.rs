@@ -38,7 +38,7 @@ use crate::criticality::Criticality;
 use crate::guard::Guard;
 use crate::limit::{DefaultKeyExtractor, KeyExtractor};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest deadline a trusted header may ask for.
 pub const MAX_HEADER_DEADLINE: Duration = Duration::from_secs(60);
@@ -115,8 +115,9 @@ impl GuardLayer {
         self
     }
 
-    /// The deadline of a request that arrived `now` with `headers`.
-    pub(crate) fn deadline_for(&self, headers: &http::HeaderMap, now: Instant) -> Instant {
+    /// How long a request with `headers` may wait to start: its deadline is that after its
+    /// arrival.
+    pub(crate) fn wait_allowed(&self, headers: &http::HeaderMap) -> Duration {
         let route = self
             .deadline
             .unwrap_or(self.guard.inner.config.max_queue_wait);
@@ -129,7 +130,7 @@ impl GuardLayer {
             .map(|ms| {
                 Duration::from_millis(ms).clamp(Duration::from_millis(1), MAX_HEADER_DEADLINE)
             });
-        now + from_header.unwrap_or(route)
+        from_header.unwrap_or(route)
     }
 }
 

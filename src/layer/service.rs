@@ -41,11 +41,12 @@ where
         let guard = &self.layer.guard;
         let inner = &guard.inner;
         let now = crate::clock::now();
-        let deadline = self.layer.deadline_for(req.headers(), now);
+        let allowed = self.layer.wait_allowed(req.headers());
+        let deadline = now + allowed;
 
         // A request that cannot start before its deadline is told at once: no lock, no
         // pool, none of the caller's quota spent.
-        if let Some(rejection) = inner.deadline_refusal(class, deadline, now) {
+        if let Some(rejection) = inner.deadline_refusal(class, allowed, now) {
             inner.count(class, Outcome::Shed);
             return ResponseFuture::rejected(rejection.to_static_response(), None);
         }
