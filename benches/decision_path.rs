@@ -7,7 +7,9 @@
 //! `decision/*` is the whole decision for an admitted request: layer, key, rate check,
 //! in-flight cap, controller, and the slot admitted and released as `Conn` does (without the
 //! database round trip), against the bare service (`admitted_context_in_task`: with the
-//! layer's `context_extension(false)`, which allocates nothing); `decision_threads/*` runs it
+//! layer's `context_extension(false)`, which allocates nothing), and the two refusals (`shed`:
+//! a report that cannot start in time; `rate_limited`: a caller whose quota is spent);
+//! `decision_threads/*` runs it
 //! on 1, 2, 4 and 8 threads at once and reports the cost per request and core (flat when
 //! nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks over 18 slots on 1 and 2
 //! workers, through the guard and through a tokio semaphore: the cost of an acquisition that
@@ -18,7 +20,7 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use poolguard::monitor::{LevelMachine, Pressure, Thresholds};
 use poolguard::testing::TestCluster;
-use poolguard::{Criticality, Guard, PoolOptions, UserKey};
+use poolguard::{Criticality, Guard, GuardConfig, PoolOptions, UserKey, UserLimits};
 use std::convert::Infallible;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -223,6 +225,24 @@ fn whole_decision(c: &mut Criterion) {
         )
         .service(tower::service_fn(with_slot));
     group.bench_function("shed", |b| b.iter(|| answered(&mut shed, 503)));
+
+    // A caller whose quota is spent: its key and rate cell are looked at, then 429.
+    let spent_guard = {
+        let _enter = rt.enter();
+        common::offline::offline_guard(GuardConfig {
+            limits: UserLimits {
+                rate_per_second: 1,
+                burst: 1,
+                ..Default::default()
+            },
+            ..GuardConfig::default()
+        })
+    };
+    let mut spent = ServiceBuilder::new()
+        .layer(spent_guard.critical().key_extractor(trusted_user_header()))
+        .service(tower::service_fn(with_slot));
+    answered(&mut spent, 200);
+    group.bench_function("rate_limited", |b| b.iter(|| answered(&mut spent, 429)));
     group.finish();
 }
 
