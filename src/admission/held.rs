@@ -89,11 +89,12 @@ fn parts(id: u64) -> (usize, usize, u32) {
 }
 
 impl Shard {
-    /// Slot `index`, if it still holds the connection of `generation`.
+    /// Slot `index`, if it was last taken for the connection of `generation` (its `held` is
+    /// `None` once that connection is forgotten).
     fn slot_of(&mut self, index: usize, generation: u32) -> Option<&mut Slot> {
         self.slots
             .get_mut(index)
-            .filter(|slot| slot.generation == generation && slot.held.is_some())
+            .filter(|slot| slot.generation == generation)
     }
 }
 
