@@ -81,11 +81,12 @@ impl Rejection {
     /// Builds the response: status, `Retry-After`, `RateLimit-*` for per-user limits, and a
     /// small JSON body. Works for any body type that can be made from a `String`.
     pub fn to_response<B: From<String>>(&self) -> http::Response<B> {
-        let body = match self.static_body() {
+        let secs = self.retry_after_secs();
+        let body = match self.static_body(secs) {
             Some(body) => body.to_owned(),
             None => self.body_text(),
         };
-        self.response_with(B::from(body))
+        self.response_with(B::from(body), secs)
     }
 
     /// [`to_response`](Rejection::to_response) without formatting anything: the body is a
@@ -93,9 +94,10 @@ impl Rejection {
     /// axum's that take one without copying) and the header values are precomputed, so
     /// answering a refusal allocates only the response's header map.
     pub fn to_static_response<B: From<String> + From<&'static str>>(&self) -> http::Response<B> {
-        match self.static_body() {
-            Some(body) => self.response_with(B::from(body)),
-            None => self.response_with(B::from(self.body_text())),
+        let secs = self.retry_after_secs();
+        match self.static_body(secs) {
+            Some(body) => self.response_with(B::from(body), secs),
+            None => self.response_with(B::from(self.body_text()), secs),
         }
     }
 
@@ -103,9 +105,10 @@ impl Rejection {
         body_text(self.reason(), self.class, self.retry_after_secs())
     }
 
-    /// The ready-made body for this refusal, when its `Retry-After` is in the common range.
-    fn static_body(&self) -> Option<&'static str> {
-        let secs = self.retry_after_secs() as usize;
+    /// The ready-made body for this refusal, when its `Retry-After` (`secs`, as
+    /// [`retry_after_secs`](Self::retry_after_secs) says) is in the common range.
+    fn static_body(&self, secs: u64) -> Option<&'static str> {
+        let secs = secs as usize;
         if secs > COMMON_SECS {
             return None;
         }
@@ -146,17 +149,18 @@ impl Rejection {
         }
     }
 
-    fn response_with<B>(&self, body: B) -> http::Response<B> {
+    /// The response with `body`, for a `Retry-After` of `secs`.
+    fn response_with<B>(&self, body: B, secs: u64) -> http::Response<B> {
         let mut response = http::Response::new(body);
         *response.status_mut() = self.status();
-        *response.headers_mut() = self.headers();
+        *response.headers_mut() = self.headers(secs);
         response
     }
 
-    /// The response's headers: for `Retry-After` up to a minute a copy of a ready-made map
-    /// (two allocations, no header hashed, every value static), built otherwise.
-    fn headers(&self) -> http::HeaderMap {
-        let secs = self.retry_after_secs();
+    /// The response's headers for a `Retry-After` of `secs`: up to a minute a copy of a
+    /// ready-made map (two allocations, no header hashed, every value static), built
+    /// otherwise.
+    fn headers(&self, secs: u64) -> http::HeaderMap {
         let limit = self.limit();
         if secs > COMMON_SECS as u64 {
             return built_headers(limit, secs);
@@ -325,7 +329,8 @@ mod tests {
                     retry_after: Duration::from_secs(secs),
                 };
                 let built = built_headers(limit, secs);
-                assert_eq!(r.headers(), built, "{kind:?}, {secs} s");
+                assert_eq!(r.retry_after_secs(), secs);
+                assert_eq!(r.headers(secs), built, "{kind:?}, {secs} s");
                 assert_eq!(built["retry-after"], secs.to_string().as_str());
                 if let Some(limit) = limit {
                     assert_eq!(built["ratelimit-limit"], limit.to_string().as_str());
