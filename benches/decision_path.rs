@@ -10,9 +10,10 @@
 //! layer's `context_extension(false)`, which allocates nothing), and the two refusals (`shed`:
 //! a report that cannot start in time; `rate_limited`: a caller whose quota is spent);
 //! `decision_threads/*` runs it on 1, 2, 4 and 8 threads at once and reports the cost per
-//! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks over 18 slots on 1 and 2
-//! workers, through the guard and through a tokio semaphore: the cost of an acquisition that
-//! waits and is handed its slot (on one worker, with no one to contend with).
+//! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks
+//! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
+//! of an acquisition that waits and is handed its slot (on one worker, with no one to contend
+//! with).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
