@@ -33,7 +33,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The system allocator, counting what it hands out.
+/// The system allocator, counting what it hands out (a reallocation counts as one
+/// allocation of its new size).
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -159,6 +160,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
 }
 
+/// Requests served per second in one round.
 fn rate(m: &Measured) -> f64 {
     m.requests as f64 / m.elapsed.as_secs_f64()
 }
