@@ -7,7 +7,6 @@ use super::{GuardedTransaction, SlotPermit};
 use crate::criticality::Criticality;
 use crate::error::Error;
 use crate::limit::UserKey;
-use crate::pool::statement_timeout_of;
 use deadpool_postgres::{ClientWrapper, Object};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -54,9 +53,7 @@ impl GuardedConn {
     ) -> Self {
         let now = crate::clock::now();
         let held_id = permit.register(class, route.clone(), user, now);
-        let inner = permit.inner();
-        let statement_timeout = inner.direct().and_then(statement_timeout_of);
-        let deadline = inner.config().query_deadline_for(class, statement_timeout);
+        let deadline = permit.inner().query_deadline(class);
         Self {
             held_id,
             object: Some(object),

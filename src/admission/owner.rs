@@ -1,7 +1,6 @@
 //! [`SlotOwner`]: what a held slot and the connection on it need from the guard that granted
 //! them. The guard implements it; admission depends on this trait, never on the guard.
 
-use crate::config::GuardConfig;
 use crate::criticality::Criticality;
 use crate::events::EventBus;
 use crate::limit::UserKey;
@@ -33,8 +32,8 @@ pub(crate) trait SlotOwner: Send + Sync + fmt::Debug {
     fn metrics(&self) -> &GuardMetrics;
     /// The guard's event bus.
     fn events(&self) -> &EventBus;
-    /// The guard's configuration.
-    fn config(&self) -> &GuardConfig;
+    /// The client-side bound on each tracked query of a connection of `class`.
+    fn query_deadline(&self, class: Criticality) -> Duration;
     /// The settings cancel requests connect with, when the guard knows them.
     fn direct(&self) -> Option<&tokio_postgres::Config>;
     /// The TLS connector cancel requests use.

@@ -6,6 +6,7 @@ use super::Guard;
 use crate::admission::{AdmissionSettings, HeldRegistry, Slots};
 use crate::config::BuildError;
 use crate::config::GuardConfig;
+use crate::criticality::Criticality;
 use crate::events::EventBus;
 use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
@@ -14,6 +15,7 @@ use crate::monitor::{LevelMachine, Thresholds};
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Builds a [`Guard`]; [`build`](GuardBuilder::build) validates the configuration.
@@ -74,7 +76,7 @@ impl GuardBuilder {
     pub fn build(self) -> Result<Guard, BuildError> {
         let max_size = self.pool.status().max_size;
         self.config.validate(max_size)?;
-        let overrides = crate::criticality::Criticality::ALL
+        let overrides = Criticality::ALL
             .iter()
             .any(|c| self.config.class_statement_timeout.get(*c).is_some());
         if overrides && !self.resets_sessions {
@@ -119,6 +121,14 @@ impl GuardBuilder {
             create: Some(c.pool_create_timeout),
             recycle: Some(c.pool_recycle_timeout),
         };
+        let statement_timeout = self
+            .direct
+            .as_ref()
+            .and_then(crate::pool::statement_timeout_of);
+        let mut query_deadlines = [Duration::ZERO; 3];
+        for class in Criticality::ALL {
+            query_deadlines[class.index()] = c.query_deadline_for(class, statement_timeout);
+        }
         let metrics = GuardMetrics::register();
         metrics.pool_max.set(max_size as f64);
         let inner = Arc::new(GuardInner {
@@ -131,6 +141,7 @@ impl GuardBuilder {
             window: WindowCounts::default(),
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
+            query_deadlines,
             pending_gets: AtomicUsize::new(0),
             delayed_refusals: AtomicUsize::new(0),
             estimates: Default::default(),
@@ -161,6 +172,7 @@ mod tests {
     use crate::config::BuildError;
     use crate::config::ClassTimeouts;
     use crate::config::GuardConfig;
+    use crate::criticality::Criticality;
     use crate::guard::Guard;
     use std::time::Duration;
 
@@ -198,5 +210,49 @@ mod tests {
             .pool_resets_sessions(true)
             .build()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_class_gets_the_query_deadline_its_statement_timeouts_call_for() {
+        let config = GuardConfig {
+            class_statement_timeout: ClassTimeouts {
+                non_critical: Some(Duration::from_secs(90)),
+                ..ClassTimeouts::default()
+            },
+            ..GuardConfig::default()
+        };
+        let direct: tokio_postgres::Config =
+            "postgres://nobody@127.0.0.1:1/none?options=-c%20statement_timeout%3D5000"
+                .parse()
+                .unwrap();
+        let guard = Guard::builder(pool_without_reset())
+            .config(config.clone())
+            .pool_resets_sessions(true)
+            .direct_connection(direct)
+            .build()
+            .unwrap();
+        let connection_timeout = Some(Duration::from_secs(5));
+        for class in Criticality::ALL {
+            assert_eq!(
+                guard.inner.query_deadlines[class.index()],
+                config.query_deadline_for(class, connection_timeout),
+                "{class}"
+            );
+        }
+        // The class override and the connection's own setting both count, each where it
+        // applies.
+        assert_ne!(
+            guard.inner.query_deadlines[Criticality::NonCritical.index()],
+            guard.inner.query_deadlines[Criticality::Standard.index()]
+        );
+        let without_direct = Guard::builder(pool_without_reset())
+            .config(config.clone())
+            .pool_resets_sessions(true)
+            .build()
+            .unwrap();
+        assert_eq!(
+            without_direct.inner.query_deadlines[Criticality::Standard.index()],
+            config.query_deadline_for(Criticality::Standard, None)
+        );
     }
 }

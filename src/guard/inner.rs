@@ -45,6 +45,10 @@ pub(crate) struct GuardInner {
     pub(super) window: WindowCounts,
     pub(super) level_tx: watch::Sender<Level>,
     pub(super) timeouts: Timeouts,
+    /// The client-side bound on each tracked query, per class (`Criticality::index`): worked
+    /// out once from the config and the connection's own `statement_timeout`, which do not
+    /// change after the build.
+    pub(super) query_deadlines: [Duration; 3],
     /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
     /// but they are not starvation.
     pub(super) pending_gets: AtomicUsize,

@@ -2,7 +2,6 @@
 
 use super::inner::GuardInner;
 use crate::admission::SlotOwner;
-use crate::config::GuardConfig;
 use crate::criticality::Criticality;
 use crate::events::EventBus;
 use crate::limit::UserKey;
@@ -42,8 +41,8 @@ impl SlotOwner for GuardInner {
         &self.events
     }
 
-    fn config(&self) -> &GuardConfig {
-        &self.config
+    fn query_deadline(&self, class: Criticality) -> Duration {
+        self.query_deadlines[class.index()]
     }
 
     fn direct(&self) -> Option<&tokio_postgres::Config> {
