@@ -165,14 +165,21 @@ fn rate(m: &Measured) -> f64 {
     m.requests as f64 / m.elapsed.as_secs_f64()
 }
 
-/// Student's t for a two-sided 95 % interval with `df` degrees of freedom.
+/// Student's t for a two-sided 95 % interval with `df` degrees of freedom: from the table up
+/// to 30, past it from its expansion in `1 / df` around the normal quantile (within 0.001
+/// of Student's t from 30 degrees on).
 fn t95(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
         2.052, 2.048, 2.045, 2.042,
     ];
-    TABLE.get(df.max(1) - 1).copied().unwrap_or(1.96)
+    if let Some(&t) = TABLE.get(df.max(1) - 1) {
+        return t;
+    }
+    let (z, n) = (1.959_964_f64, df as f64);
+    z + (z.powi(3) + z) / (4.0 * n)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * n * n)
 }
 
 /// The geometric mean of `ratios` and its 95 % confidence interval (on their logarithms).
