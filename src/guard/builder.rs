@@ -172,6 +172,7 @@ mod tests {
     use crate::config::BuildError;
     use crate::config::ClassTimeouts;
     use crate::config::GuardConfig;
+    use crate::config::{FALLBACK_QUERY_DEADLINE, QUERY_DEADLINE_MARGIN};
     use crate::criticality::Criticality;
     use crate::guard::Guard;
     use std::time::Duration;
@@ -184,6 +185,20 @@ mod tests {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .unwrap()
+    }
+
+    /// A guard with `config` over a pool declared to reset session settings, cancelling
+    /// through `direct` when given.
+    fn resetting_guard(config: GuardConfig, direct: Option<tokio_postgres::Config>) -> Guard {
+        let builder = Guard::builder(pool_without_reset())
+            .config(config)
+            .pool_resets_sessions(true);
+        match direct {
+            Some(direct) => builder.direct_connection(direct),
+            None => builder,
+        }
+        .build()
+        .unwrap()
     }
 
     #[tokio::test]
@@ -205,11 +220,7 @@ mod tests {
                 ..
             })
         ));
-        Guard::builder(pool_without_reset())
-            .config(config)
-            .pool_resets_sessions(true)
-            .build()
-            .unwrap();
+        resetting_guard(config, None);
     }
 
     #[tokio::test]
@@ -225,12 +236,7 @@ mod tests {
             "postgres://nobody@127.0.0.1:1/none?options=-c%20statement_timeout%3D5000"
                 .parse()
                 .unwrap();
-        let guard = Guard::builder(pool_without_reset())
-            .config(config.clone())
-            .pool_resets_sessions(true)
-            .direct_connection(direct)
-            .build()
-            .unwrap();
+        let guard = resetting_guard(config.clone(), Some(direct));
         let connection_timeout = Some(Duration::from_secs(5));
         for class in Criticality::ALL {
             assert_eq!(
@@ -245,14 +251,34 @@ mod tests {
             guard.inner.query_deadlines[Criticality::NonCritical.index()],
             guard.inner.query_deadlines[Criticality::Standard.index()]
         );
-        let without_direct = Guard::builder(pool_without_reset())
-            .config(config.clone())
-            .pool_resets_sessions(true)
-            .build()
-            .unwrap();
+        // The values themselves: the longer of the class's and the connection's timeouts,
+        // plus the margin.
+        let deadline =
+            |guard: &Guard, class: Criticality| guard.inner.query_deadlines[class.index()];
+        assert_eq!(
+            deadline(&guard, Criticality::NonCritical),
+            Duration::from_secs(90) + QUERY_DEADLINE_MARGIN
+        );
+        for class in [Criticality::Standard, Criticality::Critical] {
+            assert_eq!(
+                deadline(&guard, class),
+                Duration::from_secs(5) + QUERY_DEADLINE_MARGIN,
+                "{class}"
+            );
+        }
+        let without_direct = resetting_guard(config.clone(), None);
         assert_eq!(
             without_direct.inner.query_deadlines[Criticality::Standard.index()],
             config.query_deadline_for(Criticality::Standard, None)
+        );
+        // Without the connection's settings only the override is known.
+        assert_eq!(
+            deadline(&without_direct, Criticality::Standard),
+            FALLBACK_QUERY_DEADLINE
+        );
+        assert_eq!(
+            deadline(&without_direct, Criticality::NonCritical),
+            Duration::from_secs(90) + QUERY_DEADLINE_MARGIN
         );
     }
 }
