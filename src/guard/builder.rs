@@ -201,15 +201,21 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn class_overrides_need_a_pool_that_resets_sessions() {
-        let config = GuardConfig {
+    /// The default config with a `statement_timeout` override of `timeout` for non-critical
+    /// work.
+    fn non_critical_override(timeout: Duration) -> GuardConfig {
+        GuardConfig {
             class_statement_timeout: ClassTimeouts {
-                non_critical: Some(Duration::from_millis(250)),
+                non_critical: Some(timeout),
                 ..ClassTimeouts::default()
             },
             ..GuardConfig::default()
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn class_overrides_need_a_pool_that_resets_sessions() {
+        let config = non_critical_override(Duration::from_millis(250));
         let refused = Guard::builder(pool_without_reset())
             .config(config.clone())
             .build();
@@ -225,13 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_class_gets_the_query_deadline_its_statement_timeouts_call_for() {
-        let config = GuardConfig {
-            class_statement_timeout: ClassTimeouts {
-                non_critical: Some(Duration::from_secs(90)),
-                ..ClassTimeouts::default()
-            },
-            ..GuardConfig::default()
-        };
+        let config = non_critical_override(Duration::from_secs(90));
         let direct: tokio_postgres::Config =
             "postgres://nobody@127.0.0.1:1/none?options=-c%20statement_timeout%3D5000"
                 .parse()
