@@ -45,7 +45,7 @@ per_request() {
 bare=$(per_request bare)
 printf '%-36s %8s %10s\n' benchmark instr/req over_bare
 printf '%-36s %8d %10s\n' decision/bare "$bare" -
-for name in admitted admitted_context_in_task shed rate_limited; do
+for name in floor admitted admitted_context_in_task shed rate_limited; do
     n=$(per_request "$name")
     printf '%-36s %8d %+10d\n' "decision/$name" "$n" $((n - bare))
 done

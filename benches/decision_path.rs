@@ -7,8 +7,10 @@
 //! `decision/*` is the whole decision for an admitted request: layer, key, rate check,
 //! in-flight cap, controller, and the slot admitted and released as `Conn` does (without the
 //! database round trip), against the bare service (`admitted_context_in_task`: with the
-//! layer's `context_extension(false)`, which allocates nothing), and the two refusals (`shed`:
-//! a report that cannot start in time; `rate_limited`: a caller whose quota is spent);
+//! layer's `context_extension(false)`, which allocates nothing) and against `floor`, the least
+//! an admission layer with a bounded wait does (tower's ConcurrencyLimit and Timeout), and the
+//! two refusals (`shed`: a report that cannot start in time; `rate_limited`: a caller whose
+//! quota is spent);
 //! `decision_threads/*` runs it on 1, 2, 4 and 8 threads at once and reports the cost per
 //! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks
 //! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
@@ -184,6 +186,23 @@ where
     resp
 }
 
+/// One request of `user-1` through `svc` once it is ready, answered without waiting, with
+/// `status` (checked in debug builds): for services that take a permit when they are ready.
+fn answered_when_ready<S>(svc: &mut S, status: u16) -> Response<Body>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let ready = svc.ready().now_or_never().unwrap().unwrap();
+    let resp = ready
+        .call(request("user-1"))
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    debug_assert_eq!(resp.status(), status);
+    resp
+}
+
 fn whole_decision(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,6 +212,21 @@ fn whole_decision(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision");
     let mut bare = tower::service_fn(ok);
     group.bench_function("bare", |b| b.iter(|| answered(&mut bare, 200)));
+
+    // The floor: the least an admission layer with a bounded wait does, tower's
+    // ConcurrencyLimit (a slot counted by a semaphore, taken when the service is ready and
+    // given back with the response) and Timeout (a timer on the call) over the bare service.
+    // No key, no per-user limit, no controller, no registry.
+    let mut floor = ServiceBuilder::new()
+        .concurrency_limit(20)
+        .timeout(Duration::from_secs(5))
+        .service(tower::service_fn(ok));
+    group.bench_function("floor", |b| {
+        // The timer needs the runtime's context.
+        let _enter = rt.enter();
+        b.iter(|| answered_when_ready(&mut floor, 200))
+    });
+
     let mut guarded = ServiceBuilder::new()
         .layer(guard.critical().key_extractor(trusted_user_header()))
         .service(tower::service_fn(with_slot));

@@ -1,37 +1,54 @@
 //! Overhead of the guard on the request path: throughput and latency of `SELECT 1` through
 //! a real axum router and a real PostgreSQL at concurrency 32 and 256 (a pool of 20: the
-//! second queues most requests), guarded vs bare, measured in one run.
+//! second queues most requests), measured in one run for three stacks:
 //!
-//! The rounds come in pairs, one round of each stack, and the pairs alternate which stack
-//! goes first, so drift and order hit both alike. On a small machine that shares its cores
-//! with the client and the database, one round's rate moves by a tenth from the next one's:
-//! besides the ratio of all rounds, each concurrency prints the ratio of each pair and a 95 %
-//! confidence interval of their geometric mean, the figure to read a goal against.
+//! - `bare`: the handler takes a connection from a bare pool;
+//! - `floor`: the least an admission layer with a bounded wait does. A route layer waits up to
+//!   5 s for one of 18 permits of a tokio semaphore (the slots a standard route may hold),
+//!   answers 503 when none came, and holds the permit until the response is made; the handler
+//!   bounds its query with a timer. No key, no per-user limit, no priority, no registry;
+//! - `poolguard`: a standard route behind the guard's layer, the handler's `Conn` admitted by
+//!   the guard.
+//!
+//! Each round runs every stack once, in an order rotated from one round to the next, so drift
+//! and order hit all alike. On a small machine that shares its cores with the client and the
+//! database, one round's rate moves by a tenth from the next one's: besides the ratio of all
+//! rounds, each concurrency prints the ratio within each round and a 95 % confidence interval
+//! of their geometric mean, for `poolguard / bare`, `floor / bare` and `poolguard / floor`.
 //!
 //! Every allocation in the process (client, server, tokio-postgres) is counted, so each
 //! stack's allocations and bytes per request are printed too: a figure that does not move
-//! with the machine's load, and whose difference is what the guard allocates per request.
+//! with the machine's load, and whose difference is what a stack allocates per request.
 //!
-//! Run: `cargo bench --bench overhead` (6 pairs of 3 s rounds per concurrency, about 90 s);
-//! `POOLGUARD_OVERHEAD_PAIRS=30 cargo bench --bench overhead` narrows the interval.
+//! Run: `cargo bench --bench overhead` (6 rounds of 3 s per stack and concurrency, about
+//! 2 minutes); `POOLGUARD_OVERHEAD_ROUNDS=30 cargo bench --bench overhead` narrows the
+//! intervals. `POOLGUARD_OVERHEAD_ONLY=<stack>` runs one stack alone for one round at
+//! concurrency 256, as `bench/overhead_instructions.sh` does to count its instructions per
+//! request under callgrind.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
+use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use poolguard::testing::TestCluster;
 use poolguard::{Conn, Error, Guard, PoolOptions};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// The system allocator, counting what it hands out (a reallocation counts as one
 /// allocation of its new size).
@@ -75,17 +92,53 @@ fn allocated() -> (u64, u64) {
 
 const CONCURRENCY: [usize; 2] = [32, 256];
 const ROUND: Duration = Duration::from_secs(3);
-/// Pairs of rounds per concurrency unless `POOLGUARD_OVERHEAD_PAIRS` says otherwise.
-const PAIRS: usize = 6;
+/// Rounds per concurrency unless `POOLGUARD_OVERHEAD_ROUNDS` says otherwise.
+const ROUNDS: usize = 6;
+/// The floor's permits: the slots a standard route may hold in a pool of 20 (the guard keeps
+/// the last two for critical work).
+const FLOOR_PERMITS: usize = 18;
+/// The floor's longest wait for a permit: the guard's default `max_queue_wait`.
+const FLOOR_WAIT: Duration = Duration::from_secs(5);
+/// The floor's bound on a query, as the guard bounds each tracked one.
+const FLOOR_QUERY_DEADLINE: Duration = Duration::from_secs(30);
 
-async fn bare(State(pool): State<Pool>) -> Result<&'static str, (http::StatusCode, String)> {
+async fn bare(State(pool): State<Pool>) -> Result<&'static str, (StatusCode, String)> {
     let conn = pool
         .get()
         .await
-        .map_err(|e| (http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     conn.query_one("SELECT 1", &[])
         .await
-        .map_err(|e| (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok("1")
+}
+
+/// The floor's admission: a permit within [`FLOOR_WAIT`], held until the response is made.
+async fn floor_admission(
+    State(slots): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(FLOOR_WAIT, slots.acquire()).await {
+        Ok(Ok(_permit)) => next.run(request).await,
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::RETRY_AFTER, "1")],
+        )
+            .into_response(),
+    }
+}
+
+/// The floor's handler: the bare one, its query bounded by [`FLOOR_QUERY_DEADLINE`].
+async fn floor(State(pool): State<Pool>) -> Result<&'static str, (StatusCode, String)> {
+    let conn = pool
+        .get()
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    tokio::time::timeout(FLOOR_QUERY_DEADLINE, conn.query_one("SELECT 1", &[]))
+        .await
+        .map_err(|_| (StatusCode::GATEWAY_TIMEOUT, "query deadline".to_string()))?
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok("1")
 }
 
@@ -103,13 +156,13 @@ struct Measured {
     allocated: (u64, u64),
 }
 
-async fn hammer(addr: SocketAddr, concurrency: usize) -> Measured {
+async fn hammer(addr: SocketAddr, concurrency: usize, round: Duration) -> Measured {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
     let started = Instant::now();
     let allocated_before = allocated();
-    let until = started + ROUND;
+    let until = started + round;
     let workers: Vec<_> = (0..concurrency)
         .map(|i| {
             let client = client.clone();
@@ -192,6 +245,138 @@ fn mean_with_interval(ratios: &[f64]) -> (f64, f64, f64) {
     (mean.exp(), (mean - half).exp(), (mean + half).exp())
 }
 
+/// One stack under measurement: its name in the tables and where it is served.
+struct Stack {
+    name: &'static str,
+    addr: SocketAddr,
+}
+
+/// All rounds of one stack at one concurrency, summed up.
+struct Summary {
+    /// Requests served per second over all rounds.
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+    /// Allocations and bytes allocated per request served.
+    allocations: f64,
+    bytes: f64,
+    /// The slowest and the fastest round, in requests per second.
+    slowest: f64,
+    fastest: f64,
+}
+
+impl Summary {
+    fn of(runs: &[Measured]) -> Self {
+        let requests: usize = runs.iter().map(|m| m.requests).sum();
+        let secs: f64 = runs.iter().map(|m| m.elapsed.as_secs_f64()).sum();
+        let mut latencies: Vec<Duration> = runs.iter().flat_map(|m| m.latencies.clone()).collect();
+        latencies.sort();
+        let served = requests.max(1) as f64;
+        let rates: Vec<f64> = runs.iter().map(rate).collect();
+        Self {
+            rate: requests as f64 / secs,
+            p50: pct(&latencies, 50.0),
+            p99: pct(&latencies, 99.0),
+            errors: runs.iter().map(|m| m.errors).sum(),
+            allocations: runs.iter().map(|m| m.allocated.0).sum::<u64>() as f64 / served,
+            bytes: runs.iter().map(|m| m.allocated.1).sum::<u64>() as f64 / served,
+            slowest: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            fastest: rates.iter().copied().fold(0.0, f64::max),
+        }
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Prints the tables of one concurrency: each stack, each comparison of all rounds, and each
+/// comparison round by round with its interval.
+fn report(concurrency: usize, rounds: usize, stacks: &[Stack], runs: &[Vec<Measured>]) {
+    let summaries: Vec<Summary> = runs.iter().map(|r| Summary::of(r)).collect();
+    println!(
+        "overhead: SELECT 1 through axum + PostgreSQL, concurrency {concurrency}, pool 20, \
+         {rounds} rounds of {} s per stack",
+        ROUND.as_secs()
+    );
+    println!(
+        "| stack | requests/s | rounds (requests/s) | p50 (µs) | p99 (µs) | errors \
+         | allocations / request | bytes allocated / request |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (stack, s) in stacks.iter().zip(&summaries) {
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.0} | {:.0} | {} | {:.1} | {:.0} |",
+            stack.name,
+            s.rate,
+            s.slowest,
+            s.fastest,
+            us(s.p50),
+            us(s.p99),
+            s.errors,
+            s.allocations,
+            s.bytes
+        );
+    }
+    // Which stack is compared with which: poolguard and the floor with bare, and poolguard
+    // with the floor.
+    let comparisons = [(2, 0), (1, 0), (2, 1)];
+    for &(a, b) in &comparisons {
+        let (sa, sb) = (&summaries[a], &summaries[b]);
+        println!(
+            "| {} / {} (allocations: difference) | {:.3} | | {:.3} | {:.3} | | {:+.1} | {:+.0} |",
+            stacks[a].name,
+            stacks[b].name,
+            sa.rate / sb.rate,
+            us(sa.p50) / us(sb.p50),
+            us(sa.p99) / us(sb.p99),
+            sa.allocations - sb.allocations,
+            sa.bytes - sb.bytes
+        );
+    }
+    println!();
+    for &(a, b) in &comparisons {
+        let ratios: Vec<f64> = runs[a]
+            .iter()
+            .zip(&runs[b])
+            .map(|(x, y)| rate(x) / rate(y))
+            .collect();
+        let (mean, low, high) = mean_with_interval(&ratios);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "throughput {} / {}, round by round: {}",
+            stacks[a].name,
+            stacks[b].name,
+            each.join(" ")
+        );
+        println!("  geometric mean {mean:.3}, 95 % confidence interval {low:.3}–{high:.3}");
+    }
+    println!();
+}
+
+/// Concurrency and length of the one round of a stack run alone.
+const ALONE_CONCURRENCY: usize = 256;
+const ALONE_ROUND: Duration = Duration::from_secs(10);
+
+/// One round of `stack` alone at concurrency 256, after a warm-up at the same concurrency,
+/// for `bench/overhead_instructions.sh`, which counts it under callgrind. With standard input
+/// not a terminal, the round starts once a line (or its end) is read from it, so the script
+/// can start counting after the warm-up. Prints the requests served and the errors.
+async fn one_stack_alone(stack: &Stack) {
+    hammer(stack.addr, ALONE_CONCURRENCY, ROUND).await;
+    println!("warmed up");
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .expect("read standard input");
+    }
+    let m = hammer(stack.addr, ALONE_CONCURRENCY, ALONE_ROUND).await;
+    println!("requests served: {}", m.requests);
+    println!("errors: {}", m.errors);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,122 +407,69 @@ fn main() {
             .build()
             .unwrap();
         let (bare_pool, _) = poolguard::build_pool(cluster.pg_config(), &options).unwrap();
-        let bare_addr =
-            common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool)).await;
-        let guarded_addr = common::serve(
-            Router::new().route("/q", get(guarded)).route_layer(
-                guard
-                    .standard()
-                    .key_extractor(common::offline::trusted_user_header()),
-            ),
-        )
-        .await;
-        // Warm both pools.
-        hammer(bare_addr, 32).await;
-        hammer(guarded_addr, 32).await;
+        let (floor_pool, _) = poolguard::build_pool(cluster.pg_config(), &options).unwrap();
+        let floor_slots = Arc::new(Semaphore::new(FLOOR_PERMITS));
+        let stacks = [
+            Stack {
+                name: "bare",
+                addr: common::serve(Router::new().route("/q", get(bare)).with_state(bare_pool))
+                    .await,
+            },
+            Stack {
+                name: "floor",
+                addr: common::serve(
+                    Router::new()
+                        .route("/q", get(floor))
+                        .with_state(floor_pool)
+                        .route_layer(axum::middleware::from_fn_with_state(
+                            floor_slots,
+                            floor_admission,
+                        )),
+                )
+                .await,
+            },
+            Stack {
+                name: "poolguard",
+                addr: common::serve(
+                    Router::new().route("/q", get(guarded)).route_layer(
+                        guard
+                            .standard()
+                            .key_extractor(common::offline::trusted_user_header()),
+                    ),
+                )
+                .await,
+            },
+        ];
+        if let Ok(only) = std::env::var("POOLGUARD_OVERHEAD_ONLY") {
+            let stack = stacks.iter().find(|s| s.name == only).unwrap_or_else(|| {
+                panic!("POOLGUARD_OVERHEAD_ONLY: bare, floor or poolguard, not {only:?}")
+            });
+            return one_stack_alone(stack).await;
+        }
+        // Warm every pool.
+        for stack in &stacks {
+            hammer(stack.addr, 32, ROUND).await;
+        }
 
-        let pairs = std::env::var("POOLGUARD_OVERHEAD_PAIRS")
+        let rounds = std::env::var("POOLGUARD_OVERHEAD_ROUNDS")
             .ok()
             .map(|v| {
                 v.parse::<usize>()
                     .ok()
                     .filter(|&n| n >= 2)
-                    .expect("POOLGUARD_OVERHEAD_PAIRS: a whole number of at least 2")
+                    .expect("POOLGUARD_OVERHEAD_ROUNDS: a whole number of at least 2")
             })
-            .unwrap_or(PAIRS);
+            .unwrap_or(ROUNDS);
         for concurrency in CONCURRENCY {
-            let (mut bare_all, mut guarded_all) = (Vec::new(), Vec::new());
-            for pair in 0..pairs {
-                if pair % 2 == 0 {
-                    bare_all.push(hammer(bare_addr, concurrency).await);
-                    guarded_all.push(hammer(guarded_addr, concurrency).await);
-                } else {
-                    guarded_all.push(hammer(guarded_addr, concurrency).await);
-                    bare_all.push(hammer(bare_addr, concurrency).await);
+            let mut runs: Vec<Vec<Measured>> = stacks.iter().map(|_| Vec::new()).collect();
+            for round in 0..rounds {
+                // The order rotates, so each stack runs first, second and last as often.
+                for k in 0..stacks.len() {
+                    let i = (k + round) % stacks.len();
+                    runs[i].push(hammer(stacks[i].addr, concurrency, ROUND).await);
                 }
             }
-            let summary = |runs: &[Measured]| {
-                let requests: usize = runs.iter().map(|m| m.requests).sum();
-                let errors: usize = runs.iter().map(|m| m.errors).sum();
-                let secs: f64 = runs.iter().map(|m| m.elapsed.as_secs_f64()).sum();
-                let mut lat: Vec<Duration> =
-                    runs.iter().flat_map(|m| m.latencies.clone()).collect();
-                lat.sort();
-                (
-                    requests as f64 / secs,
-                    pct(&lat, 50.0),
-                    pct(&lat, 99.0),
-                    errors,
-                )
-            };
-            let (b_rps, b50, b99, b_err) = summary(&bare_all);
-            let (g_rps, g50, g99, g_err) = summary(&guarded_all);
-            // Allocations and bytes per request served, all rounds of a stack together.
-            let per_request = |runs: &[Measured]| {
-                let requests = runs.iter().map(|m| m.requests).sum::<usize>().max(1) as f64;
-                let count: u64 = runs.iter().map(|m| m.allocated.0).sum();
-                let bytes: u64 = runs.iter().map(|m| m.allocated.1).sum();
-                (count as f64 / requests, bytes as f64 / requests)
-            };
-            let (b_allocs, b_bytes) = per_request(&bare_all);
-            let (g_allocs, g_bytes) = per_request(&guarded_all);
-            // The spread of one stack's rounds: the noise a ratio has to be read against.
-            let spread = |runs: &[Measured]| {
-                let rates: Vec<f64> = runs.iter().map(rate).collect();
-                let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = rates.iter().copied().fold(0.0, f64::max);
-                format!("{min:.0}–{max:.0}")
-            };
-            let us = |d: Duration| d.as_secs_f64() * 1e6;
-            println!(
-                "overhead: SELECT 1 through axum + PostgreSQL, concurrency {concurrency}, pool 20, \
-                 {pairs} pairs of rounds of {} s",
-                ROUND.as_secs()
-            );
-            println!(
-                "| stack | requests/s | rounds (requests/s) | p50 (µs) | p99 (µs) | errors \
-                 | allocations / request | bytes allocated / request |"
-            );
-            println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-            println!(
-                "| bare pool | {b_rps:.0} | {} | {:.0} | {:.0} | {b_err} | {b_allocs:.1} \
-                 | {b_bytes:.0} |",
-                spread(&bare_all),
-                us(b50),
-                us(b99)
-            );
-            println!(
-                "| poolguard | {g_rps:.0} | {} | {:.0} | {:.0} | {g_err} | {g_allocs:.1} \
-                 | {g_bytes:.0} |",
-                spread(&guarded_all),
-                us(g50),
-                us(g99)
-            );
-            println!(
-                "| guarded / bare (allocations: guarded − bare) | {:.3} | | {:.3} | {:.3} | | {:+.1} \
-                 | {:+.0} |",
-                g_rps / b_rps,
-                us(g50) / us(b50),
-                us(g99) / us(b99),
-                g_allocs - b_allocs,
-                g_bytes - b_bytes
-            );
-            let ratios: Vec<f64> = bare_all
-                .iter()
-                .zip(&guarded_all)
-                .map(|(b, g)| rate(g) / rate(b))
-                .collect();
-            let (mean, low, high) = mean_with_interval(&ratios);
-            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
-            println!();
-            println!(
-                "throughput guarded / bare, pair by pair: {}",
-                each.join(" ")
-            );
-            println!(
-                "geometric mean of the pairs {mean:.3}, 95 % confidence interval {low:.3}–{high:.3}"
-            );
-            println!();
+            report(concurrency, rounds, &stacks, &runs);
         }
         drop(guard);
         drop(cluster);
