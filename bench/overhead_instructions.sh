@@ -9,6 +9,7 @@
 #   bench/overhead_instructions.sh                    # builds the bench, then counts
 #   BENCH=/path/to/overhead-<hash> bench/overhead_instructions.sh      # a binary kept aside
 #   STACKS="floor poolguard" bench/overhead_instructions.sh            # some stacks only
+#   KEEP=/tmp/counts bench/overhead_instructions.sh     # keeps <stack>.cg for callgrind_annotate
 #
 # Instructions are not time: a cache miss or a context switch costs nothing here, and the
 # process runs on one core at a time under valgrind (about a tenth of its usual rate), so the
@@ -24,8 +25,13 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "overhead" and m.get("executable"):
         print(m["executable"])')
 fi
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+if [[ -n "${KEEP:-}" ]]; then
+    out=$KEEP
+    mkdir -p "$out"
+else
+    out=$(mktemp -d)
+    trap 'rm -rf "$out"' EXIT
+fi
 
 # Instructions per request of stack $1 run alone.
 per_request() {
