@@ -39,6 +39,7 @@ use crate::single_flight::SharedRows;
 use crate::tls::{PgUrl, TlsConnector};
 use crate::watchdog::ServerUse;
 use deadpool_postgres::Pool;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -146,30 +147,36 @@ impl Guard {
     /// pool cannot hand out a connection. The rejection's `retry_after` is the estimate plus
     /// a bounded jitter. If the returned future is dropped while waiting, the waiter leaves
     /// the queue and never runs.
-    pub async fn acquire(&self, class: Criticality) -> Result<GuardedConn, Error> {
-        self.acquire_with(class, AcquireContext::default()).await
+    ///
+    /// The wait is counted from this call. The future is the guard's own acquisition, not a
+    /// wrapper around it (so it is moved once, not once per layer).
+    pub fn acquire(
+        &self,
+        class: Criticality,
+    ) -> impl Future<Output = Result<GuardedConn, Error>> + Send + '_ {
+        self.acquire_with(class, AcquireContext::default())
     }
 
     /// [`acquire`](Guard::acquire) with the user and route it is for.
-    pub async fn acquire_with(
+    pub fn acquire_with(
         &self,
         class: Criticality,
         context: AcquireContext,
-    ) -> Result<GuardedConn, Error> {
+    ) -> impl Future<Output = Result<GuardedConn, Error>> + Send + '_ {
         let deadline = crate::clock::now() + self.inner.config.max_queue_wait;
-        self.inner.acquire(class, context, deadline).await
+        self.inner.acquire(class, context, deadline)
     }
 
     /// [`acquire_with`](Guard::acquire_with), starting by `deadline` or not at all (the
     /// layer passes the request's deadline: the route's, a trusted header's, or the
     /// configured default).
-    pub async fn acquire_until(
+    pub fn acquire_until(
         &self,
         class: Criticality,
         context: AcquireContext,
         deadline: Instant,
-    ) -> Result<GuardedConn, Error> {
-        self.inner.acquire(class, context, deadline).await
+    ) -> impl Future<Output = Result<GuardedConn, Error>> + Send + '_ {
+        self.inner.acquire(class, context, deadline)
     }
 
     /// How many acquisitions were granted a slot since the guard was built. A waiter whose

@@ -9,7 +9,6 @@ use crate::error::Error;
 use crate::metrics::Outcome;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing::Instrument;
 
 /// One slot held through the guard without a connection. Dropping it records the hold time
 /// and releases the slot, as dropping a [`GuardedConn`](crate::GuardedConn) does.
@@ -47,7 +46,6 @@ impl GuardInner {
         let span = super::acquire::acquire_span(class, context.route.as_deref());
         let admitted = self
             .admit_slot(class, &context.user, deadline, started)
-            .instrument(span.clone())
             .await;
         // The slot is held from its grant: the clock read then serves the wait, the
         // registry and the hold.
