@@ -13,6 +13,7 @@ mod conn;
 mod gate;
 mod held;
 mod hold;
+mod outlook;
 mod owner;
 mod permit;
 mod queue;
@@ -24,6 +25,7 @@ mod transaction;
 
 pub use conn::GuardedConn;
 pub(crate) use held::{HeldRegistry, Leak};
+pub(crate) use outlook::PublishedOutlook;
 pub(crate) use owner::SlotOwner;
 pub(crate) use permit::SlotPermit;
 pub(crate) use slots::Slots;

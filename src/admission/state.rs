@@ -8,6 +8,7 @@
 //! is the model the gate is checked against (driven alone, it is the whole admission).
 
 use super::gate::{FastGate, GateSettings, MAX_CEILING};
+use super::outlook::Outlook;
 use super::queue::{FairQueue, Grant, Waiter};
 use crate::controller::{ClassCapacity, DrainEstimate, RetryJitter, StartRamp};
 use crate::criticality::Criticality;
@@ -326,20 +327,22 @@ impl AdmissionState {
             .expected_start(ahead, self.draining_slots(class))
     }
 
-    /// The time between two starts of `class` at its measured drain rate; `None` before the
-    /// first measured hold.
-    pub(crate) fn start_interval(&self, class: Criticality) -> Option<Duration> {
-        let rate = self.drain(class).rate(self.draining_slots(class))?;
-        Some(Duration::from_secs_f64(1.0 / rate))
+    /// What a newcomer of `class` faces now: whether it may take a slot at once, how many
+    /// wait ahead of it, and the slots that drain its class.
+    pub(crate) fn outlook(&self, class: Criticality, now: Instant) -> Outlook {
+        Outlook {
+            at_once: self.may_take_now(class, now),
+            ahead: self.ahead_of_newcomer(class),
+            slots: self.draining_slots(class),
+        }
     }
 
     /// When a newcomer of `class` can expect to start: now if it may take a slot, otherwise
-    /// from its place in the queue; `None` when nothing was measured yet.
+    /// from its place in the queue; `None` when nothing was measured yet. (The guard
+    /// publishes the [`outlook`](Self::outlook) and works this out where it is read.)
+    #[cfg(test)]
     pub(crate) fn newcomer_estimate(&self, class: Criticality, now: Instant) -> Option<Duration> {
-        if self.may_take_now(class, now) {
-            return Some(Duration::ZERO);
-        }
-        self.expected_start(class, self.ahead_of_newcomer(class))
+        self.outlook(class, now).expected_start(self.drain(class))
     }
 
     /// A refusal of `kind` for a waiter expected to start `estimate` from now that would

@@ -1,7 +1,7 @@
-//! When a refused caller should come back: the newcomer estimates the last change published,
+//! When a refused caller should come back: the newcomer outlook the last change published,
 //! bounded jitter, and returns booked one start interval apart.
 
-use super::inner::{GuardInner, UNKNOWN};
+use super::inner::GuardInner;
 use crate::controller::RetryJitter;
 use crate::criticality::Criticality;
 use crate::rejection::{Rejection, RejectionKind};
@@ -14,13 +14,21 @@ const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
 impl GuardInner {
-    /// When a newcomer of `class` can expect to start, from the last change; `None` before
-    /// anything was measured.
+    /// When a newcomer of `class` can expect to start, from the last change and the class's
+    /// hold as measured now; `None` before anything was measured.
     pub(crate) fn estimate(&self, class: Criticality) -> Option<Duration> {
-        match self.estimates[class.index()].load(Ordering::Relaxed) {
-            UNKNOWN => None,
-            us => Some(Duration::from_micros(us)),
-        }
+        self.outlooks[class.index()]
+            .load()
+            .expected_start(self.slots.drain(class))
+    }
+
+    /// The time between two starts of `class` at its drain rate, in microseconds (0 before a
+    /// hold was measured).
+    fn start_interval_micros(&self, class: Criticality) -> u64 {
+        self.outlooks[class.index()]
+            .load()
+            .start_interval(self.slots.drain(class))
+            .map_or(0, |d| d.as_micros().min(u64::MAX as u128) as u64)
     }
 
     /// A refusal answered at once when a request of `class` that arrived `now` could not
@@ -53,7 +61,7 @@ impl GuardInner {
     /// [`book_return`](GuardInner::book_return) with the clock read at `now`.
     fn book_return_at(&self, class: Criticality, wait: Duration, now: Instant) -> Duration {
         let slot = &self.returns[class.index()];
-        let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
+        let interval = self.start_interval_micros(class);
         let now = now.saturating_duration_since(self.epoch).as_micros() as u64;
         let earliest = now + wait.as_micros() as u64;
         let mut current = slot.load(Ordering::Relaxed);
