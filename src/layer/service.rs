@@ -7,6 +7,7 @@ use crate::guard::check_user;
 use crate::limit::check::LimitCheck;
 use crate::metrics::Outcome;
 use http::{Request, Response};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
 
@@ -14,12 +15,17 @@ use tower::Service;
 #[derive(Clone, Debug)]
 pub struct GuardService<S> {
     inner: S,
-    layer: GuardLayer,
+    /// Shared by every clone: axum clones a route's service for each request, and this is
+    /// one reference count to bump, not one per handle the layer holds.
+    layer: Arc<GuardLayer>,
 }
 
 impl<S> GuardService<S> {
     pub(crate) fn new(inner: S, layer: GuardLayer) -> Self {
-        Self { inner, layer }
+        Self {
+            inner,
+            layer: Arc::new(layer),
+        }
     }
 }
 
