@@ -116,3 +116,88 @@ impl GuardInner {
         self.retry_after_for(kind, Criticality::NonCritical)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::criticality::Criticality;
+    use crate::guard::{AcquireContext, Guard};
+    use crate::limit::UserKey;
+    use std::time::Duration;
+
+    /// A guard over a pool of 4 that points nowhere: three slots for standard work, one kept
+    /// for critical work. Slots are taken with `admit_slot`, which never asks the pool.
+    fn guard_of_four() -> Guard {
+        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(4)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .unwrap();
+        Guard::builder(pool).build().unwrap()
+    }
+
+    fn as_user(i: usize) -> AcquireContext {
+        AcquireContext {
+            user: Some(UserKey::new(format!("user-{i}"))),
+            route: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_estimate_read_without_the_lock_is_the_one_the_state_gives() {
+        let guard = guard_of_four();
+        let class = Criticality::Standard;
+        let deadline = || crate::clock::now() + Duration::from_secs(60);
+        assert_eq!(guard.inner.estimate(class), Some(Duration::ZERO));
+
+        // One hold of 800 ms measured, then every standard slot held.
+        let first = guard
+            .admit_slot(class, as_user(0), deadline())
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(800)).await;
+        drop(first);
+        let mut held = Vec::new();
+        for i in 0..3 {
+            held.push(
+                guard
+                    .admit_slot(class, as_user(i), deadline())
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Five waiters queue behind them, each its own user.
+        let waiters: Vec<_> = (10..15)
+            .map(|i| {
+                let guard = guard.clone();
+                tokio::spawn(async move { guard.admit_slot(class, as_user(i), deadline()).await })
+            })
+            .collect();
+        while guard.inner.read(|s| s.queued_of(class)) < 5 {
+            tokio::task::yield_now().await;
+        }
+
+        // Five ahead of a newcomer, three slots draining: it starts at the second round of
+        // releases, 1.6 s from now, and starts follow each other every 800 / 3 ms.
+        let now = crate::clock::now();
+        let state_says = guard.inner.read(|s| s.newcomer_estimate(class, now));
+        assert_eq!(state_says, Some(Duration::from_millis(1600)));
+        assert_eq!(guard.inner.estimate(class), state_says);
+        assert_eq!(guard.inner.start_interval_micros(class), 266_666);
+        // Critical work may still take the reserve at once.
+        assert_eq!(
+            guard.inner.estimate(Criticality::Critical),
+            Some(Duration::ZERO)
+        );
+
+        // A release hands its slot to the oldest waiter: four are left ahead of a newcomer.
+        drop(held.pop());
+        let now = crate::clock::now();
+        let state_says = guard.inner.read(|s| s.newcomer_estimate(class, now));
+        assert_eq!(guard.inner.estimate(class), state_says);
+        for waiter in &waiters {
+            waiter.abort();
+        }
+    }
+}
