@@ -25,7 +25,6 @@ mod transaction;
 
 pub use conn::GuardedConn;
 pub(crate) use held::{HeldRegistry, Leak};
-pub(crate) use outlook::PublishedOutlook;
 pub(crate) use owner::SlotOwner;
 pub(crate) use permit::SlotPermit;
 pub(crate) use slots::Slots;

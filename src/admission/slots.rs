@@ -3,7 +3,6 @@
 
 use super::gate::FastGate;
 use super::state::{AdmissionSettings, AdmissionState};
-use crate::controller::DrainEstimate;
 use crate::criticality::Criticality;
 use crate::monitor::LevelMachine;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,12 +50,6 @@ impl Slots {
             self.gate.holds.record(class, held);
         }
         true
-    }
-
-    /// The measured hold time of `class` as of now (fed by every release, on the fast path
-    /// too), as a drain estimate.
-    pub(crate) fn drain(&self, class: Criticality) -> DrainEstimate {
-        self.gate.holds.estimate(class)
     }
 
     /// Runs one change of the state under its lock, with the fast path sealed until the

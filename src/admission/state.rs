@@ -217,7 +217,9 @@ impl AdmissionState {
         self.peak_utilization.max(fast.min(1.0))
     }
 
-    fn drain(&self, class: Criticality) -> DrainEstimate {
+    /// The measured hold time of `class` (fed by every release, on the fast path too), as a
+    /// drain estimate.
+    pub(crate) fn drain(&self, class: Criticality) -> DrainEstimate {
         self.gate.holds.estimate(class)
     }
 
@@ -339,7 +341,7 @@ impl AdmissionState {
 
     /// When a newcomer of `class` can expect to start: now if it may take a slot, otherwise
     /// from its place in the queue; `None` when nothing was measured yet. (The guard
-    /// publishes the [`outlook`](Self::outlook) and works this out where it is read.)
+    /// publishes it in microseconds, from the [`outlook`](Self::outlook).)
     #[cfg(test)]
     pub(crate) fn newcomer_estimate(&self, class: Criticality, now: Instant) -> Option<Duration> {
         self.outlook(class, now).expected_start(self.drain(class))

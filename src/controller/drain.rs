@@ -61,9 +61,26 @@ impl DrainEstimate {
     /// (the running ones may have just started), so the estimate errs late, never early:
     /// `ceil((ahead + 1) / slots) × hold`. `None` before the first measurement.
     pub fn expected_start(&self, ahead: usize, slots: usize) -> Option<Duration> {
+        Some(Duration::from_secs_f64(self.start_secs(ahead, slots)?))
+    }
+
+    /// [`expected_start`](Self::expected_start) in whole microseconds, worked out without a
+    /// `Duration` (what a change under the admission lock publishes).
+    pub(crate) fn expected_start_micros(&self, ahead: usize, slots: usize) -> Option<u64> {
+        Some((self.start_secs(ahead, slots)? * 1e6) as u64)
+    }
+
+    /// [`expected_start`](Self::expected_start) in seconds.
+    fn start_secs(&self, ahead: usize, slots: usize) -> Option<f64> {
         let hold = self.hold_secs?;
         let rounds = (ahead + 1).div_ceil(slots.max(1));
-        Some(Duration::from_secs_f64(hold * rounds as f64))
+        Some(hold * rounds as f64)
+    }
+
+    /// The time between two starts with `slots` slots (the inverse of
+    /// [`rate`](Self::rate)), in whole microseconds. `None` before the first measurement.
+    pub(crate) fn start_interval_micros(&self, slots: usize) -> Option<u64> {
+        Some((1e6 / self.rate(slots)?) as u64)
     }
 }
 
@@ -102,5 +119,10 @@ mod tests {
         assert_eq!(d.expected_start(143, 16), Some(Duration::from_millis(7200)));
         // No slot at all still drains one at a time.
         assert_eq!(d.expected_start(1, 0), Some(Duration::from_millis(1600)));
+        // The same in microseconds, and the time between two starts.
+        assert_eq!(d.expected_start_micros(143, 16), Some(7_200_000));
+        assert_eq!(d.start_interval_micros(16), Some(50_000));
+        assert_eq!(DrainEstimate::default().expected_start_micros(0, 16), None);
+        assert_eq!(DrainEstimate::default().start_interval_micros(16), None);
     }
 }

@@ -9,7 +9,7 @@
 //! grants, refusals, events — is carried out after the lock is released.
 
 use super::window::WindowCounts;
-use crate::admission::{AdmissionState, Effects, HeldRegistry, PublishedOutlook, Slots};
+use crate::admission::{AdmissionState, Effects, HeldRegistry, Slots};
 use crate::config::GuardConfig;
 use crate::criticality::Criticality;
 use crate::events::{EventBus, NonCriticalGate};
@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The newcomer estimate meaning "nothing measured yet".
+pub(super) const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub(crate) struct GuardInner {
@@ -51,11 +54,13 @@ pub(crate) struct GuardInner {
     pub(super) pending_gets: AtomicUsize,
     /// Refusals held by the early-retry pacing right now (`refusal_pacing.rs`).
     pub(super) delayed_refusals: AtomicUsize,
-    /// What a newcomer of each class faces, as of the last change: with the class's measured
-    /// hold, when it can expect to start (the layer refuses a request that cannot meet its
-    /// deadline from this, without taking the admission lock) and the time between two
-    /// starts.
-    pub(super) outlooks: [PublishedOutlook; 3],
+    /// When a newcomer of each class can expect to start, in microseconds ([`UNKNOWN`] before
+    /// a hold was measured), as of the last change: the layer refuses a request that cannot
+    /// meet its deadline from this, without taking the admission lock.
+    pub(super) estimates: [AtomicU64; 3],
+    /// The time between two starts of each class at its drain rate, in microseconds, as of
+    /// the last change (0 before a hold was measured).
+    pub(super) start_intervals: [AtomicU64; 3],
     /// The latest return time booked for a refused caller of each class, in microseconds
     /// since `epoch`: every refusal books the next free turn after it, so refused callers are
     /// told to come back one after another at the drain rate, not all at once.
@@ -126,7 +131,13 @@ impl GuardInner {
                 self.metrics.level.set(level.as_gauge());
             }
             for class in Criticality::ALL {
-                self.outlooks[class.index()].store(state.outlook(class, now));
+                let (outlook, drain) = (state.outlook(class, now), state.drain(class));
+                let estimate = outlook
+                    .expected_start_micros(drain)
+                    .map_or(UNKNOWN, |us| us.min(UNKNOWN - 1));
+                self.estimates[class.index()].store(estimate, Ordering::Relaxed);
+                let interval = outlook.start_interval_micros(drain).unwrap_or(0);
+                self.start_intervals[class.index()].store(interval, Ordering::Relaxed);
             }
             let b = breaker_to_u8(state.breaker(now));
             let changed = self.breaker.swap(b, Ordering::AcqRel) != b;

@@ -1,7 +1,7 @@
-//! When a refused caller should come back: the newcomer outlook the last change published,
+//! When a refused caller should come back: the newcomer estimates the last change published,
 //! bounded jitter, and returns booked one start interval apart.
 
-use super::inner::GuardInner;
+use super::inner::{GuardInner, UNKNOWN};
 use crate::controller::RetryJitter;
 use crate::criticality::Criticality;
 use crate::rejection::{Rejection, RejectionKind};
@@ -14,21 +14,13 @@ const DEFAULT_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 
 impl GuardInner {
-    /// When a newcomer of `class` can expect to start, from the last change and the class's
-    /// hold as measured now; `None` before anything was measured.
+    /// When a newcomer of `class` can expect to start, from the last change; `None` before
+    /// anything was measured.
     pub(crate) fn estimate(&self, class: Criticality) -> Option<Duration> {
-        self.outlooks[class.index()]
-            .load()
-            .expected_start(self.slots.drain(class))
-    }
-
-    /// The time between two starts of `class` at its drain rate, in microseconds (0 before a
-    /// hold was measured).
-    fn start_interval_micros(&self, class: Criticality) -> u64 {
-        self.outlooks[class.index()]
-            .load()
-            .start_interval(self.slots.drain(class))
-            .map_or(0, |d| d.as_micros().min(u64::MAX as u128) as u64)
+        match self.estimates[class.index()].load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     /// A refusal answered at once when a request of `class` that arrived `now` could not
@@ -61,7 +53,7 @@ impl GuardInner {
     /// [`book_return`](GuardInner::book_return) with the clock read at `now`.
     fn book_return_at(&self, class: Criticality, wait: Duration, now: Instant) -> Duration {
         let slot = &self.returns[class.index()];
-        let interval = self.start_interval_micros(class);
+        let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
         let now = now.saturating_duration_since(self.epoch).as_micros() as u64;
         let earliest = now + wait.as_micros() as u64;
         let mut current = slot.load(Ordering::Relaxed);
@@ -122,6 +114,7 @@ mod tests {
     use crate::criticality::Criticality;
     use crate::guard::{AcquireContext, Guard};
     use crate::limit::UserKey;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     /// A guard over a pool of 4 that points nowhere: three slots for standard work, one kept
@@ -184,7 +177,10 @@ mod tests {
         let state_says = guard.inner.read(|s| s.newcomer_estimate(class, now));
         assert_eq!(state_says, Some(Duration::from_millis(1600)));
         assert_eq!(guard.inner.estimate(class), state_says);
-        assert_eq!(guard.inner.start_interval_micros(class), 266_666);
+        assert_eq!(
+            guard.inner.start_intervals[class.index()].load(Ordering::Relaxed),
+            266_666
+        );
         // Critical work may still take the reserve at once.
         assert_eq!(
             guard.inner.estimate(Criticality::Critical),
