@@ -358,6 +358,19 @@ pub(crate) fn build_pool_as(
     Ok((pool, pg, identity))
 }
 
+/// A pool of `max_size` over a server that does not exist, for unit tests that never check a
+/// connection out (a guard built over it works; only `Pool::get` would fail).
+#[cfg(test)]
+pub(crate) fn unreachable_pool(max_size: usize) -> Pool {
+    let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

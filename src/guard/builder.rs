@@ -177,20 +177,10 @@ mod tests {
     use crate::guard::Guard;
     use std::time::Duration;
 
-    fn pool_without_reset() -> deadpool_postgres::Pool {
-        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-        deadpool_postgres::Pool::builder(manager)
-            .max_size(4)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .unwrap()
-    }
-
     /// A guard with `config` over a pool declared to reset session settings, cancelling
     /// through `direct` when given.
     fn resetting_guard(config: GuardConfig, direct: Option<tokio_postgres::Config>) -> Guard {
-        let builder = Guard::builder(pool_without_reset())
+        let builder = Guard::builder(crate::pool::unreachable_pool(4))
             .config(config)
             .pool_resets_sessions(true);
         match direct {
@@ -216,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn class_overrides_need_a_pool_that_resets_sessions() {
         let config = non_critical_override(Duration::from_millis(250));
-        let refused = Guard::builder(pool_without_reset())
+        let refused = Guard::builder(crate::pool::unreachable_pool(4))
             .config(config.clone())
             .build();
         assert!(matches!(

@@ -120,14 +120,9 @@ mod tests {
     /// A guard over a pool of 4 that points nowhere: three slots for standard work, one kept
     /// for critical work. Slots are taken with `admit_slot`, which never asks the pool.
     fn guard_of_four() -> Guard {
-        let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(4)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
+        Guard::builder(crate::pool::unreachable_pool(4))
             .build()
-            .unwrap();
-        Guard::builder(pool).build().unwrap()
+            .unwrap()
     }
 
     fn as_user(i: usize) -> AcquireContext {
