@@ -15,14 +15,9 @@
 # Needs valgrind (`apt-get install -y valgrind`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${BENCH:-}" ]]; then
-    BENCH=$(cargo bench --bench decision_path --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "decision_path" and m.get("executable"):
-        print(m["executable"])')
-fi
+# shellcheck source=bench/bench_binary.sh
+source bench/bench_binary.sh
+BENCH=${BENCH:-$(bench_binary decision_path)}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -17,14 +17,9 @@
 # valgrind (`apt-get install -y valgrind`) and PostgreSQL, as the bench does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [[ -z "${BENCH:-}" ]]; then
-    BENCH=$(cargo bench --bench overhead --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "overhead" and m.get("executable"):
-        print(m["executable"])')
-fi
+# shellcheck source=bench/bench_binary.sh
+source bench/bench_binary.sh
+BENCH=${BENCH:-$(bench_binary overhead)}
 if [[ -n "${KEEP:-}" ]]; then
     out=$KEEP
     mkdir -p "$out"

@@ -363,10 +363,10 @@ pub(crate) fn build_pool_as(
 #[cfg(test)]
 pub(crate) fn unreachable_pool(max_size: usize) -> Pool {
     let pg: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-    let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+    let manager = Manager::new(pg, tokio_postgres::NoTls);
     Pool::builder(manager)
         .max_size(max_size)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .runtime(Runtime::Tokio1)
         .build()
         .unwrap()
 }
