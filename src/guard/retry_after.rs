@@ -182,10 +182,14 @@ mod tests {
             Some(Duration::ZERO)
         );
 
-        // A release hands its slot to the oldest waiter: four are left ahead of a newcomer.
+        // A release at once hands its slot to the oldest waiter: four are left ahead of a
+        // newcomer, and the hold of 0 ms it measured takes the average to 640 ms, so the
+        // newcomer starts at the second round of releases, 1.28 s from now.
         drop(held.pop());
+        assert_eq!(guard.inner.read(|s| s.queued_of(class)), 4);
         let now = crate::clock::now();
         let state_says = guard.inner.read(|s| s.newcomer_estimate(class, now));
+        assert_eq!(state_says, Some(Duration::from_millis(1280)));
         assert_eq!(guard.inner.estimate(class), state_says);
         for waiter in &waiters {
             waiter.abort();
