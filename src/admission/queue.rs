@@ -171,6 +171,34 @@ impl FairQueue {
         self.remove(&user, id)
     }
 
+    /// The earliest deadline of the waiters here (deadlines need not follow the order of
+    /// arrival: a request may bring a shorter one of its own). A walk over every waiter.
+    pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
+        self.by_user
+            .values()
+            .flat_map(|q| q.waiters.iter().map(|w| w.deadline))
+            .min()
+    }
+
+    /// Takes out every waiter whose deadline is at or before `cutoff`, oldest first.
+    pub(crate) fn take_expired(&mut self, cutoff: Instant) -> Vec<Waiter> {
+        let mut expired: Vec<(u64, Option<UserKey>)> = self
+            .by_user
+            .iter()
+            .flat_map(|(user, q)| {
+                q.waiters
+                    .iter()
+                    .filter(|w| w.deadline <= cutoff)
+                    .map(move |w| (w.id, user.clone()))
+            })
+            .collect();
+        expired.sort_unstable_by_key(|(id, _)| *id);
+        expired
+            .into_iter()
+            .filter_map(|(id, user)| self.remove(&user, id))
+            .collect()
+    }
+
     /// Takes every waiter out, in turn order.
     #[cfg(test)]
     pub(crate) fn drain(&mut self) -> Vec<Waiter> {
@@ -333,6 +361,32 @@ mod tests {
         let kept = q.spare.len();
         while q.pop().is_some() {}
         assert_eq!(q.spare.len(), kept);
+    }
+
+    #[test]
+    fn expired_waiters_are_taken_out_whatever_their_place() {
+        let mut q = FairQueue::default();
+        let (a, b) = (Some(UserKey::new("a")), Some(UserKey::new("b")));
+        let t0 = Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut rxs = Vec::new();
+        // Arrival order 1..=4; deadlines not in that order (4 brought a short one).
+        for (id, user, deadline) in [(1, &a, 50), (2, &b, 300), (3, &a, 200), (4, &b, 40)] {
+            let (mut w, rx) = waiter(id);
+            w.deadline = t0 + ms(deadline);
+            rxs.push(rx);
+            q.push(user.clone(), w);
+        }
+        assert_eq!(q.earliest_deadline(), Some(t0 + ms(40)));
+        assert!(q.take_expired(t0 + ms(39)).is_empty());
+        let expired: Vec<u64> = q.take_expired(t0 + ms(50)).iter().map(|w| w.id).collect();
+        assert_eq!(expired, vec![1, 4]);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.earliest_deadline(), Some(t0 + ms(200)));
+        // What is left keeps its users' turns: a's first, then b's.
+        let order: Vec<u64> = q.drain().iter().map(|w| w.id).collect();
+        assert_eq!(order, vec![3, 2]);
+        assert_eq!(q.earliest_deadline(), None);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(crate) struct Effects {
     pub(crate) transition: Option<LevelChange>,
     /// Set when the level returned to Normal: how long the episode lasted and its peak.
     pub(crate) recovered: Option<(Duration, f64)>,
+    /// A waiter joined whose deadline comes before the deadline keeper's next run: the
+    /// keeper must be woken to run earlier.
+    pub(crate) deadline_earlier: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +105,9 @@ pub(crate) struct AdmissionState {
     /// The waiters of each class. The oldest critical or standard waiter's wait escalates to
     /// Critical; deferred non-critical waiters keep the level at Warning, never more.
     queues: [FairQueue; 3],
+    /// When the deadline keeper runs next to refuse the waiters whose deadline passed: no
+    /// later than the earliest deadline of any waiter (`None`: it waits to be woken).
+    next_expiry: Option<Instant>,
     next_id: u64,
     machine: LevelMachine,
     episode: Option<Episode>,
@@ -149,6 +155,7 @@ impl AdmissionState {
             pool_waiting: 0,
             server_utilization: 0.0,
             queues: Default::default(),
+            next_expiry: None,
             next_id: 0,
             machine,
             episode: None,
@@ -390,6 +397,10 @@ impl AdmissionState {
         }
         let id = self.next_id;
         self.next_id += 1;
+        let deadline_earlier = self.next_expiry.is_none_or(|at| deadline < at);
+        if deadline_earlier {
+            self.next_expiry = Some(deadline);
+        }
         let (tx, rx) = oneshot::channel();
         self.queues[class.index()].push(
             user,
@@ -401,7 +412,37 @@ impl AdmissionState {
                 tx,
             },
         );
-        (Admit::Enqueued { id, rx }, self.observe(now))
+        let mut effects = self.observe(now);
+        effects.deadline_earlier = deadline_earlier;
+        (Admit::Enqueued { id, rx }, effects)
+    }
+
+    /// Refuses every waiter whose deadline is at or before `cutoff` (`now` when the deadline
+    /// keeper runs: no waiter starts after its deadline, and none waits past it), then books
+    /// the keeper's next run at the earliest deadline left. Returns that run (`None`: no one
+    /// waits) and what the departures lead to.
+    pub(crate) fn expire(&mut self, cutoff: Instant, now: Instant) -> (Option<Instant>, Effects) {
+        let mut expired = Vec::new();
+        for class in Criticality::ALL {
+            for w in self.queues[class.index()].take_expired(cutoff) {
+                if w.tx.is_closed() {
+                    // Its caller left: it never runs.
+                    continue;
+                }
+                let estimate = self.expected_start(class, self.queues[class.index()].len());
+                let r = self.refusal(RejectionKind::QueueTimeout, estimate, Duration::ZERO);
+                expired.push((w, r));
+            }
+        }
+        // Fewer waiters can lower the level or open room.
+        let mut effects = self.observe(now);
+        effects.refusals.splice(0..0, expired);
+        self.next_expiry = self
+            .queues
+            .iter()
+            .filter_map(FairQueue::earliest_deadline)
+            .min();
+        (self.next_expiry, effects)
     }
 
     fn grant(&mut self, class: Criticality) {

@@ -178,16 +178,22 @@ impl GuardInner {
                     id,
                     answered: false,
                 };
-                let granted =
-                    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), rx).await;
+                // The deadline keeper refuses the waiter at its deadline; without a keeper
+                // (its runtime stopped) the waiter keeps a timer of its own.
+                let granted = if self.deadlines.running() {
+                    Some(rx.await)
+                } else {
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    tokio::time::timeout_at(deadline, rx).await.ok()
+                };
                 // A grant or a refusal took the waiter out of the queue already.
-                waiting.answered = matches!(granted, Ok(Ok(_)));
+                waiting.answered = matches!(granted, Some(Ok(_)));
                 waiting.leave_queue();
                 match granted {
-                    Ok(Ok(Ok(permit))) => Ok(permit),
+                    Some(Ok(Ok(permit))) => Ok(permit),
                     // Its return was booked when it was refused.
-                    Ok(Ok(Err(refusal))) => Err(self.refused(class, refusal)),
-                    Ok(Err(_)) | Err(_) => {
+                    Some(Ok(Err(refusal))) => Err(self.refused(class, refusal)),
+                    Some(Err(_)) | None => {
                         let rejection = self.rejection(RejectionKind::QueueTimeout, class);
                         Err((Err(Error::Rejected(rejection)), Outcome::TimedOut))
                     }

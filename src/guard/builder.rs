@@ -134,6 +134,7 @@ impl GuardBuilder {
         let inner = Arc::new(GuardInner {
             limits: UserLimiter::new(c.limits.clone()),
             slots,
+            deadlines: Default::default(),
             held: HeldRegistry::default(),
             level: AtomicU8::new(Level::Normal.to_u8()),
             metrics,
@@ -163,6 +164,7 @@ impl GuardBuilder {
             config: self.config,
         });
         runtime.spawn(super::sampler::run_sampler(Arc::downgrade(&inner)));
+        inner.deadlines.start(&runtime, Arc::downgrade(&inner));
         Ok(Guard { inner })
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct GuardInner {
     pub(crate) identity: Option<crate::identity::Identity>,
     /// The pool's slots: the lock-free gate and the admission state behind it.
     pub(super) slots: Slots,
+    /// Refuses each queued acquisition when its deadline passes.
+    pub(super) deadlines: super::deadlines::DeadlineKeeper,
     /// Connections held through the guard, for leak detection and the watchdog.
     pub(super) held: HeldRegistry,
     pub(super) level: AtomicU8,

@@ -2,6 +2,7 @@
 
 mod acquire;
 mod builder;
+mod deadlines;
 mod inner;
 mod publish;
 mod refusal_pacing;

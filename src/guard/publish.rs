@@ -41,6 +41,9 @@ impl GuardInner {
             refusal.retry_after = self.book_return(waiter.class, refusal.retry_after);
             let _ = waiter.tx.send(Err(refusal));
         }
+        if effects.deadline_earlier {
+            self.deadlines.wake();
+        }
         if let Some(change) = effects.transition {
             let t = change.transition;
             crate::metrics::level_entered(t.to);

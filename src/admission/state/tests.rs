@@ -319,6 +319,53 @@ fn a_waiter_whose_caller_left_or_whose_deadline_passed_is_never_started() {
 }
 
 #[test]
+fn the_deadline_keeper_refuses_each_waiter_at_its_deadline_and_books_the_next_one() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut s = state(1, 0);
+    s.admit(Criticality::Standard, None, far(t0), t0);
+    // The first waiter books the keeper's run at its deadline; a later deadline does not
+    // wake it, an earlier one does (a request may bring a shorter deadline of its own).
+    // (The first waiter's caller leaves at once: its receiver is dropped with the `_`.)
+    let (_, effects) = s.admit(Criticality::Standard, None, at(500), t0);
+    assert!(effects.deadline_earlier);
+    let (b, effects) = s.admit(Criticality::Standard, None, at(900), t0);
+    assert!(!effects.deadline_earlier);
+    let (_, _b_rx) = enqueued(b);
+    let (c, effects) = s.admit(Criticality::Critical, None, at(200), t0);
+    assert!(effects.deadline_earlier);
+    let (c, _c_rx) = enqueued(c);
+
+    // Before any deadline: nothing refused, the next run at the earliest deadline.
+    let (next, effects) = s.expire(at(100), at(100));
+    assert_eq!(next, Some(at(200)));
+    assert!(effects.refusals.is_empty());
+    assert_eq!(s.queued(), 3);
+
+    // At 500 ms the critical waiter (200 ms) is refused as timed out and the first standard
+    // one (500 ms), whose caller left, is taken out unanswered; the next run is the last
+    // waiter's deadline.
+    let (next, effects) = s.expire(at(500), at(500));
+    assert_eq!(next, Some(at(900)));
+    assert_eq!(effects.refusals.len(), 1);
+    assert_eq!(effects.refusals[0].0.id, c);
+    assert_eq!(effects.refusals[0].1.kind, RejectionKind::QueueTimeout);
+    assert_eq!(s.queued(), 1);
+    assert!(
+        !s.admit(Criticality::Standard, None, at(950), at(500))
+            .1
+            .deadline_earlier
+    );
+
+    // The last ones leave: nothing booked, and the next waiter wakes the keeper again.
+    let (next, _) = s.expire(at(1000), at(1000));
+    assert_eq!(next, None);
+    assert_eq!(s.queued(), 0);
+    let (_, effects) = s.admit(Criticality::Standard, None, at(5000), at(1000));
+    assert!(effects.deadline_earlier);
+}
+
+#[test]
 fn non_critical_waits_out_a_full_server_and_comes_back_on_a_ramp() {
     let t0 = Instant::now();
     let mut s = state(20, 2);
