@@ -135,6 +135,13 @@ impl FastGate {
         count_of(self.word.load(Ordering::Acquire), class)
     }
 
+    /// Slots held through the guard by each class (by `Criticality::index`), read at one
+    /// instant.
+    pub(crate) fn counts(&self) -> [usize; 3] {
+        let word = self.word.load(Ordering::Acquire);
+        Criticality::ALL.map(|c| count_of(word, c))
+    }
+
     /// Slots held through the guard, all classes, read at one instant.
     pub(crate) fn total(&self) -> usize {
         total_of(self.word.load(Ordering::Acquire))

@@ -336,8 +336,38 @@ impl AdmissionState {
             .expected_start(ahead, self.draining_slots(class))
     }
 
+    /// What a newcomer of each class (by `Criticality::index`) faces now: the
+    /// [`outlook`](Self::outlook) of every class from one reading of the counts, the queues,
+    /// the server's use and the ramp (what every change publishes).
+    pub(crate) fn outlooks(&self, now: Instant) -> [Outlook; 3] {
+        let own = self.gate.counts();
+        let queued = Criticality::ALL.map(|c| self.queues[c.index()].len());
+        let pool = own.iter().sum::<usize>() + self.external;
+        let server = self.server_slots();
+        let (share, floor) = (self.ramp.share(now), self.ramp.floor(now));
+        Criticality::ALL.map(|class| {
+            let i = class.index();
+            let in_use = if class == Criticality::NonCritical {
+                pool.max(server)
+            } else {
+                pool
+            };
+            let ahead: usize = Criticality::ALL
+                .iter()
+                .filter(|c| **c >= class)
+                .map(|c| queued[c.index()])
+                .sum();
+            Outlook {
+                at_once: ahead == 0 && self.capacity.may_start(class, in_use, own[i], share, floor),
+                ahead,
+                slots: self.capacity.budget(class, in_use - own[i]).max(1),
+            }
+        })
+    }
+
     /// What a newcomer of `class` faces now: whether it may take a slot at once, how many
     /// wait ahead of it, and the slots that drain its class.
+    #[cfg(test)]
     pub(crate) fn outlook(&self, class: Criticality, now: Instant) -> Outlook {
         Outlook {
             at_once: self.may_take_now(class, now),

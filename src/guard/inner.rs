@@ -132,8 +132,9 @@ impl GuardInner {
                     .send_if_modified(|l| std::mem::replace(l, level) != level);
                 self.metrics.level.set(level.as_gauge());
             }
+            let outlooks = state.outlooks(now);
             for class in Criticality::ALL {
-                let (outlook, drain) = (state.outlook(class, now), state.drain(class));
+                let (outlook, drain) = (outlooks[class.index()], state.drain(class));
                 let estimate = outlook
                     .expected_start_micros(drain)
                     .map_or(UNKNOWN, |us| us.min(UNKNOWN - 1));

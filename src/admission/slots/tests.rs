@@ -102,6 +102,12 @@ fn asked(e: &Effects) -> Asked {
 
 /// Everything observable about a state, in comparable form.
 fn picture(s: &AdmissionState, now: Instant) -> String {
+    // What a change publishes is read at once for every class; it is each class's own.
+    assert_eq!(
+        s.outlooks(now),
+        Criticality::ALL.map(|c| s.outlook(c, now)),
+        "the outlooks read at once"
+    );
     format!(
         "level {:?} granted {:?} queued {:?} total {} breaker {:?} estimates {:?}",
         s.level(),
