@@ -5,7 +5,8 @@
 //! gave up, its deadline passed) is found by id with a binary search in its user's queue, and
 //! the shorter side of that queue shifts over (a user's queue holds at most the configured
 //! `user_queue_depth`; oldest-first departures shift nothing). A burst of many users timing
-//! out together costs n log n, not n².
+//! out together costs n log n, not n². The deadline keeper's reads (the earliest deadline,
+//! the waiters past theirs) walk every waiter, once per run of the keeper.
 //!
 //! A user's queue that empties is kept for the next user that arrives (up to [`SPARE`] of
 //! them, each with room for at most [`SPARE_CAPACITY`] waiters), so at a steady state a
@@ -53,6 +54,15 @@ impl UserQueue {
     }
 }
 
+/// A waiter as the order of arrival keeps it: whose it is, and the two instants the admission
+/// state reads of the oldest and the newest without looking up their user.
+#[derive(Debug)]
+struct Arrival {
+    user: Option<UserKey>,
+    enqueued: Instant,
+    deadline: Instant,
+}
+
 /// Round-robin over users, FIFO within a user.
 #[derive(Debug, Default)]
 pub(crate) struct FairQueue {
@@ -62,7 +72,7 @@ pub(crate) struct FairQueue {
     /// (or came back under a new turn) is stale and skipped.
     rotation: VecDeque<(Option<UserKey>, u64)>,
     /// Every waiter by id: the newest is the tail.
-    order: BTreeMap<u64, Option<UserKey>>,
+    order: BTreeMap<u64, Arrival>,
     next_turn: u64,
     /// Emptied user queues, kept with their storage for the next user that arrives.
     spare: Vec<VecDeque<Waiter>>,
@@ -78,7 +88,12 @@ impl FairQueue {
     }
 
     pub(crate) fn push(&mut self, user: Option<UserKey>, waiter: Waiter) {
-        self.order.insert(waiter.id, user.clone());
+        let arrival = Arrival {
+            user: user.clone(),
+            enqueued: waiter.enqueued,
+            deadline: waiter.deadline,
+        };
+        self.order.insert(waiter.id, arrival);
         let (next_turn, spare) = (&mut self.next_turn, &mut self.spare);
         let queue = self.by_user.entry(user.clone()).or_insert_with(|| {
             *next_turn += 1;
@@ -133,11 +148,7 @@ impl FairQueue {
 
     /// When the oldest waiter here was queued.
     pub(crate) fn oldest_enqueued(&self) -> Option<Instant> {
-        // The oldest waiter of all is the oldest of its user: the head of that user's queue.
-        let (id, user) = self.order.first_key_value()?;
-        let head = self.by_user.get(user)?.waiters.front()?;
-        debug_assert_eq!(head.id, *id);
-        Some(head.enqueued)
+        self.order.first_key_value().map(|(_, a)| a.enqueued)
     }
 
     /// Removes the waiter `id` of `user` (its caller gave up); returns it if it was here.
@@ -153,13 +164,9 @@ impl FairQueue {
         Some(waiter)
     }
 
-    /// The newest waiter.
-    pub(crate) fn last(&self) -> Option<&Waiter> {
-        // The newest of all is the newest of its user: the tail of that user's queue.
-        let (id, user) = self.order.last_key_value()?;
-        let tail = self.by_user.get(user)?.waiters.back()?;
-        debug_assert_eq!(tail.id, *id);
-        Some(tail)
+    /// The deadline of the newest waiter.
+    pub(crate) fn last_deadline(&self) -> Option<Instant> {
+        self.order.last_key_value().map(|(_, a)| a.deadline)
     }
 
     /// Takes the newest waiter out.
@@ -167,32 +174,24 @@ impl FairQueue {
         let (id, user) = self
             .order
             .last_key_value()
-            .map(|(id, user)| (*id, user.clone()))?;
+            .map(|(id, a)| (*id, a.user.clone()))?;
         self.remove(&user, id)
     }
 
     /// The earliest deadline of the waiters here (deadlines need not follow the order of
     /// arrival: a request may bring a shorter one of its own). A walk over every waiter.
     pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
-        self.by_user
-            .values()
-            .flat_map(|q| q.waiters.iter().map(|w| w.deadline))
-            .min()
+        self.order.values().map(|a| a.deadline).min()
     }
 
     /// Takes out every waiter whose deadline is at or before `cutoff`, oldest first.
     pub(crate) fn take_expired(&mut self, cutoff: Instant) -> Vec<Waiter> {
-        let mut expired: Vec<(u64, Option<UserKey>)> = self
-            .by_user
+        let expired: Vec<(u64, Option<UserKey>)> = self
+            .order
             .iter()
-            .flat_map(|(user, q)| {
-                q.waiters
-                    .iter()
-                    .filter(|w| w.deadline <= cutoff)
-                    .map(move |w| (w.id, user.clone()))
-            })
+            .filter(|(_, a)| a.deadline <= cutoff)
+            .map(|(id, a)| (*id, a.user.clone()))
             .collect();
-        expired.sort_unstable_by_key(|(id, _)| *id);
         expired
             .into_iter()
             .filter_map(|(id, user)| self.remove(&user, id))
@@ -297,14 +296,18 @@ mod tests {
     fn the_tail_is_the_newest_waiter() {
         let mut q = FairQueue::default();
         let (a, b) = (Some(UserKey::new("a")), Some(UserKey::new("b")));
-        let (w1, _r1) = waiter(1);
-        let (w2, _r2) = waiter(2);
-        let (w3, _r3) = waiter(3);
-        q.push(a.clone(), w1);
-        q.push(b.clone(), w2);
-        q.push(a.clone(), w3);
-        assert_eq!(q.last().unwrap().id, 3);
+        let t0 = Instant::now();
+        let mut rxs = Vec::new();
+        for (id, user) in [(1, &a), (2, &b), (3, &a)] {
+            let (mut w, rx) = waiter(id);
+            w.deadline = t0 + std::time::Duration::from_millis(10 * id);
+            rxs.push(rx);
+            q.push(user.clone(), w);
+        }
+        let ms = |n| Some(t0 + std::time::Duration::from_millis(n));
+        assert_eq!(q.last_deadline(), ms(30));
         assert_eq!(q.pop_last().unwrap().id, 3);
+        assert_eq!(q.last_deadline(), ms(20));
         assert_eq!(q.pop_last().unwrap().id, 2);
         assert_eq!(q.len(), 1);
         assert_eq!(q.pop().unwrap().id, 1);

@@ -521,14 +521,12 @@ impl AdmissionState {
     /// deadline.
     fn refuse_hopeless(&mut self, class: Criticality, now: Instant, effects: &mut Effects) {
         let first = effects.refusals.len();
-        loop {
-            let q = &self.queues[class.index()];
-            let Some(tail) = q.last() else { break };
+        while let Some(tail_deadline) = self.queues[class.index()].last_deadline() {
             let ahead = self.ahead_of_newcomer(class) - 1;
             let Some(estimate) = self.expected_start(class, ahead) else {
                 break;
             };
-            let allowed = tail.deadline.saturating_duration_since(now);
+            let allowed = tail_deadline.saturating_duration_since(now);
             if estimate <= allowed {
                 break;
             }
