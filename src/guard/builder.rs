@@ -71,8 +71,10 @@ impl GuardBuilder {
         self
     }
 
-    /// Validates the configuration and starts the guard's sampler task (which stops when
-    /// the last clone of the guard is dropped). Must be called inside a Tokio runtime.
+    /// Validates the configuration and starts the guard's two tasks, the sampler and the
+    /// deadline keeper that refuses queued acquisitions at their deadline (both stop when the
+    /// last clone of the guard is dropped). Must be called inside a Tokio runtime; the tasks
+    /// run on that runtime.
     pub fn build(self) -> Result<Guard, BuildError> {
         let max_size = self.pool.status().max_size;
         self.config.validate(max_size)?;
