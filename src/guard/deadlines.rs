@@ -116,19 +116,15 @@ mod tests {
     use crate::rejection::RejectionKind;
     use std::time::{Duration, Instant};
 
-    /// A guard over a pool of 4 that points nowhere (three slots for standard work), with
-    /// every standard slot held. Slots are taken with `admit_slot`, which never asks the pool.
-    async fn full_guard() -> (Guard, Vec<HeldSlot>) {
-        let guard = Guard::builder(crate::pool::unreachable_pool(4))
-            .build()
-            .unwrap();
+    /// Takes every standard slot of a guard of four.
+    async fn hold_standard_slots(guard: &Guard) -> Vec<HeldSlot> {
         let far = crate::clock::now() + Duration::from_secs(3600);
         let mut held = Vec::new();
         for _ in 0..3 {
             let slot = guard.admit_slot(Criticality::Standard, AcquireContext::default(), far);
             held.push(slot.await.unwrap());
         }
-        (guard, held)
+        held
     }
 
     /// Waits in the standard queue until `deadline`; returns how the wait ended and when.
@@ -145,6 +141,18 @@ mod tests {
         })
     }
 
+    /// How the wait of a waiter from `wait_until` ended, which must be within 10 s (of
+    /// virtual time where the test pauses it); `what` says what should have answered it.
+    async fn answer(
+        waiting: tokio::task::JoinHandle<(Result<HeldSlot, Error>, Instant)>,
+        what: &str,
+    ) -> (Result<HeldSlot, Error>, Instant) {
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect(what)
+            .unwrap()
+    }
+
     async fn queued(guard: &Guard, n: usize) {
         while guard.inner.read(|s| s.queued_of(Criticality::Standard)) < n {
             tokio::task::yield_now().await;
@@ -157,17 +165,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_waiter_is_refused_at_its_own_deadline_an_earlier_one_first() {
-        let (guard, _held) = full_guard().await;
+        let guard = Guard::of_four_unreachable_slots();
+        let _held = hold_standard_slots(&guard).await;
         let t0 = crate::clock::now();
         // The first waiter books the keeper's run at 2 s; the second brings 300 ms of its own.
         let late = wait_until(&guard, t0 + Duration::from_secs(2));
         queued(&guard, 1).await;
         let early = wait_until(&guard, t0 + Duration::from_millis(300));
 
-        let (result, at) = tokio::time::timeout(Duration::from_secs(10), early)
-            .await
-            .expect("answered")
-            .unwrap();
+        let (result, at) = answer(early, "the keeper, woken earlier").await;
         assert!(timed_out(&result), "{result:?}");
         assert_eq!(
             at - t0,
@@ -176,7 +182,7 @@ mod tests {
         );
         assert_eq!(guard.inner.read(|s| s.queued()), 1, "the other still waits");
 
-        let (result, at) = late.await.unwrap();
+        let (result, at) = answer(late, "the keeper").await;
         assert!(timed_out(&result), "{result:?}");
         assert_eq!(at - t0, Duration::from_secs(2));
         assert_eq!(guard.inner.read(|s| s.queued()), 0);
@@ -192,18 +198,10 @@ mod tests {
                 .unwrap()
         };
         let (built_on, used_on) = (runtime(), runtime());
-        let guard = built_on.block_on(async {
-            Guard::builder(crate::pool::unreachable_pool(4))
-                .build()
-                .unwrap()
-        });
+        let guard = built_on.block_on(async { Guard::of_four_unreachable_slots() });
         let (held, waiting) = used_on.block_on(async {
+            let held = hold_standard_slots(&guard).await;
             let far = crate::clock::now() + Duration::from_secs(3600);
-            let mut held = Vec::new();
-            for _ in 0..3 {
-                let slot = guard.admit_slot(Criticality::Standard, AcquireContext::default(), far);
-                held.push(slot.await.unwrap());
-            }
             let waiting = wait_until(&guard, far);
             queued(&guard, 1).await;
             (held, waiting)
@@ -215,19 +213,13 @@ mod tests {
         drop(built_on);
         assert!(!guard.inner.deadlines.running());
         used_on.block_on(async {
-            let (result, _) = tokio::time::timeout(Duration::from_secs(10), waiting)
-                .await
-                .expect("answered when the keeper stopped")
-                .unwrap();
+            let (result, _) = answer(waiting, "the keeper, as it stopped").await;
             assert!(timed_out(&result), "{result:?}");
 
             // A waiter that comes later keeps a timer of its own.
             let started = crate::clock::now();
             let waiting = wait_until(&guard, started + Duration::from_millis(300));
-            let (result, at) = tokio::time::timeout(Duration::from_secs(10), waiting)
-                .await
-                .expect("answered by its own timer")
-                .unwrap();
+            let (result, at) = answer(waiting, "its own timer").await;
             assert!(timed_out(&result), "{result:?}");
             let waited = at - started;
             assert!(waited >= Duration::from_millis(300), "{waited:?}");

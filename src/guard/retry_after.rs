@@ -117,14 +117,6 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    /// A guard over a pool of 4 that points nowhere: three slots for standard work, one kept
-    /// for critical work. Slots are taken with `admit_slot`, which never asks the pool.
-    fn guard_of_four() -> Guard {
-        Guard::builder(crate::pool::unreachable_pool(4))
-            .build()
-            .unwrap()
-    }
-
     fn as_user(i: usize) -> AcquireContext {
         AcquireContext {
             user: Some(UserKey::new(format!("user-{i}"))),
@@ -134,7 +126,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_estimate_read_without_the_lock_is_the_one_the_state_gives() {
-        let guard = guard_of_four();
+        let guard = Guard::of_four_unreachable_slots();
         let class = Criticality::Standard;
         let deadline = || crate::clock::now() + Duration::from_secs(60);
         assert_eq!(guard.inner.estimate(class), Some(Duration::ZERO));

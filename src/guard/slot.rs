@@ -35,6 +35,18 @@ impl Guard {
     }
 }
 
+#[cfg(test)]
+impl Guard {
+    /// A guard over a pool of 4 that points nowhere: three slots for standard work, one kept
+    /// for critical work. For tests that take its slots with `admit_slot`, which never asks
+    /// the pool.
+    pub(crate) fn of_four_unreachable_slots() -> Guard {
+        Guard::builder(crate::pool::unreachable_pool(4))
+            .build()
+            .unwrap()
+    }
+}
+
 impl GuardInner {
     async fn hold_slot(
         self: &Arc<Self>,
