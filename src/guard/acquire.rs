@@ -146,8 +146,9 @@ impl GuardInner {
         if self.slots.try_grant(class) {
             return Ok(SlotPermit::new(self.clone(), class, started));
         }
-        // Off the fast path the wait (its timer and queue entry) lives on the heap, so the
-        // futures of every acquisition stay small to build and move.
+        // Off the fast path the wait (its channel and queue entry, and a timer where no
+        // deadline keeper runs) lives on the heap, so the futures of every acquisition stay
+        // small to build and move.
         Box::pin(self.admit_decided(class, user, deadline)).await
     }
 
