@@ -37,11 +37,10 @@ impl DeadlineKeeper {
     /// Starts the keeper of `guard` on `runtime`.
     pub(crate) fn start(&self, runtime: &tokio::runtime::Handle, guard: WeakInner) {
         self.shared.running.store(true, Ordering::Release);
-        let stopped = Stopped {
+        runtime.spawn(run(KeeperTask {
             shared: self.shared.clone(),
-            guard: guard.clone(),
-        };
-        runtime.spawn(run(guard, stopped));
+            guard,
+        }));
     }
 
     /// Whether the keeper answers waiters at their deadline; when not, a waiter keeps a
@@ -71,14 +70,13 @@ impl GuardInner {
 }
 
 /// Runs until the guard is dropped (or the runtime stops).
-async fn run(guard: WeakInner, stopped: Stopped) {
-    let shared = stopped.shared.clone();
+async fn run(task: KeeperTask) {
     loop {
-        let next = match guard.upgrade() {
+        let next = match task.guard.upgrade() {
             Some(inner) => inner.expire_waiters(crate::clock::now()),
             None => return,
         };
-        let woken = shared.wake.notified();
+        let woken = task.shared.wake.notified();
         match next {
             Some(at) => {
                 tokio::select! {
@@ -91,14 +89,17 @@ async fn run(guard: WeakInner, stopped: Stopped) {
     }
 }
 
-/// Dropped with the keeper's task: if the guard lives on, no one refuses its waiters at their
-/// deadline any more, so everyone waiting now is refused and later waiters keep a timer.
-struct Stopped {
+/// What the keeper's task holds: the guard, without keeping it alive, and what it shares with
+/// the guard's handle.
+struct KeeperTask {
     shared: Arc<Shared>,
     guard: WeakInner,
 }
 
-impl Drop for Stopped {
+impl Drop for KeeperTask {
+    /// The task ends (its guard is gone or its runtime stopped): if the guard lives on, no one
+    /// refuses its waiters at their deadline any more, so everyone waiting now is refused and
+    /// later waiters keep a timer.
     fn drop(&mut self) {
         self.shared.running.store(false, Ordering::Release);
         if let Some(inner) = self.guard.upgrade() {
