@@ -226,9 +226,7 @@ mod tests {
 
     /// A guard over a pool that never connects (nothing here acquires).
     fn guard() -> Guard {
-        Guard::builder(crate::pool::unreachable_pool(4))
-            .build()
-            .unwrap()
+        Guard::of_four_unreachable_slots()
     }
 
     #[tokio::test]
