@@ -252,26 +252,32 @@ pub(crate) fn require_runtime(pool: &Pool) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Refuses to recycle a connection that is still inside a transaction (a handler ran
-/// `BEGIN` and returned early): in the implicit transaction of one simple query `now()` equals
-/// `statement_timestamp()`; inside an older open transaction it does not. The failed recycle
-/// makes deadpool discard the connection, and closing it rolls the transaction back on the
-/// server, so its writes are never committed by the next borrower.
-const REFUSE_OPEN_TRANSACTION: &str = "DO $$BEGIN IF now() <> statement_timestamp() THEN \
-    RAISE EXCEPTION 'connection returned inside a transaction'; END IF; END$$";
+/// The recycle statement that returns a connection to its startup session, as deadpool's
+/// `Clean` recycling does (the same statements, keeping prepared statements), and refuses
+/// one still inside a transaction (a handler ran `BEGIN` and returned early).
+///
+/// The refusal: in the implicit transaction of one simple query `now()` equals
+/// `statement_timestamp()`; inside an older open transaction it does not, and then the cast
+/// of the message to a number fails (SQLSTATE 22P02, the message in the server's words). The
+/// failed recycle makes deadpool discard the connection, and closing it rolls the transaction
+/// back on the server, so its writes are never committed by the next borrower. A connection
+/// in a failed transaction already fails on the first statement. The check is an expression
+/// of the one `SELECT` the reset needs anyway (`pg_advisory_unlock_all()`): a `DO` block would
+/// compile its PL/pgSQL on every checkout, which costs the server about as much as the rest
+/// of the reset.
+const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES; \
+    SELECT pg_advisory_unlock_all(), CASE WHEN now() = statement_timestamp() THEN 0 \
+    ELSE ('connection returned inside a transaction begun at ' || now()::text)::int END;";
 
-/// The recycle statement: [`REFUSE_OPEN_TRANSACTION`], then deadpool's `Clean` sequence
-/// (`CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; ...`), which returns
-/// the session to the startup settings while keeping prepared statements; in
-/// [`SessionSettings::SetAfterConnect`] mode followed by the `SET`s again.
+/// The recycle statement: [`RESET_SESSION`]; in [`SessionSettings::SetAfterConnect`] mode
+/// followed by the `SET`s again.
 fn recycle_sql(options: &PoolOptions) -> String {
-    let clean = RecyclingMethod::Clean.query().unwrap_or_default();
     match options.session_settings {
-        SessionSettings::SetAfterConnect => format!(
-            "{REFUSE_OPEN_TRANSACTION}; {clean} {};",
-            session::set_statements(options)
-        ),
-        _ => format!("{REFUSE_OPEN_TRANSACTION}; {clean}"),
+        SessionSettings::SetAfterConnect => {
+            format!("{RESET_SESSION} {}", session::set_statements(options))
+        }
+        _ => RESET_SESSION.to_string(),
     }
 }
 
@@ -391,6 +397,18 @@ mod tests {
             Some("-c search_path=app -c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000")
         );
         assert_eq!(pg.get_application_name(), Some("poolguard:pod-1"));
+    }
+
+    #[test]
+    fn the_reset_runs_every_statement_of_deadpools_clean_recycling() {
+        let clean = RecyclingMethod::Clean.query().unwrap();
+        let ours: Vec<&str> = RESET_SESSION.split(';').map(str::trim).collect();
+        for statement in clean.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let found = ours
+                .iter()
+                .any(|s| *s == statement || s.starts_with(&format!("{statement},")));
+            assert!(found, "{statement:?} is missing from the reset");
+        }
     }
 
     #[test]

@@ -253,6 +253,85 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
     assert_eq!(rows, 0, "the abandoned transaction was rolled back");
 }
 
+/// What a handler leaves in its session (a temporary table, an advisory lock, a cursor
+/// held past its transaction, a `LISTEN`, a sequence's `currval`) is gone for the next
+/// borrower of the same connection.
+#[tokio::test]
+async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connection() {
+    let pg = cluster(20).await;
+    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
+    let observer = pg.connect().await.unwrap();
+    observer
+        .batch_execute("CREATE SEQUENCE tickets")
+        .await
+        .unwrap();
+    let first_pid: i32 = {
+        let conn = guard.acquire(Criticality::Standard).await.unwrap();
+        conn.batch_execute(
+            "CREATE TEMP TABLE scratch (id int); SELECT pg_advisory_lock(42); \
+             BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT 1; COMMIT; \
+             LISTEN news; SELECT nextval('tickets')",
+        )
+        .await
+        .unwrap();
+        conn.query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let next = guard.acquire(Criticality::Standard).await.unwrap();
+    let row = next
+        .query_one(
+            "SELECT pg_backend_pid(), to_regclass('pg_temp.scratch') IS NULL, \
+             (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+             (SELECT count(*) FROM pg_cursors WHERE name = 'held'), (SELECT count(*) FROM pg_listening_channels())",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), first_pid, "the connection was kept");
+    assert!(row.get::<_, bool>(1), "the temporary table was dropped");
+    assert_eq!(row.get::<_, i64>(2), 0, "the advisory lock was released");
+    assert_eq!(row.get::<_, i64>(3), 0, "the held cursor was closed");
+    assert_eq!(row.get::<_, i64>(4), 0, "the channel was unlistened");
+    match next.batch_execute("SELECT currval('tickets')").await {
+        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "55000"),
+        other => panic!("currval survived the reset: {other:?}"),
+    }
+}
+
+/// A handler that only ran `BEGIN` (no statement in the transaction yet) still leaves it
+/// open: the connection is discarded, not handed to the next borrower inside it.
+#[tokio::test]
+async fn a_connection_returned_right_after_begin_is_discarded() {
+    let pg = cluster(20).await;
+    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
+    let first_pid: i32 = {
+        let conn = guard.acquire(Criticality::Standard).await.unwrap();
+        let pid = conn
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        conn.batch_execute("BEGIN").await.unwrap();
+        pid
+    };
+    let next = guard.acquire(Criticality::Standard).await.unwrap();
+    let next_pid: i32 = next
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        next_pid, first_pid,
+        "the connection was discarded, not reused"
+    );
+    match next.batch_execute("SAVEPOINT probe").await {
+        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
+        other => panic!("the next borrower was inside a transaction: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_request_dropped_inside_a_tracked_transaction_rolls_it_back_on_the_server() {
     let pg = cluster(20).await;
