@@ -5,7 +5,7 @@ mod common;
 
 use common::{backends, cluster, eventually, guard_with, pool_options};
 use poolguard::events::EventKind;
-use poolguard::{ClassTimeouts, Criticality, Error, GuardConfig, PoolOptions};
+use poolguard::{ClassTimeouts, Criticality, Error, Guard, GuardConfig, PoolOptions};
 use std::time::Duration;
 
 #[tokio::test]
@@ -128,6 +128,46 @@ async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
         standard_pid, report_pid,
         "the same connection, reset on recycle (not replaced by a fresh one)"
     );
+}
+
+/// On a distant server, a checkout takes the recycle's round trip and no other: the per-class
+/// settings are sent ahead of the caller's first query, which runs with them (and with the
+/// connection's tag, set the same way when the watchdog tags connections).
+#[tokio::test]
+async fn per_class_settings_cost_a_checkout_no_round_trip_of_their_own() {
+    let pg = cluster(20).await;
+    let proxy = common::proxy::Proxy::start(([127, 0, 0, 1], pg.port()).into()).await;
+    let config = GuardConfig {
+        class_statement_timeout: ClassTimeouts {
+            critical: Some(Duration::from_millis(700)),
+            ..ClassTimeouts::default()
+        },
+        ..GuardConfig::default()
+    };
+    let guard = Guard::builder_for(proxy.config_for(&pg.pg_config()), &pool_options(1))
+        .unwrap()
+        .config(config)
+        .build()
+        .unwrap();
+    // The pool's one connection is opened before the server moves away.
+    drop(guard.acquire(Criticality::Critical).await.unwrap());
+    let delay = Duration::from_millis(250);
+    proxy.set(common::proxy::Mode::Delay(delay));
+    let started = std::time::Instant::now();
+    let conn = guard.acquire(Criticality::Critical).await.unwrap();
+    let checkout = started.elapsed();
+    // One round trip (the recycle) takes at least 2 x 250 ms; waiting for the SETs too would
+    // make it at least 1 s.
+    assert!(checkout >= 2 * delay, "{checkout:?}");
+    assert!(
+        checkout < 3 * delay,
+        "the checkout waited for the SETs: {checkout:?}"
+    );
+    let row = conn
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "700ms");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Acquiring a connection through the guard: admission, the wait for a slot (bounded by the
-//! waiter's deadline), `Pool::get` and the per-class session settings.
+//! waiter's deadline), `Pool::get` and the per-class session settings, sent ahead of the
+//! caller's first query.
 
 use super::inner::GuardInner;
 use crate::admission::{Admit, GuardedConn, SlotPermit};
@@ -24,6 +25,21 @@ pub struct AcquireContext {
 
 /// What became of one acquisition, before it is counted.
 type Attempt = (Result<GuardedConn, Error>, Outcome);
+
+/// Sends `session` (the per-class `SET`s) on `conn` ahead of the caller's first query, without
+/// waiting for the answer: a checkout costs no round trip of its own for them. tokio-postgres
+/// sends a request when its future is first polled and the server runs a connection's
+/// requests in the order they were sent, so every query on the connection runs with the
+/// settings; the connection reads past the answer of a request nobody waits for. A `SET` of a
+/// value the guard validated fails only on a broken connection, which the caller's query
+/// then reports; a connection already known closed is refused here.
+fn send_ahead(conn: &GuardedConn, session: &str) -> Result<(), Error> {
+    use futures_util::FutureExt;
+    match tokio_postgres::Client::batch_execute(conn, session).now_or_never() {
+        Some(Err(e)) => Err(Error::from_query(e)),
+        Some(Ok(())) | None => Ok(()),
+    }
+}
 
 /// The `acquire` span (target `poolguard`); `outcome` and `wait_ms` are recorded when the
 /// acquisition ends.
@@ -70,7 +86,7 @@ impl GuardInner {
                             GuardedConn::new(object, permit, class, context.route, context.user);
                         match self.session_settings(class, &conn) {
                             None => (Ok(conn), Outcome::Served),
-                            Some(session) => match conn.batch_execute(&session).await {
+                            Some(session) => match send_ahead(&conn, &session) {
                                 Ok(()) => (Ok(conn), Outcome::Served),
                                 Err(e) => (Err(e), Outcome::PoolUnavailable),
                             },
@@ -98,7 +114,7 @@ impl GuardInner {
     }
 
     /// The statements that give a connection of `class` its per-class session settings, if
-    /// it has any. Both are reset by the pool's Clean recycling (RESET ALL) when the
+    /// it has any ([`send_ahead`] sends them). Both are reset by the pool's Clean recycling (RESET ALL) when the
     /// connection returns, back to the startup values.
     fn session_settings(&self, class: Criticality, conn: &GuardedConn) -> Option<String> {
         let mut session = String::new();

@@ -1,6 +1,7 @@
-//! A TCP proxy between the pool and PostgreSQL that can pass, stall and drop traffic, and
-//! cut its connections: network faults made for real, on real sockets.
+//! A TCP proxy between the pool and PostgreSQL that can pass, delay, stall and drop traffic,
+//! and cut its connections: network faults made for real, on real sockets.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// What the proxy does with the bytes it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,9 @@ pub enum Mode {
     Stall,
     /// Reads and discards every byte; sockets stay open (a black hole).
     Drop,
+    /// Forwards every byte this long after it was read, in order: a distant server, where a
+    /// round trip takes at least twice the delay.
+    Delay(std::time::Duration),
 }
 
 #[derive(Debug, Default)]
@@ -157,24 +162,55 @@ async fn pump(
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    // Bytes read while delaying, each with the instant it is due on the other side, in order.
+    let mut in_flight: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     loop {
         // A stalled proxy reads nothing: the sender's bytes pile up in the kernel.
         if mode.wait_for(|m| *m != Mode::Stall).await.is_err() {
             return;
         }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let due = in_flight.front().map(|(at, _)| *at);
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            () = sleep_until(due) => {
+                let (_, bytes) = in_flight.pop_front().expect("a due chunk");
+                if to.write_all(&bytes).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         // Bytes read just before a stall are held until it ends.
         let Ok(now) = mode.wait_for(|m| *m != Mode::Stall).await.map(|m| *m) else {
             return;
         };
-        if now == Mode::Drop {
-            continue;
+        match now {
+            Mode::Drop => continue,
+            Mode::Delay(delay) => {
+                in_flight.push_back((Instant::now() + delay, buf[..n].to_vec()));
+                continue;
+            }
+            Mode::Pass | Mode::Stall => {}
+        }
+        // Out of a delay, what is still in flight goes first.
+        while let Some((_, bytes)) = in_flight.pop_front() {
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// Sleeps until `due`, or forever without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
