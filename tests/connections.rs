@@ -5,8 +5,25 @@ mod common;
 
 use common::{backends, cluster, eventually, guard_with, pool_options};
 use poolguard::events::EventKind;
-use poolguard::{ClassTimeouts, Criticality, Error, Guard, GuardConfig, PoolOptions};
+use poolguard::{ClassTimeouts, Criticality, Error, Guard, GuardConfig, GuardedConn, PoolOptions};
 use std::time::Duration;
+
+/// The backend process serving `conn`.
+async fn backend_pid(conn: &GuardedConn) -> i32 {
+    conn.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Fails unless `conn` is outside any transaction block, where `SAVEPOINT` fails with SQLSTATE
+/// 25P01: proof that no transaction was left open on it by an earlier borrower.
+async fn assert_outside_a_transaction(conn: &GuardedConn, who: &str) {
+    match conn.batch_execute("SAVEPOINT probe").await {
+        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
+        other => panic!("{who} was inside a transaction: {other:?}"),
+    }
+}
 
 #[tokio::test]
 async fn every_connection_carries_statement_timeout_even_after_recycling() {
@@ -238,12 +255,7 @@ async fn a_request_dropped_mid_query_cancels_it_and_leaves_the_pool_exact() {
     // The next borrowers get healthy connections outside any transaction.
     for _ in 0..4 {
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
-        // SAVEPOINT fails outside a transaction block (SQLSTATE 25P01): proof that no
-        // transaction was left open on this connection by an earlier borrower.
-        match conn.batch_execute("SAVEPOINT probe").await {
-            Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
-            other => panic!("connection was inside a transaction: {other:?}"),
-        }
+        assert_outside_a_transaction(&conn, "the connection").await;
     }
 }
 
@@ -262,27 +274,17 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
         conn.batch_execute("BEGIN; INSERT INTO ledger VALUES (1)")
             .await
             .unwrap();
-        conn.query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0)
+        backend_pid(&conn).await
     };
     // The next borrower (the pool holds one connection) is outside any transaction, and a
     // COMMIT it sends cannot commit the earlier request's write.
     let next = guard.acquire(Criticality::Standard).await.unwrap();
-    let next_pid: i32 = next
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_ne!(
-        next_pid, first_pid,
+        backend_pid(&next).await,
+        first_pid,
         "the connection was discarded, not reused"
     );
-    match next.batch_execute("SAVEPOINT probe").await {
-        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
-        other => panic!("the next borrower was inside a transaction: {other:?}"),
-    }
+    assert_outside_a_transaction(&next, "the next borrower").await;
     next.batch_execute("COMMIT").await.unwrap();
     drop(next);
     let rows: i64 = observer
@@ -305,7 +307,7 @@ async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connectio
         .batch_execute("CREATE SEQUENCE tickets")
         .await
         .unwrap();
-    let first_pid: i32 = {
+    let first_pid = {
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
         conn.batch_execute(
             "CREATE TEMP TABLE scratch (id int); SELECT pg_advisory_lock(42); \
@@ -314,17 +316,16 @@ async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connectio
         )
         .await
         .unwrap();
-        conn.query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0)
+        backend_pid(&conn).await
     };
     let next = guard.acquire(Criticality::Standard).await.unwrap();
     let row = next
         .query_one(
             "SELECT pg_backend_pid(), to_regclass('pg_temp.scratch') IS NULL, \
-             (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
-             (SELECT count(*) FROM pg_cursors WHERE name = 'held'), (SELECT count(*) FROM pg_listening_channels())",
+             (SELECT count(*) FROM pg_locks \
+              WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+             (SELECT count(*) FROM pg_cursors WHERE name = 'held'), \
+             (SELECT count(*) FROM pg_listening_channels())",
             &[],
         )
         .await
@@ -346,30 +347,19 @@ async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connectio
 async fn a_connection_returned_right_after_begin_is_discarded() {
     let pg = cluster(20).await;
     let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
-    let first_pid: i32 = {
+    let first_pid = {
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
-        let pid = conn
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let pid = backend_pid(&conn).await;
         conn.batch_execute("BEGIN").await.unwrap();
         pid
     };
     let next = guard.acquire(Criticality::Standard).await.unwrap();
-    let next_pid: i32 = next
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_ne!(
-        next_pid, first_pid,
+        backend_pid(&next).await,
+        first_pid,
         "the connection was discarded, not reused"
     );
-    match next.batch_execute("SAVEPOINT probe").await {
-        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
-        other => panic!("the next borrower was inside a transaction: {other:?}"),
-    }
+    assert_outside_a_transaction(&next, "the next borrower").await;
 }
 
 #[tokio::test]

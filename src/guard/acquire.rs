@@ -114,8 +114,8 @@ impl GuardInner {
     }
 
     /// The statements that give a connection of `class` its per-class session settings, if
-    /// it has any ([`send_ahead`] sends them). Both are reset by the pool's Clean recycling (RESET ALL) when the
-    /// connection returns, back to the startup values.
+    /// it has any ([`send_ahead`] sends them). Both are reset by the pool's recycling
+    /// (`RESET ALL`) when the connection returns, back to the startup values.
     fn session_settings(&self, class: Criticality, conn: &GuardedConn) -> Option<String> {
         let mut session = String::new();
         if let Some(timeout) = self.config.class_statement_timeout.get(class) {

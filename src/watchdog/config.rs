@@ -52,10 +52,10 @@ pub enum Scope {
 ///
 /// **Per-class limits.** Postgres cannot tell which of the guard's connections serves which
 /// class. When a per-class override is set (or `tag_connections`), every checkout sets
-/// `application_name = '{app}:{class}:{id}'` (one extra statement per checkout, sent with the
-/// class `statement_timeout` if there is one ahead of the caller's first query, so no round
-/// trip of its own; `RESET ALL` restores it on recycle). The
-/// watchdog reads the class, and through the id the route, from `pg_stat_activity`.
+/// `application_name = '{app}:{class}:{id}'`: one extra statement per checkout, sent with the
+/// class `statement_timeout` if there is one, ahead of the caller's first query (no round trip
+/// of its own); `RESET ALL` restores it on recycle. The watchdog reads the class, and through
+/// the id the route, from `pg_stat_activity`.
 /// Connections handed out before the watchdog started are untagged and use `kill_after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
