@@ -5,6 +5,7 @@ mod common;
 
 use common::{backends, cluster, eventually, guard_with, pool_options};
 use poolguard::events::EventKind;
+use poolguard::testing::TestCluster;
 use poolguard::{ClassTimeouts, Criticality, Error, Guard, GuardConfig, GuardedConn, PoolOptions};
 use std::time::Duration;
 
@@ -16,13 +17,45 @@ async fn backend_pid(conn: &GuardedConn) -> i32 {
         .get(0)
 }
 
+/// A new cluster, a guard over a pool of one connection on it, and a connection of the
+/// test's own that has run `setup`.
+async fn one_connection_guard(setup: &str) -> (TestCluster, Guard, tokio_postgres::Client) {
+    let pg = cluster(20).await;
+    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
+    let observer = pg.connect().await.unwrap();
+    observer.batch_execute(setup).await.unwrap();
+    (pg, guard, observer)
+}
+
+/// The SQLSTATE the server refused `sql` with on `conn`; `None` when it ran.
+async fn refusal_code(conn: &GuardedConn, sql: &str) -> Option<String> {
+    match conn.batch_execute(sql).await {
+        Ok(()) => None,
+        Err(Error::Db(e)) => Some(e.code().unwrap().code().to_string()),
+        Err(other) => panic!("{sql:?} failed without reaching the server: {other:?}"),
+    }
+}
+
 /// Fails unless `conn` is outside any transaction block, where `SAVEPOINT` fails with SQLSTATE
 /// 25P01: proof that no transaction was left open on it by an earlier borrower.
 async fn assert_outside_a_transaction(conn: &GuardedConn, who: &str) {
-    match conn.batch_execute("SAVEPOINT probe").await {
-        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "25P01"),
-        other => panic!("{who} was inside a transaction: {other:?}"),
-    }
+    let code = refusal_code(conn, "SAVEPOINT probe").await;
+    assert_eq!(
+        code.as_deref(),
+        Some("25P01"),
+        "{who} was inside a transaction"
+    );
+}
+
+/// Fails unless `next` is served by another backend than `first_pid` (the connection was
+/// discarded, not reused) and is outside any transaction.
+async fn assert_replaced(next: &GuardedConn, first_pid: i32) {
+    assert_ne!(
+        backend_pid(next).await,
+        first_pid,
+        "the connection was discarded, not reused"
+    );
+    assert_outside_a_transaction(next, "the next borrower").await;
 }
 
 #[tokio::test]
@@ -261,13 +294,8 @@ async fn a_request_dropped_mid_query_cancels_it_and_leaves_the_pool_exact() {
 
 #[tokio::test]
 async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_rolled_back() {
-    let pg = cluster(20).await;
-    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
-    let observer = pg.connect().await.unwrap();
-    observer
-        .batch_execute("CREATE TABLE ledger (id int PRIMARY KEY)")
-        .await
-        .unwrap();
+    let (_pg, guard, observer) =
+        one_connection_guard("CREATE TABLE ledger (id int PRIMARY KEY)").await;
     let first_pid: i32 = {
         // A handler that opens a transaction, writes, and returns without COMMIT or ROLLBACK.
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
@@ -279,12 +307,7 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
     // The next borrower (the pool holds one connection) is outside any transaction, and a
     // COMMIT it sends cannot commit the earlier request's write.
     let next = guard.acquire(Criticality::Standard).await.unwrap();
-    assert_ne!(
-        backend_pid(&next).await,
-        first_pid,
-        "the connection was discarded, not reused"
-    );
-    assert_outside_a_transaction(&next, "the next borrower").await;
+    assert_replaced(&next, first_pid).await;
     next.batch_execute("COMMIT").await.unwrap();
     drop(next);
     let rows: i64 = observer
@@ -300,13 +323,7 @@ async fn a_connection_returned_inside_a_transaction_is_discarded_and_its_writes_
 /// borrower of the same connection.
 #[tokio::test]
 async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connection() {
-    let pg = cluster(20).await;
-    let guard = guard_with(&pg, pool_options(1), GuardConfig::default()).await;
-    let observer = pg.connect().await.unwrap();
-    observer
-        .batch_execute("CREATE SEQUENCE tickets")
-        .await
-        .unwrap();
+    let (_pg, guard, _observer) = one_connection_guard("CREATE SEQUENCE tickets").await;
     let first_pid = {
         let conn = guard.acquire(Criticality::Standard).await.unwrap();
         conn.batch_execute(
@@ -335,10 +352,8 @@ async fn a_handlers_session_state_is_gone_for_the_next_borrower_of_its_connectio
     assert_eq!(row.get::<_, i64>(2), 0, "the advisory lock was released");
     assert_eq!(row.get::<_, i64>(3), 0, "the held cursor was closed");
     assert_eq!(row.get::<_, i64>(4), 0, "the channel was unlistened");
-    match next.batch_execute("SELECT currval('tickets')").await {
-        Err(Error::Db(e)) => assert_eq!(e.code().unwrap().code(), "55000"),
-        other => panic!("currval survived the reset: {other:?}"),
-    }
+    let code = refusal_code(&next, "SELECT currval('tickets')").await;
+    assert_eq!(code.as_deref(), Some("55000"), "currval survived the reset");
 }
 
 /// A handler that only ran `BEGIN` (no statement in the transaction yet) still leaves it
@@ -354,12 +369,7 @@ async fn a_connection_returned_right_after_begin_is_discarded() {
         pid
     };
     let next = guard.acquire(Criticality::Standard).await.unwrap();
-    assert_ne!(
-        backend_pid(&next).await,
-        first_pid,
-        "the connection was discarded, not reused"
-    );
-    assert_outside_a_transaction(&next, "the next borrower").await;
+    assert_replaced(&next, first_pid).await;
 }
 
 #[tokio::test]
