@@ -181,8 +181,8 @@ async fn per_class_statement_timeout_overrides_and_is_reset_on_return() {
 }
 
 /// On a distant server, a checkout takes the recycle's round trip and no other: the per-class
-/// settings are sent ahead of the caller's first query, which runs with them (and with the
-/// connection's tag, set the same way when the watchdog tags connections).
+/// settings (here a class `statement_timeout`; the watchdog's connection tag goes the same
+/// way) are sent ahead of the caller's first query, which runs with them.
 #[tokio::test]
 async fn per_class_settings_cost_a_checkout_no_round_trip_of_their_own() {
     let pg = cluster(20).await;

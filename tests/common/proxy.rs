@@ -172,7 +172,16 @@ async fn pump(
         let due = in_flight.front().map(|(at, _)| *at);
         let n = tokio::select! {
             read = from.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // What was read before the sender closed still arrives, when due.
+                    for (at, bytes) in in_flight {
+                        tokio::time::sleep_until(at).await;
+                        if to.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                }
                 Ok(n) => n,
             },
             () = sleep_until(due) => {
