@@ -30,7 +30,9 @@
 //!   [`EventKind::BatchProgress`](crate::events::EventKind::BatchProgress)
 //!   (`[SELF-HEAL] spam-capture: Batch 1/15 completed: 100 items processed (100 / 1,418)`);
 //!   the last event of a call says whether the operation is complete
-//!   (`Operation complete: 1,418 items processed in 15 batches`) or why it paused.
+//!   (`Operation complete: 1,418 items processed in 15 batches`) or why it paused. A call
+//!   dropped while a chunk's `COMMIT` is on its way cannot know whether the server committed
+//!   it, so it reports nothing for that chunk: the stored checkpoint says what was committed.
 //!
 //! ```no_run
 //! use poolguard::batch::{BatchPlan, BatchSource, BoxError, BudgetedBatch, Checkpoint};
