@@ -17,7 +17,7 @@ macro_rules! tracked_queries {
             T: ?Sized + ToStatement,
         {
             self.$tracker()
-                .run(self.$client().query(statement, params))
+                .run(|| self.$client().query(statement, params))
                 .await
         }
 
@@ -31,7 +31,7 @@ macro_rules! tracked_queries {
             T: ?Sized + ToStatement,
         {
             self.$tracker()
-                .run(self.$client().query_one(statement, params))
+                .run(|| self.$client().query_one(statement, params))
                 .await
         }
 
@@ -45,7 +45,7 @@ macro_rules! tracked_queries {
             T: ?Sized + ToStatement,
         {
             self.$tracker()
-                .run(self.$client().query_opt(statement, params))
+                .run(|| self.$client().query_opt(statement, params))
                 .await
         }
 
@@ -59,18 +59,22 @@ macro_rules! tracked_queries {
             T: ?Sized + ToStatement,
         {
             self.$tracker()
-                .run(self.$client().execute(statement, params))
+                .run(|| self.$client().execute(statement, params))
                 .await
         }
 
         /// Runs one or more statements without parameters (tracked).
         pub async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
-            self.$tracker().run(self.$client().batch_execute(sql)).await
+            self.$tracker()
+                .run(|| self.$client().batch_execute(sql))
+                .await
         }
 
         /// Runs statements with the simple query protocol (tracked).
         pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-            self.$tracker().run(self.$client().simple_query(sql)).await
+            self.$tracker()
+                .run(|| self.$client().simple_query(sql))
+                .await
         }
     };
 }

@@ -8,6 +8,7 @@ use crate::events::{Event, EventKind, Severity};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// What a guarded connection knows about its queries in flight. Shared by the connection and
@@ -61,11 +62,15 @@ pub(crate) struct Tracker<'a> {
 }
 
 impl Tracker<'_> {
-    /// Runs `query` within the deadline. Past it, the query stays counted in flight (the
-    /// connection's drop cancels it on the server and checks the connection before reuse)
-    /// and the answer is [`Error::QueryDeadline`]; so is every later query on the
-    /// connection.
-    pub(crate) async fn run<T, F>(&self, query: F) -> Result<T, Error>
+    /// Runs the query `make` makes within the deadline. Past it, the query stays counted in
+    /// flight (the connection's drop cancels it on the server and checks the connection
+    /// before reuse) and the answer is [`Error::QueryDeadline`]; so is every later query on
+    /// the connection.
+    ///
+    /// The query's future is made here, in place, and polled beside the deadline's timer:
+    /// not moved into this future and again into a `Timeout` (a query's future is a few
+    /// hundred bytes to copy, twice per query).
+    pub(crate) async fn run<T, F>(&self, make: impl FnOnce() -> F) -> Result<T, Error>
     where
         F: Future<Output = Result<T, tokio_postgres::Error>>,
     {
@@ -74,7 +79,14 @@ impl Tracker<'_> {
             return Err(Error::QueryDeadline { after: deadline });
         }
         self.state.in_flight.fetch_add(1, Ordering::AcqRel);
-        let Ok(result) = tokio::time::timeout(deadline, query).await else {
+        let mut query = std::pin::pin!(make());
+        let mut timer = std::pin::pin!(tokio::time::sleep(deadline));
+        let answered = std::future::poll_fn(|cx| match query.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        let Some(result) = answered else {
             self.state.expired.store(true, Ordering::Release);
             self.report_deadline();
             return Err(Error::QueryDeadline { after: deadline });

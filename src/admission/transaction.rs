@@ -30,7 +30,7 @@ impl<'a> GuardedTransaction<'a> {
         client: &'a mut deadpool_postgres::ClientWrapper,
         tracker: Tracker<'a>,
     ) -> Result<Self, Error> {
-        let tx = tracker.run(client.transaction()).await?;
+        let tx = tracker.run(|| client.transaction()).await?;
         Ok(Self {
             tx: Some(tx),
             tracker,
@@ -51,13 +51,13 @@ impl<'a> GuardedTransaction<'a> {
     /// connection is reused as usual.
     pub async fn commit(mut self) -> Result<(), Error> {
         let tx = self.tx.take().expect("present until commit or rollback");
-        self.tracker.run(tx.commit()).await
+        self.tracker.run(move || tx.commit()).await
     }
 
     /// Rolls back (tracked).
     pub async fn rollback(mut self) -> Result<(), Error> {
         let tx = self.tx.take().expect("present until commit or rollback");
-        self.tracker.run(tx.rollback()).await
+        self.tracker.run(move || tx.rollback()).await
     }
 }
 
