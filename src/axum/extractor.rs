@@ -30,8 +30,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
             .extensions
             .get::<MatchedPath>()
             .map(|p| route_name(p.as_str()));
-        let conn = ctx
-            .guard
+        ctx.guard
             .acquire_until(
                 ctx.class,
                 AcquireContext {
@@ -40,8 +39,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
                 },
                 ctx.deadline,
             )
-            .await?;
-        Ok(Conn(conn))
+            .await
+            .map(Conn)
     }
 }
 

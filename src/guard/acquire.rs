@@ -23,8 +23,8 @@ pub struct AcquireContext {
     pub route: Option<Arc<str>>,
 }
 
-/// What became of one acquisition, before it is counted.
-type Attempt = (Result<GuardedConn, Error>, Outcome);
+/// A refused acquisition: the error its caller gets, and the outcome it is counted as.
+pub(super) type Refused = (Error, Outcome);
 
 /// Sends `session` (the per-class `SET`s) on `conn` ahead of the caller's first query, without
 /// waiting for the answer: a checkout costs no round trip of its own for them. tokio-postgres
@@ -70,33 +70,40 @@ impl GuardInner {
     ) -> Result<GuardedConn, Error> {
         let started = crate::clock::now();
         let span = acquire_span(class, context.route.as_deref());
-        let (result, outcome) = match self
+        // Each way out returns at once: the connection is moved as little as it can be (it
+        // is a few hundred bytes), and a refusal carries none.
+        let permit = match self
             .admit_slot(class, &context.user, deadline, started)
             .await
         {
-            Err(refused) => refused,
-            Ok(permit) => {
-                let pending = PendingGet::enter(&self.pending_gets);
-                let object = self.pool.timeout_get(&self.timeouts).await;
-                drop(pending);
-                match object {
-                    Err(e) => span.in_scope(|| self.pool_unavailable(class, &e, permit)),
-                    Ok(object) => {
-                        let conn =
-                            GuardedConn::new(object, permit, class, context.route, context.user);
-                        match self.session_settings(class, &conn) {
-                            None => (Ok(conn), Outcome::Served),
-                            Some(session) => match send_ahead(&conn, &session) {
-                                Ok(()) => (Ok(conn), Outcome::Served),
-                                Err(e) => (Err(e), Outcome::PoolUnavailable),
-                            },
-                        }
-                    }
-                }
+            Ok(permit) => permit,
+            Err((e, outcome)) => {
+                self.finish_acquire(&span, class, outcome, started, crate::clock::now());
+                return Err(e);
             }
         };
-        self.finish_acquire(&span, class, outcome, started, crate::clock::now());
-        result
+        let pending = PendingGet::enter(&self.pending_gets);
+        let object = self.pool.timeout_get(&self.timeouts).await;
+        drop(pending);
+        let object = match object {
+            Ok(object) => object,
+            Err(e) => {
+                let (e, outcome) = span.in_scope(|| self.pool_unavailable(class, &e, permit));
+                self.finish_acquire(&span, class, outcome, started, crate::clock::now());
+                return Err(e);
+            }
+        };
+        let conn = GuardedConn::new(object, permit, class, context.route, context.user);
+        if let Some(session) = self.session_settings(class, &conn) {
+            if let Err(e) = send_ahead(&conn, &session) {
+                drop(conn);
+                let ended = crate::clock::now();
+                self.finish_acquire(&span, class, Outcome::PoolUnavailable, started, ended);
+                return Err(e);
+            }
+        }
+        self.finish_acquire(&span, class, Outcome::Served, started, crate::clock::now());
+        Ok(conn)
     }
 
     /// The refusal of an acquisition whose slot was granted but whose connection the pool
@@ -106,11 +113,11 @@ impl GuardInner {
         class: Criticality,
         e: &deadpool_postgres::PoolError,
         permit: SlotPermit,
-    ) -> Attempt {
+    ) -> Refused {
         tracing::warn!(target: "poolguard", error = %crate::error::describe_pool_error(e), %class, "pool could not hand out a connection");
         drop(permit);
         let rejection = self.rejection(RejectionKind::PoolUnavailable, class);
-        (Err(Error::Rejected(rejection)), Outcome::PoolUnavailable)
+        (Error::Rejected(rejection), Outcome::PoolUnavailable)
     }
 
     /// The statements that give a connection of `class` its per-class session settings, if
@@ -158,7 +165,7 @@ impl GuardInner {
         user: &Option<UserKey>,
         deadline: Instant,
         started: Instant,
-    ) -> Result<SlotPermit, Attempt> {
+    ) -> Result<SlotPermit, Refused> {
         if self.slots.try_grant(class) {
             return Ok(SlotPermit::new(self.clone(), class, started));
         }
@@ -174,7 +181,7 @@ impl GuardInner {
         class: Criticality,
         user: &Option<UserKey>,
         deadline: Instant,
-    ) -> Result<SlotPermit, Attempt> {
+    ) -> Result<SlotPermit, Refused> {
         let (admit, now) = self.change(|s, now| {
             let (admit, effects) = s.admit(class, user.clone(), deadline, now);
             ((admit, now), effects)
@@ -212,14 +219,14 @@ impl GuardInner {
                     Some(Ok(Err(refusal))) => Err(self.refused(class, refusal)),
                     Some(Err(_)) | None => {
                         let rejection = self.rejection(RejectionKind::QueueTimeout, class);
-                        Err((Err(Error::Rejected(rejection)), Outcome::TimedOut))
+                        Err((Error::Rejected(rejection), Outcome::TimedOut))
                     }
                 }
             }
         }
     }
 
-    fn refused(&self, class: Criticality, refusal: crate::rejection::Refusal) -> Attempt {
+    fn refused(&self, class: Criticality, refusal: crate::rejection::Refusal) -> Refused {
         let kind = refusal.kind;
         let outcome = match kind {
             RejectionKind::QueueFull => Outcome::QueueFull,
@@ -232,7 +239,7 @@ impl GuardInner {
             class,
             retry_after: refusal.retry_after,
         };
-        (Err(Error::Rejected(rejection)), outcome)
+        (Error::Rejected(rejection), outcome)
     }
 }
 

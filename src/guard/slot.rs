@@ -72,10 +72,7 @@ impl GuardInner {
                 };
                 (Ok(slot), Outcome::Served, granted_at)
             }
-            Err((Err(e), outcome)) => (Err(e), outcome, crate::clock::now()),
-            Err((Ok(_), outcome)) => {
-                unreachable!("admission never hands out a connection ({outcome:?})")
-            }
+            Err((e, outcome)) => (Err(e), outcome, crate::clock::now()),
         };
         self.finish_acquire(&span, class, outcome, started, ended);
         result
