@@ -10,6 +10,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project! {
+    /// What answers the request: the inner service's future, or a response made here. One
+    /// place for both, so that a response made here (a refusal) takes no room of its own in
+    /// every admitted request's future, which is moved a few times before it is polled.
+    #[project = AnswerProj]
+    enum Answer<F, B> {
+        /// The inner service's future; `Done` once it completed or was dropped.
+        Inner {
+            #[pin]
+            future: F,
+        },
+        /// A response made by the layer (a refusal), taken when it is returned.
+        Made {
+            response: Option<Response<B>>,
+        },
+        /// Answered, or the inner future dropped.
+        Done,
+    }
+}
+
+pin_project! {
     /// The inner service's future (holding the caller's in-flight slot until it completes
     /// or is dropped), a rejection answered at once or after a hold (for a user back before
     /// its `Retry-After`), or (with limits shared in Redis) a per-user check that runs first
@@ -17,24 +37,28 @@ pin_project! {
     /// with its request's context current.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        future: Option<F>,
-        // Current while `future` is polled or dropped.
+        answer: Answer<F, B>,
+        // Current while the inner future is polled or dropped.
         ctx: Option<RequestContext>,
         check: Option<PendingCheck>,
         // How a refusal the check comes back with is held (pacing on).
         late: Option<LateRefusal>,
         permit: Option<UserPermit>,
-        response: Option<Response<B>>,
         delay: Option<Pin<Box<RefusalDelay>>>,
     }
 
     impl<F, B> PinnedDrop for ResponseFuture<F, B> {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if this.future.is_some() {
-                context::in_scope(this.ctx, || this.future.set(None));
-            }
+            let this = this.project();
+            drop_inner(this.answer, this.ctx);
         }
+    }
+}
+
+/// Drops the inner future in `answer`, if it is still there, with `ctx` current.
+fn drop_inner<F, B>(mut answer: Pin<&mut Answer<F, B>>, ctx: &mut Option<RequestContext>) {
+    if let AnswerProj::Inner { .. } = answer.as_mut().project() {
+        context::in_scope(ctx, || answer.set(Answer::Done));
     }
 }
 
@@ -47,12 +71,11 @@ impl<F, B> ResponseFuture<F, B> {
         permit: Option<UserPermit>,
     ) -> Self {
         Self {
-            future: Some(future),
+            answer: Answer::Inner { future },
             ctx,
             check: None,
             late: None,
             permit,
-            response: None,
             delay: None,
         }
     }
@@ -65,12 +88,11 @@ impl<F, B> ResponseFuture<F, B> {
         ctx: Option<RequestContext>,
     ) -> Self {
         Self {
-            future: Some(future),
+            answer: Answer::Inner { future },
             ctx,
             check: Some(check),
             late,
             permit: None,
-            response: None,
             delay: None,
         }
     }
@@ -78,12 +100,13 @@ impl<F, B> ResponseFuture<F, B> {
     /// A refusal, answered at once or once `delay` is over.
     pub(crate) fn rejected(response: Response<B>, delay: Option<Pin<Box<RefusalDelay>>>) -> Self {
         Self {
-            future: None,
+            answer: Answer::Made {
+                response: Some(response),
+            },
             ctx: None,
             check: None,
             late: None,
             permit: None,
-            response: Some(response),
             delay,
         }
     }
@@ -113,10 +136,12 @@ where
                     *this.late = None;
                 }
                 Err(mut rejection) => {
-                    context::in_scope(this.ctx, || this.future.set(None));
+                    drop_inner(this.answer.as_mut(), this.ctx);
                     let late = this.late.take();
                     *this.delay = late.and_then(|late| late.pace(&mut rejection));
-                    *this.response = Some(rejection.to_static_response());
+                    this.answer.set(Answer::Made {
+                        response: Some(rejection.to_static_response()),
+                    });
                 }
             }
         }
@@ -125,18 +150,19 @@ where
             // The hold is over: its slot goes back before the answer leaves.
             *this.delay = None;
         }
-        if let Some(response) = this.response.take() {
-            return Poll::Ready(Ok(response));
+        let mut answer = this.answer;
+        if let AnswerProj::Made { response } = answer.as_mut().project() {
+            let response = response.take();
+            answer.set(Answer::Done);
+            return Poll::Ready(Ok(response.expect("ResponseFuture polled after completion")));
         }
-        let mut future = this.future;
         let out = std::task::ready!(context::in_scope(this.ctx, || {
-            let polled = future
-                .as_mut()
-                .as_pin_mut()
-                .expect("ResponseFuture polled after completion")
-                .poll(cx);
+            let polled = match answer.as_mut().project() {
+                AnswerProj::Inner { future } => future.poll(cx),
+                _ => panic!("ResponseFuture polled after completion"),
+            };
             if polled.is_ready() {
-                future.set(None);
+                answer.set(Answer::Done);
             }
             polled
         }));
