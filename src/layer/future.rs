@@ -172,3 +172,41 @@ where
         Poll::Ready(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ResponseFuture;
+    use http::Response;
+    use std::convert::Infallible;
+    use std::future::{Future, Pending};
+    use std::mem::size_of;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    type Answered = Result<Response<String>, Infallible>;
+
+    /// An inner future of 512 bytes.
+    struct Large([u8; 512]);
+
+    impl Future for Large {
+        type Output = Answered;
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Answered> {
+            Poll::Ready(Ok(Response::new(self.0.len().to_string())))
+        }
+    }
+
+    #[test]
+    fn a_refusal_shares_its_place_with_the_inner_future() {
+        // With a future of no size inside, the place holds a response; with a large one, the
+        // same place holds the future: the response future grows by less than the inner one.
+        let empty = size_of::<ResponseFuture<Pending<Answered>, String>>();
+        let large = size_of::<ResponseFuture<Large, String>>();
+        assert!(
+            large - empty < size_of::<Large>(),
+            "the response future grew by {} bytes for a {}-byte inner future",
+            large - empty,
+            size_of::<Large>()
+        );
+    }
+}
