@@ -26,12 +26,24 @@ pub(crate) fn bucket_bound(i: usize) -> f64 {
     FIRST_BOUND * (i as f64 * GROWTH_LOG2).exp2()
 }
 
+/// The bucket of `secs`: bucket `i` holds `(bucket_bound(i - 1), bucket_bound(i)]`, so `i` is
+/// `ceil(log2(r²))` for `r = secs / FIRST_BOUND`. That is read off the bits of `r²` (its
+/// exponent, plus one when it is not a power of two) rather than worked out with a logarithm:
+/// two recordings per request, on the request path.
 fn bucket_of(secs: f64) -> usize {
     if secs.is_nan() || secs <= FIRST_BOUND {
         return 0;
     }
-    let i = ((secs / FIRST_BOUND).log2() / GROWTH_LOG2).ceil() as usize;
-    i.min(SKETCH_BUCKETS - 1)
+    let ratio = secs / FIRST_BOUND;
+    let squared = ratio * ratio;
+    if !squared.is_finite() {
+        return SKETCH_BUCKETS - 1;
+    }
+    // `squared` > 1 is a normal number: 1.fraction × 2^exponent.
+    let bits = squared.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as usize - 1023;
+    let not_a_power_of_two = bits & ((1 << 52) - 1) != 0;
+    (exponent + usize::from(not_a_power_of_two)).min(SKETCH_BUCKETS - 1)
 }
 
 /// A cumulative histogram of durations on fixed log-spaced buckets.
@@ -142,6 +154,37 @@ mod tests {
         assert!((0.007..=0.0115).contains(&p50), "{p50}");
         assert!((0.35..=0.71).contains(&p99), "{p99}");
         assert_eq!(quantile(&now, &now, 0.5), None);
+    }
+
+    #[test]
+    fn every_duration_lands_in_the_bucket_whose_bounds_hold_it() {
+        // A sweep from 50 µs to 20 minutes, 200 steps per doubling: each value is above the
+        // bound below its bucket and at most its bucket's bound (values within a rounding
+        // error of a bound may go either side).
+        let mut secs = 0.000_05;
+        while secs < 1200.0 {
+            let i = bucket_of(secs);
+            let near = |bound: f64| ((secs - bound) / bound).abs() < 1e-12;
+            if i == 0 {
+                assert!(secs <= bucket_bound(0) || near(bucket_bound(0)), "{secs}");
+            } else if i < SKETCH_BUCKETS - 1 {
+                let (low, high) = (bucket_bound(i - 1), bucket_bound(i));
+                assert!(
+                    (secs > low || near(low)) && (secs <= high || near(high)),
+                    "{secs} in bucket {i} ({low}, {high}]"
+                );
+            } else {
+                assert!(secs > bucket_bound(i - 1), "{secs}");
+            }
+            secs *= 2f64.powf(1.0 / 200.0);
+        }
+        // Exactly on a bound: the bucket it closes.
+        for i in 1..SKETCH_BUCKETS - 1 {
+            let bound = FIRST_BOUND * 2f64.powi(i as i32 / 2);
+            if i % 2 == 0 {
+                assert_eq!(bucket_of(bound), i, "{bound}");
+            }
+        }
     }
 
     #[test]
