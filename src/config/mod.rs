@@ -33,7 +33,7 @@ use std::time::Duration;
 /// | `query_deadline` | `statement_timeout` + 2 s | client-side bound on every tracked query |
 /// | `breaker_ramp` | 2 s | after Critical, non-critical work's share of its slots grows from 10 % to 100 % over this |
 /// | `sample_interval` | 100 ms | how often the sampler reads `Pool::status()` |
-/// | `class_statement_timeout` | none | per-class `statement_timeout` overrides |
+/// | `class_statement_timeout` | none | per-class `statement_timeout` overrides (each at least 1 ms) |
 /// | `limits` | see [`UserLimits`] | per-user rate and in-flight caps |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -150,7 +150,8 @@ impl GuardConfig {
     }
 }
 
-/// Optional `statement_timeout` per class; `None` keeps the connection's own setting.
+/// Optional `statement_timeout` per class; `None` keeps the connection's own setting. Each is
+/// at least a millisecond (PostgreSQL counts whole milliseconds, and 0 disables the timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClassTimeouts {

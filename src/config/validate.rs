@@ -86,11 +86,18 @@ impl GuardConfig {
             }
         }
         for class in Criticality::ALL {
-            if self.class_statement_timeout.get(class) == Some(Duration::ZERO) {
-                return Err(BuildError::field(
-                    "class_statement_timeout",
-                    format!("{class}: zero would disable the timeout; leave it unset instead"),
-                ));
+            // PostgreSQL takes whole milliseconds, and 0 turns the timeout off: anything under
+            // a millisecond would be set as 0.
+            if let Some(t) = self.class_statement_timeout.get(class) {
+                if t < Duration::from_millis(1) {
+                    return Err(BuildError::field(
+                        "class_statement_timeout",
+                        format!(
+                            "{class}: {t:?} is under a millisecond and would be set as 0, which \
+                             disables the timeout; use at least 1ms, or leave it unset"
+                        ),
+                    ));
+                }
             }
         }
         self.limits.validate()
@@ -154,6 +161,7 @@ impl UserLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClassTimeouts;
 
     fn field_of(r: Result<(), BuildError>) -> &'static str {
         match r {
@@ -165,6 +173,37 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         GuardConfig::default().validate(20).unwrap();
+    }
+
+    #[test]
+    fn a_class_timeout_under_a_millisecond_names_the_field() {
+        // Set in whole milliseconds, these would be `statement_timeout = 0`: no timeout.
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(1),
+            Duration::from_micros(999),
+        ] {
+            let c = GuardConfig {
+                class_statement_timeout: ClassTimeouts {
+                    standard: Some(bad),
+                    ..ClassTimeouts::default()
+                },
+                ..GuardConfig::default()
+            };
+            assert_eq!(
+                field_of(c.validate(20)),
+                "class_statement_timeout",
+                "{bad:?}"
+            );
+        }
+        let one_ms = GuardConfig {
+            class_statement_timeout: ClassTimeouts {
+                standard: Some(Duration::from_millis(1)),
+                ..ClassTimeouts::default()
+            },
+            ..GuardConfig::default()
+        };
+        one_ms.validate(20).unwrap();
     }
 
     #[test]
