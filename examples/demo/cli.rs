@@ -72,6 +72,10 @@ pub struct Serve {
     /// connection instead of the CPU of answering it at full speed. Off by default.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub early_retry_delay: Option<Duration>,
+    /// The statement_timeout of the standard routes' connections (/api/messages), set on
+    /// each checkout ahead of its first query; without it they keep the pool's (30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub standard_statement_timeout: Option<Duration>,
     /// Also export the OpenTelemetry database client metric names
     /// (db_client_connection_count{state}, _max, _pending_requests, _wait_time_seconds,
     /// _use_time_seconds, _timeouts_total) with this pool name.

@@ -73,6 +73,7 @@ async fn serve(s: cli::Serve) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(hold) = s.early_retry_delay {
         guard_config.limits.early_retry_delay = hold;
     }
+    guard_config.class_statement_timeout.standard = s.standard_statement_timeout;
     let options = AppOptions {
         guard_config,
         pool_max: s.pool_max as usize,
