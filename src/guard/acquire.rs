@@ -124,17 +124,23 @@ impl GuardInner {
     /// it has any ([`send_ahead`] sends them). Both are reset by the pool's recycling
     /// (`RESET ALL`) when the connection returns, back to the startup values.
     fn session_settings(&self, class: Criticality, conn: &GuardedConn) -> Option<String> {
-        let mut session = String::new();
-        if let Some(timeout) = self.config.class_statement_timeout.get(class) {
-            session.push_str(&format!("SET statement_timeout = {};", timeout.as_millis()));
+        use std::fmt::Write;
+        let timeout = self.config.class_statement_timeout.get(class);
+        let prefix = self.tag_prefix.get();
+        if timeout.is_none() && prefix.is_none() {
+            return None;
         }
-        if let Some(prefix) = self.tag_prefix.get() {
-            session.push_str(&format!(
-                "SET application_name = '{}';",
-                crate::watchdog::tag(prefix, class, conn.held_id())
-            ));
+        // One buffer for both statements: one allocation per checkout.
+        let mut session = String::with_capacity(128);
+        if let Some(timeout) = timeout {
+            let _ = write!(session, "SET statement_timeout = {};", timeout.as_millis());
         }
-        (!session.is_empty()).then_some(session)
+        if let Some(prefix) = prefix {
+            session.push_str("SET application_name = '");
+            crate::watchdog::write_tag(&mut session, prefix, class, conn.held_id());
+            session.push_str("';");
+        }
+        Some(session)
     }
 
     /// Records how an acquisition started at `started` ended at `ended`: on its span, in the

@@ -76,7 +76,7 @@ pub use server_use::ServerUse;
 /// The old name of [`ServerUse`]: the reading holds connections in use, not headroom.
 #[deprecated(since = "0.2.0", note = "renamed to `ServerUse`")]
 pub type ServerHeadroom = ServerUse;
-pub(crate) use tag::tag;
+pub(crate) use tag::write_tag;
 
 pub(crate) use watched::{HeldTooLong, PoolFigures, WatchedGuard};
 

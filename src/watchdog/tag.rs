@@ -6,9 +6,11 @@
 
 use crate::criticality::Criticality;
 
-/// The tag of the connection with registry id `id`, acquired as `class`.
-pub(crate) fn tag(prefix: &str, class: Criticality, id: u64) -> String {
-    format!("{prefix}:{}:{id}", class.as_str())
+/// Appends to `out` the tag of the connection with registry id `id`, acquired as `class`
+/// (into the checkout's one statement buffer, not a string of its own).
+pub(crate) fn write_tag(out: &mut String, prefix: &str, class: Criticality, id: u64) {
+    use std::fmt::Write;
+    let _ = write!(out, "{prefix}:{}:{id}", class.as_str());
 }
 
 /// Whether `prefix` can be put between single quotes as is and leaves room for the suffix
@@ -35,15 +37,20 @@ mod tests {
 
     #[test]
     fn tags_round_trip() {
-        let t = tag("poolguard:pod-1", Criticality::NonCritical, 17);
-        assert_eq!(t, "poolguard:pod-1:non_critical:17");
+        let mut t = String::from("'");
+        write_tag(&mut t, "poolguard:pod-1", Criticality::NonCritical, 17);
         assert_eq!(
-            parse("poolguard:pod-1", &t),
+            t, "'poolguard:pod-1:non_critical:17",
+            "appended to what was there"
+        );
+        let t = &t[1..];
+        assert_eq!(
+            parse("poolguard:pod-1", t),
             Some((Criticality::NonCritical, 17))
         );
         assert_eq!(parse("poolguard:pod-1", "poolguard:pod-1"), None);
         assert_eq!(parse("poolguard:pod-1", "poolguard:pod-1:watchdog"), None);
-        assert_eq!(parse("poolguard:pod-2", &t), None);
+        assert_eq!(parse("poolguard:pod-2", t), None);
         assert!(usable_prefix("poolguard:pod-1"));
         assert!(!usable_prefix("it's"));
     }
