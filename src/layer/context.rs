@@ -20,8 +20,6 @@
 use crate::criticality::Criticality;
 use crate::guard::Guard;
 use crate::limit::UserKey;
-use std::cell::Cell;
-use std::mem::ManuallyDrop;
 use std::time::Instant;
 
 /// What a guard layer decided about a request, for the [`Conn`](crate::Conn) extractor and
@@ -40,15 +38,13 @@ pub struct RequestContext {
     pub deadline: Instant,
 }
 
-thread_local! {
+scoped_tls::scoped_thread_local! {
     /// The context of the request whose layer is calling its inner service or polling its
     /// future on this thread, for exactly that time: a task-local, kept by the layer's own
-    /// future rather than by a wrapper around the inner one. A `Cell`, so that the layer can
-    /// take it back after the call and readers can look at it, without cloning it.
-    /// `ManuallyDrop`, so that reading it needs no check of a destructor's registration: every
-    /// scope puts back what it found, so a thread ends with nothing current to drop.
-    static CURRENT: ManuallyDrop<Cell<Option<RequestContext>>> =
-        const { ManuallyDrop::new(Cell::new(None)) };
+    /// future rather than by a wrapper around the inner one. What the thread holds is a
+    /// reference to the context in that future, set and put back around the call: the
+    /// context itself never moves in or out.
+    static CURRENT: RequestContext
 }
 
 impl RequestContext {
@@ -77,29 +73,20 @@ pub(crate) fn read<R>(
 
 /// `f` of the context current in this task, if a guard layer set one.
 pub(crate) fn read_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
-    CURRENT.with(|cell| {
-        let ctx = cell.take();
-        let out = ctx.as_ref().map(f);
-        cell.set(ctx);
-        out
-    })
+    if CURRENT.is_set() {
+        Some(CURRENT.with(f))
+    } else {
+        None
+    }
 }
 
 /// Runs `f` (the layer's call of its inner service, or a poll or the drop of its future)
-/// with the context in `ctx` current, then puts it back in `ctx` and makes current again
-/// what was current before (an outer layer's context), also when `f` panics.
-pub(crate) fn in_scope<R>(ctx: &mut Option<RequestContext>, f: impl FnOnce() -> R) -> R {
-    /// Swaps the contexts back when dropped.
-    struct Restore<'a> {
-        ctx: &'a mut Option<RequestContext>,
-        outer: Option<RequestContext>,
+/// with the context in `ctx` current, then makes current again what was current before (an
+/// outer layer's context), also when `f` panics. With no context in `ctx`, `f` runs with
+/// what is current already.
+pub(crate) fn in_scope<R>(ctx: &Option<RequestContext>, f: impl FnOnce() -> R) -> R {
+    match ctx {
+        Some(ctx) => CURRENT.set(ctx, f),
+        None => f(),
     }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            *self.ctx = CURRENT.with(|cell| cell.replace(self.outer.take()));
-        }
-    }
-    let outer = CURRENT.with(|cell| cell.replace(ctx.take()));
-    let _restore = Restore { ctx, outer };
-    f()
 }

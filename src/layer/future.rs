@@ -56,7 +56,7 @@ pin_project! {
 }
 
 /// Drops the inner future in `answer`, if it is still there, with `ctx` current.
-fn drop_inner<F, B>(mut answer: Pin<&mut Answer<F, B>>, ctx: &mut Option<RequestContext>) {
+fn drop_inner<F, B>(mut answer: Pin<&mut Answer<F, B>>, ctx: &Option<RequestContext>) {
     if let AnswerProj::Inner { .. } = answer.as_mut().project() {
         context::in_scope(ctx, || answer.set(Answer::Done));
     }

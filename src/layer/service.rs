@@ -116,8 +116,8 @@ where
         }
         // The inner future is made now but (with a pending check) first polled once the
         // check admits the request: axum's handlers do nothing before they are polled.
-        let mut ctx = Some(ctx);
-        let future = context::in_scope(&mut ctx, || self.inner.call(req));
+        let ctx = Some(ctx);
+        let future = context::in_scope(&ctx, || self.inner.call(req));
         if let Some((check, late)) = pending {
             return ResponseFuture::checking(check, late, future, ctx);
         }
