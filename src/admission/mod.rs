@@ -9,6 +9,7 @@
 //! start lies past it is refused at once, and none is started after it.
 
 mod abandon;
+mod arrivals;
 mod conn;
 mod gate;
 mod held;

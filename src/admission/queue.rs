@@ -5,17 +5,19 @@
 //! gave up, its deadline passed) is found by id with a binary search in its user's queue, and
 //! the shorter side of that queue shifts over (a user's queue holds at most the configured
 //! `user_queue_depth`; oldest-first departures shift nothing). A burst of many users timing
-//! out together costs n log n, not n². The deadline keeper's reads (the earliest deadline,
+//! out together costs n log n, not n². The order of arrival across users is kept in
+//! [`Arrivals`], appended to and trimmed from its ends. The deadline keeper's reads (the earliest deadline,
 //! the waiters past theirs) walk every waiter, once per run of the keeper.
 //!
 //! A user's queue that empties is kept for the next user that arrives (up to [`SPARE`] of
 //! them, each with room for at most [`SPARE_CAPACITY`] waiters), so at a steady state a
 //! waiter allocates nothing here.
 
+use super::arrivals::Arrivals;
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
 use crate::rejection::Refusal;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -72,7 +74,7 @@ pub(crate) struct FairQueue {
     /// (or came back under a new turn) is stale and skipped.
     rotation: VecDeque<(Option<UserKey>, u64)>,
     /// Every waiter by id: the newest is the tail.
-    order: BTreeMap<u64, Arrival>,
+    order: Arrivals<Arrival>,
     next_turn: u64,
     /// Emptied user queues, kept with their storage for the next user that arrives.
     spare: Vec<VecDeque<Waiter>>,
@@ -93,7 +95,7 @@ impl FairQueue {
             enqueued: waiter.enqueued,
             deadline: waiter.deadline,
         };
-        self.order.insert(waiter.id, arrival);
+        self.order.push(waiter.id, arrival);
         let (next_turn, spare) = (&mut self.next_turn, &mut self.spare);
         let queue = self.by_user.entry(user.clone()).or_insert_with(|| {
             *next_turn += 1;
@@ -122,7 +124,7 @@ impl FairQueue {
                 self.forget(&user);
                 continue;
             };
-            self.order.remove(&waiter.id);
+            self.order.remove(waiter.id);
             if queue.waiters.is_empty() {
                 self.forget(&user);
             } else {
@@ -148,14 +150,14 @@ impl FairQueue {
 
     /// When the oldest waiter here was queued.
     pub(crate) fn oldest_enqueued(&self) -> Option<Instant> {
-        self.order.first_key_value().map(|(_, a)| a.enqueued)
+        self.order.first().map(|a| a.enqueued)
     }
 
     /// Removes the waiter `id` of `user` (its caller gave up); returns it if it was here.
     pub(crate) fn remove(&mut self, user: &Option<UserKey>, id: u64) -> Option<Waiter> {
         let queue = self.by_user.get_mut(user)?;
         let waiter = queue.waiters.remove(queue.position(id)?)?;
-        self.order.remove(&id);
+        self.order.remove(id);
         if queue.waiters.is_empty() {
             // Its rotation entry goes stale and is skipped.
             self.forget(user);
@@ -166,22 +168,19 @@ impl FairQueue {
 
     /// The deadline of the newest waiter.
     pub(crate) fn last_deadline(&self) -> Option<Instant> {
-        self.order.last_key_value().map(|(_, a)| a.deadline)
+        self.order.last().map(|(_, a)| a.deadline)
     }
 
     /// Takes the newest waiter out.
     pub(crate) fn pop_last(&mut self) -> Option<Waiter> {
-        let (id, user) = self
-            .order
-            .last_key_value()
-            .map(|(id, a)| (*id, a.user.clone()))?;
+        let (id, user) = self.order.last().map(|(id, a)| (id, a.user.clone()))?;
         self.remove(&user, id)
     }
 
     /// The earliest deadline of the waiters here (deadlines need not follow the order of
     /// arrival: a request may bring a shorter one of its own). A walk over every waiter.
     pub(crate) fn earliest_deadline(&self) -> Option<Instant> {
-        self.order.values().map(|a| a.deadline).min()
+        self.order.iter().map(|(_, a)| a.deadline).min()
     }
 
     /// Takes out every waiter whose deadline is at or before `cutoff`, oldest first.
@@ -190,7 +189,7 @@ impl FairQueue {
             .order
             .iter()
             .filter(|(_, a)| a.deadline <= cutoff)
-            .map(|(id, a)| (*id, a.user.clone()))
+            .map(|(id, a)| (id, a.user.clone()))
             .collect();
         expired
             .into_iter()
