@@ -6,8 +6,8 @@
 //! the shorter side of that queue shifts over (a user's queue holds at most the configured
 //! `user_queue_depth`; oldest-first departures shift nothing). A burst of many users timing
 //! out together costs n log n, not n². The order of arrival across users is kept in
-//! [`Arrivals`], appended to and trimmed from its ends. The deadline keeper's reads (the earliest deadline,
-//! the waiters past theirs) walk every waiter, once per run of the keeper.
+//! [`Arrivals`], appended to and trimmed from its ends. The deadline keeper's reads (the
+//! earliest deadline, the waiters past theirs) walk every waiter, once per run of the keeper.
 //!
 //! A user's queue that empties is kept for the next user that arrives (up to [`SPARE`] of
 //! them, each with room for at most [`SPARE_CAPACITY`] waiters), so at a steady state a
