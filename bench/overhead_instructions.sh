@@ -10,6 +10,15 @@
 #   BENCH=/path/to/overhead-<hash> bench/overhead_instructions.sh      # a binary kept aside
 #   STACKS="floor poolguard" bench/overhead_instructions.sh            # some stacks only
 #   KEEP=/tmp/counts bench/overhead_instructions.sh     # keeps <stack>.cg for callgrind_annotate
+#   BASE=/tmp/overhead-before RUNS=3 bench/overhead_instructions.sh    # before against after
+#
+# With BASE (a bench binary of another build, kept aside), the stacks are counted RUNS times
+# (3 by default) for each build, the two builds alternating run by run so that the machine's
+# drift hits both alike; printed per stack and build: each run's count and their median, and
+# for every stack after the first, its difference to the first stack in the same run. Single
+# counts of one build move by up to about 1,500 instructions from run to run (the client's
+# batching varies), so a change of that size needs the medians. KEEP's files are then named
+# <stack>-<base|this>-<run>.
 #
 # Instructions are not time: a cache miss or a context switch costs nothing here, and the
 # process runs on one core at a time under valgrind (about a tenth of its usual rate), so the
@@ -28,13 +37,15 @@ else
     trap 'rm -rf "$out"' EXIT
 fi
 
-# Instructions per request of stack $1 run alone.
+# Instructions per request of stack $1 run alone, by the bench binary $2 (default: $BENCH),
+# its files named after $3 (default: the stack).
 per_request() {
-    local stack=$1 log="$out/$1.log" cg="$out/$1.cg" gate="$out/$1.gate"
+    local stack=$1 binary=${2:-$BENCH} name=${3:-$1}
+    local log="$out/$name.log" cg="$out/$name.cg" gate="$out/$name.gate"
     rm -f "$gate" "$log" "$cg"
     mkfifo "$gate"
     POOLGUARD_OVERHEAD_ONLY=$stack valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$cg" "$BENCH" <"$gate" >"$log" 2>&1 &
+        --callgrind-out-file="$cg" "$binary" <"$gate" >"$log" 2>&1 &
     local pid=$!
     exec 3>"$gate"
     until grep -q '^warmed up' "$log"; do
@@ -61,6 +72,47 @@ per_request() {
 }
 
 read -r -a stacks <<<"${STACKS:-bare floor poolguard}"
+
+# The median of the numbers given (of an even count, the mean of the middle two).
+median() {
+    printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1}
+        END {print NR % 2 ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+}
+
+if [[ -n "${BASE:-}" ]]; then
+    runs=${RUNS:-3}
+    declare -A counts overs
+    for ((run = 1; run <= runs; run++)); do
+        for build in base this; do
+            binary=$BENCH
+            [[ $build == base ]] && binary=$BASE
+            first=
+            for stack in "${stacks[@]}"; do
+                read -r n _ <<<"$(per_request "$stack" "$binary" "$stack-$build-$run")"
+                counts[$stack.$build]+="$n "
+                if [[ -z "$first" ]]; then
+                    first=$n
+                else
+                    overs[$stack.$build]+="$((n - first)) "
+                fi
+            done
+        done
+    done
+    printf '%-10s %-5s %-32s %10s %-32s %10s\n' stack build instr/req median \
+        over_first median
+    for stack in "${stacks[@]}"; do
+        for build in base this; do
+            # Word splitting of the space-separated lists is wanted here.
+            # shellcheck disable=SC2086
+            printf '%-10s %-5s %-32s %10d %-32s %10s\n' "$stack" "$build" \
+                "${counts[$stack.$build]}" "$(median ${counts[$stack.$build]})" \
+                "${overs[$stack.$build]:--}" \
+                "$([[ -n "${overs[$stack.$build]:-}" ]] && median ${overs[$stack.$build]} || echo -)"
+        done
+    done
+    exit 0
+fi
+
 printf '%-10s %10s %10s %10s\n' stack instr/req over_first requests
 first=
 for stack in "${stacks[@]}"; do
