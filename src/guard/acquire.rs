@@ -77,10 +77,7 @@ impl GuardInner {
             .await
         {
             Ok(permit) => permit,
-            Err((e, outcome)) => {
-                self.finish_acquire(&span, class, outcome, started, crate::clock::now());
-                return Err(e);
-            }
+            Err(refused) => return Err(self.finish_refused(&span, class, started, refused)),
         };
         let pending = PendingGet::enter(&self.pending_gets);
         let object = self.pool.timeout_get(&self.timeouts).await;
@@ -88,18 +85,17 @@ impl GuardInner {
         let object = match object {
             Ok(object) => object,
             Err(e) => {
-                let (e, outcome) = span.in_scope(|| self.pool_unavailable(class, &e, permit));
-                self.finish_acquire(&span, class, outcome, started, crate::clock::now());
-                return Err(e);
+                let refused = span.in_scope(|| self.pool_unavailable(class, &e, permit));
+                return Err(self.finish_refused(&span, class, started, refused));
             }
         };
         let conn = GuardedConn::new(object, permit, class, context.route, context.user);
         if let Some(session) = self.session_settings(class, &conn) {
             if let Err(e) = send_ahead(&conn, &session) {
+                // The connection goes back before the acquisition is counted.
                 drop(conn);
-                let ended = crate::clock::now();
-                self.finish_acquire(&span, class, Outcome::PoolUnavailable, started, ended);
-                return Err(e);
+                let refused = (e, Outcome::PoolUnavailable);
+                return Err(self.finish_refused(&span, class, started, refused));
             }
         }
         self.finish_acquire(&span, class, Outcome::Served, started, crate::clock::now());
@@ -160,6 +156,19 @@ impl GuardInner {
         if outcome == Outcome::Served {
             self.metrics.acquire_wait(class, wait.as_secs_f64());
         }
+    }
+
+    /// Records how a refused acquisition started at `started` ended (now), and gives back the
+    /// error its caller gets.
+    fn finish_refused(
+        &self,
+        span: &tracing::Span,
+        class: Criticality,
+        started: Instant,
+        (error, outcome): Refused,
+    ) -> Error {
+        self.finish_acquire(span, class, outcome, started, crate::clock::now());
+        error
     }
 
     /// Admission of one acquisition: a slot now, a slot after a wait in the queue (bounded

@@ -20,6 +20,12 @@ pub(crate) const SKETCH_BUCKETS: usize = 46;
 const FIRST_BOUND: f64 = 0.000_1;
 /// Each bucket's bound is `sqrt(2)` times the previous one: 100 µs to about 10 minutes.
 const GROWTH_LOG2: f64 = 0.5;
+// `bucket_of` reads the bucket off the bits of the squared ratio, which is right for this
+// growth only: another one needs another `bucket_of`.
+const _: () = assert!(
+    GROWTH_LOG2 == 0.5,
+    "bucket_of assumes buckets sqrt(2) apart"
+);
 
 /// The upper bound of bucket `i`, in seconds. The last bucket has no upper bound.
 pub(crate) fn bucket_bound(i: usize) -> f64 {
