@@ -159,35 +159,29 @@ impl Rejection {
 
     /// The response's headers for a `Retry-After` of `secs`: up to a minute a copy of a
     /// ready-made map (two allocations, no header hashed, every value static), built
-    /// otherwise.
+    /// otherwise. A 429's map names its limit already for a limit under
+    /// [`COMMON_NUMBERS`]; for a larger one the limit is written into the copy.
     fn headers(&self, secs: u64) -> http::HeaderMap {
         let limit = self.limit();
         if secs > COMMON_SECS as u64 {
             return built_headers(limit, secs);
         }
-        let ready = READY_HEADERS.get_or_init(|| ReadyHeaders {
-            unavailable: (1..=COMMON_SECS as u64)
-                .map(|secs| built_headers(None, secs))
-                .collect(),
-            limited: (1..=COMMON_SECS as u64)
-                .map(|secs| built_headers(Some(0), secs))
-                .collect(),
-        });
         let at = secs as usize - 1;
-        match limit {
-            None => ready.unavailable[at].clone(),
-            Some(limit) => {
-                let mut headers = ready.limited[at].clone();
-                // Found by walking the five entries: cheaper than hashing the name.
-                if let Some((_, value)) = headers
-                    .iter_mut()
-                    .find(|(name, _)| **name == RATELIMIT_LIMIT)
-                {
-                    *value = number_value(u64::from(limit));
-                }
-                headers
-            }
+        let Some(limit) = limit else {
+            return READY_UNAVAILABLE.get_or_init(|| ready_headers(None))[at].clone();
+        };
+        if let Some(ready) = READY_LIMITED.get(limit as usize) {
+            return ready.get_or_init(|| ready_headers(Some(limit)))[at].clone();
         }
+        let mut headers = READY_UNNAMED_LIMIT.get_or_init(|| ready_headers(Some(0)))[at].clone();
+        // Found by walking the five entries: cheaper than hashing the name.
+        if let Some((_, value)) = headers
+            .iter_mut()
+            .find(|(name, _)| **name == RATELIMIT_LIMIT)
+        {
+            *value = number_value(u64::from(limit));
+        }
+        headers
     }
 }
 
@@ -210,15 +204,22 @@ const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelim
 
 static STATIC_BODIES: OnceLock<Vec<String>> = OnceLock::new();
 static NUMBER_TEXTS: OnceLock<Vec<String>> = OnceLock::new();
-static READY_HEADERS: OnceLock<ReadyHeaders> = OnceLock::new();
+/// A 503's headers (`Content-Type` and `Retry-After`) for each `Retry-After` of
+/// `1..=COMMON_SECS` seconds, at `[secs - 1]`.
+static READY_UNAVAILABLE: OnceLock<Box<[http::HeaderMap]>> = OnceLock::new();
+/// A 429's headers for each limit under [`COMMON_NUMBERS`] (at `[limit]`, made the first time
+/// a refusal names that limit), by `Retry-After` as [`READY_UNAVAILABLE`].
+static READY_LIMITED: [OnceLock<Box<[http::HeaderMap]>>; COMMON_NUMBERS as usize] =
+    [const { OnceLock::new() }; COMMON_NUMBERS as usize];
+/// A 429's headers with `RateLimit-Limit` left to fill in, for larger limits.
+static READY_UNNAMED_LIMIT: OnceLock<Box<[http::HeaderMap]>> = OnceLock::new();
 
-/// The headers of each refusal with a `Retry-After` of `1..=COMMON_SECS` seconds, at
-/// `[secs - 1]`.
-struct ReadyHeaders {
-    /// A 503's: `Content-Type` and `Retry-After`.
-    unavailable: Vec<http::HeaderMap>,
-    /// A 429's, with `RateLimit-Limit` left to fill in.
-    limited: Vec<http::HeaderMap>,
+/// The headers of a refusal naming `limit` (a 429) or none (a 503) for each `Retry-After`
+/// of `1..=COMMON_SECS` seconds, at `[secs - 1]`.
+fn ready_headers(limit: Option<u32>) -> Box<[http::HeaderMap]> {
+    (1..=COMMON_SECS as u64)
+        .map(|secs| built_headers(limit, secs))
+        .collect()
 }
 
 fn body_text(reason: &str, class: Criticality, secs: u64) -> String {
