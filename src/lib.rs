@@ -37,6 +37,7 @@ pub mod report;
 mod resize;
 pub mod session;
 pub mod single_flight;
+mod stripes;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

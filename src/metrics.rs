@@ -245,7 +245,7 @@ impl GuardMetrics {
 
     pub(crate) fn acquire_wait(&self, class: Criticality, secs: f64) {
         self.acquire_wait[class.index()].record(secs);
-        self.tallies.wait[class.index()].record(secs);
+        self.tallies.record_wait(class, secs);
         if let Some(o) = &self.otel {
             o.wait_time.record(secs);
         }
@@ -253,7 +253,7 @@ impl GuardMetrics {
 
     pub(crate) fn hold_time(&self, class: Criticality, secs: f64) {
         self.hold_time[class.index()].record(secs);
-        self.tallies.hold[class.index()].record(secs);
+        self.tallies.record_hold(class, secs);
         if let Some(o) = &self.otel {
             o.use_time.record(secs);
         }

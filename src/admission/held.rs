@@ -6,8 +6,7 @@
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::stripes::{thread_number, CachePadded};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,21 +14,9 @@ use std::time::{Duration, Instant};
 /// hosts.
 const SHARDS: usize = 32;
 
-/// Hands each thread its shard, round robin.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// The shard of the calling thread.
+/// The shard of the calling thread: threads take shards round robin.
 fn my_shard() -> usize {
-    SHARD.with(|s| {
-        if s.get() == usize::MAX {
-            s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
-        }
-        s.get()
-    })
+    thread_number() % SHARDS
 }
 
 /// One connection held through the guard.
@@ -78,7 +65,9 @@ const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 /// index in the shard's slab, and its shard (the low bits).
 #[derive(Debug, Default)]
 pub(crate) struct HeldRegistry {
-    shards: [Mutex<Shard>; SHARDS],
+    /// Each on lines of its own: the threads that register at once write different shards,
+    /// and no line.
+    shards: [CachePadded<Mutex<Shard>>; SHARDS],
 }
 
 /// Where an id points: shard, slot index, generation.

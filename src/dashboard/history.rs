@@ -70,12 +70,11 @@ struct Reading {
 impl Reading {
     fn take(inner: &GuardInner) -> Self {
         let t = &inner.metrics.tallies;
-        let c = Criticality::Critical.index();
         Self {
             at: Instant::now(),
             requests: t.requests(),
-            wait: t.wait[c].read(),
-            hold: t.hold[c].read(),
+            wait: t.wait(Criticality::Critical),
+            hold: t.hold(Criticality::Critical),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::events::{EventBus, NonCriticalGate};
 use crate::limit::{UserKey, UserLimiter};
 use crate::metrics::{GuardMetrics, Outcome};
 use crate::monitor::Level;
+use crate::stripes::CachePadded;
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -25,7 +26,11 @@ use tokio::sync::watch;
 /// The newcomer estimate meaning "nothing measured yet".
 pub(super) const UNKNOWN: u64 = u64::MAX;
 
+/// Aligned to 128 bytes: in its `Arc` the reference counts, which every request's clone of
+/// the guard writes, then have their lines to themselves, and reading the fields below them
+/// does not wait for those writes.
 #[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct GuardInner {
     pub(crate) pool: Pool,
     pub(crate) config: GuardConfig,
@@ -52,8 +57,8 @@ pub(crate) struct GuardInner {
     /// change after the build.
     pub(super) query_deadlines: [Duration; 3],
     /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
-    /// but they are not starvation.
-    pub(super) pending_gets: AtomicUsize,
+    /// but they are not starvation. Written twice by every checkout: on lines of its own.
+    pub(super) pending_gets: CachePadded<AtomicUsize>,
     /// Refusals held by the early-retry pacing right now (`refusal_pacing.rs`).
     pub(super) delayed_refusals: AtomicUsize,
     /// When a newcomer of each class can expect to start, in microseconds ([`UNKNOWN`] before

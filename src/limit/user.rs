@@ -10,6 +10,7 @@ use crate::config::UserLimits;
 use crate::criticality::Criticality;
 use crate::monitor::Level;
 use crate::rejection::{Rejection, RejectionKind};
+use crate::stripes::CachePadded;
 use crate::u64_hash::U64Map;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -52,7 +53,9 @@ pub(crate) struct UserLimiter {
     config: UserLimits,
     normal_quota: Quota,
     tight_quota: Quota,
-    shards: [Shard; SHARDS],
+    /// Each on lines of its own: two users' requests on two cores take two locks that share
+    /// no line.
+    shards: [CachePadded<Shard>; SHARDS],
     hasher: foldhash::quality::RandomState,
     clock: DefaultClock,
     start: <DefaultClock as Clock>::Instant,
@@ -98,7 +101,7 @@ impl UserLimiter {
         Self {
             normal_quota: quota(config.rate_per_second, config.burst),
             tight_quota: quota(config.tight_rate_per_second, config.tight_burst),
-            shards: std::array::from_fn(|_| Mutex::default()),
+            shards: std::array::from_fn(|_| CachePadded(Mutex::default())),
             hasher: foldhash::quality::RandomState::default(),
             start: clock.now(),
             clock,

@@ -1,12 +1,14 @@
 //! In-process tallies the dashboard reads: cumulative request counts by outcome and class, and
 //! latency sketches of acquire wait and hold time by class. Lock-free counters, one atomic add
-//! per recording; readers take differences between two reads.
+//! per recording in the recording thread's own stripe; readers add the stripes up and take
+//! differences between two reads.
 
 // Only the dashboard (feature `admin`) reads them.
 #![cfg_attr(not(feature = "admin"), allow(dead_code))]
 
 use super::Outcome;
 use crate::criticality::Criticality;
+use crate::stripes::Stripes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -103,27 +105,67 @@ pub(crate) fn quantile(
     Some(bucket_bound(SKETCH_BUCKETS - 1))
 }
 
-/// What one guard counted since it was built.
+/// What one guard counted since it was built. Every request counts here, so each thread
+/// counts in a copy of its own (a [`Stripes`] stripe) and readers add the copies up: the
+/// request path writes no line another core writes.
 #[derive(Debug, Default)]
 pub(crate) struct Tallies {
-    /// Requests, indexed `[outcome][class]`.
-    requests: [[AtomicU64; 3]; OUTCOME_SLOTS],
     /// The label of each outcome slot, set the first time it is counted.
     names: [OnceLock<&'static str>; OUTCOME_SLOTS],
+    counted: Stripes<Counted>,
+}
+
+/// One stripe's counts.
+#[derive(Debug, Default)]
+struct Counted {
+    /// Requests, indexed `[outcome][class]`.
+    requests: [[AtomicU64; 3]; OUTCOME_SLOTS],
     /// Acquire wait by class.
-    pub(crate) wait: [LatencySketch; 3],
+    wait: [LatencySketch; 3],
     /// Hold time by class.
-    pub(crate) hold: [LatencySketch; 3],
+    hold: [LatencySketch; 3],
 }
 
 impl Tallies {
+    /// Counts one request of `class` that ended with `outcome`.
     pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
         let slot = outcome as usize;
         debug_assert!(slot < OUTCOME_SLOTS, "more outcomes than tally slots");
-        if let (Some(row), Some(name)) = (self.requests.get(slot), self.names.get(slot)) {
+        let counted = self.counted.mine();
+        if let (Some(row), Some(name)) = (counted.requests.get(slot), self.names.get(slot)) {
             name.get_or_init(|| outcome.as_str());
             row[class.index()].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records an acquire wait of `secs` for `class`.
+    pub(crate) fn record_wait(&self, class: Criticality, secs: f64) {
+        self.counted.mine().wait[class.index()].record(secs);
+    }
+
+    /// Records a hold time of `secs` for `class`.
+    pub(crate) fn record_hold(&self, class: Criticality, secs: f64) {
+        self.counted.mine().hold[class.index()].record(secs);
+    }
+
+    /// The acquire waits of `class` recorded so far, by bucket.
+    pub(crate) fn wait(&self, class: Criticality) -> [u64; SKETCH_BUCKETS] {
+        self.sum(|counted| &counted.wait[class.index()])
+    }
+
+    /// The hold times of `class` recorded so far, by bucket.
+    pub(crate) fn hold(&self, class: Criticality) -> [u64; SKETCH_BUCKETS] {
+        self.sum(|counted| &counted.hold[class.index()])
+    }
+
+    fn sum(&self, sketch: impl Fn(&Counted) -> &LatencySketch) -> [u64; SKETCH_BUCKETS] {
+        let mut total = [0u64; SKETCH_BUCKETS];
+        for counted in self.counted.all() {
+            for (sum, n) in total.iter_mut().zip(sketch(counted).read()) {
+                *sum += n;
+            }
+        }
+        total
     }
 
     /// Every outcome counted so far, by its metric label, with its cumulative counts by class
@@ -132,10 +174,16 @@ impl Tallies {
     pub(crate) fn requests(&self) -> Vec<(&'static str, [u64; 3])> {
         self.names
             .iter()
-            .zip(&self.requests)
-            .filter_map(|(name, row)| {
+            .enumerate()
+            .filter_map(|(slot, name)| {
                 let name = *name.get()?;
-                Some((name, [0, 1, 2].map(|c| row[c].load(Ordering::Relaxed))))
+                let mut counts = [0u64; 3];
+                for counted in self.counted.all() {
+                    for (sum, n) in counts.iter_mut().zip(&counted.requests[slot]) {
+                        *sum += n.load(Ordering::Relaxed);
+                    }
+                }
+                Some((name, counts))
             })
             .collect()
     }
