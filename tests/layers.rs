@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "values and the clock",
-        &["criticality", "clock", "u64_hash"],
+        &["criticality", "clock", "u64_hash", "stripes"],
     ),
     (
         "configuration, errors, names",
