@@ -29,7 +29,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 
 /// How many stripes a [`Stripes`] has: a power of two, at least the cores of most hosts one
 /// guard runs on. Threads beyond it share stripes, round robin.
-pub(crate) const STRIPES: usize = 16;
+const STRIPES: usize = 16;
 
 /// Hands each thread its number, in the order threads first ask.
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -39,8 +39,8 @@ thread_local! {
 }
 
 /// The calling thread's number: 0 for the first thread that asked, 1 for the next, and so on.
-/// A runtime's worker threads, started together, get consecutive numbers, so taken modulo a
-/// power of two they fall on different stripes or shards.
+/// Taken modulo a number of stripes (or shards), any that many threads that asked one after
+/// another fall on different ones.
 pub(crate) fn thread_number() -> usize {
     THREAD.with(|n| {
         if n.get() == usize::MAX {
@@ -95,8 +95,9 @@ mod tests {
         });
         let total: u64 = counts.all().map(|c| c.load(Ordering::Relaxed)).sum();
         assert_eq!(total, 4000);
-        // Four threads started one after another took four different numbers; while there
-        // are fewer of them than stripes, no two wrote the same stripe.
+        // The four threads took four different numbers. Unless the threads of tests running
+        // beside this one took sixteen numbers between two of them, each wrote a stripe of
+        // its own; at the very least they did not all write one.
         let written = counts
             .all()
             .filter(|c| c.load(Ordering::Relaxed) > 0)
