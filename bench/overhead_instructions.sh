@@ -13,12 +13,12 @@
 #   BASE=/tmp/overhead-before RUNS=3 bench/overhead_instructions.sh    # before against after
 #
 # With BASE (a bench binary of another build, kept aside), the stacks are counted RUNS times
-# (3 by default) for each build, the two builds alternating run by run so that the machine's
-# drift hits both alike; printed per stack and build: each run's count and their median, and
-# for every stack after the first, its difference to the first stack in the same run. Single
-# counts of one build move by up to about 1,500 instructions from run to run (the client's
-# batching varies), so a change of that size needs the medians. KEEP's files are then named
-# <stack>-<base|this>-<run>.
+# (3 by default) for each build, the two builds alternating run by run (each going first in
+# every other run) so that the machine's drift hits both alike; printed per stack and build:
+# each run's count and their median, and for every stack after the first, its difference to
+# the first stack in the same run. Single counts of one build move by up to about 1,500
+# instructions from run to run (the client's batching varies), so a change of that size needs
+# the medians. KEEP's files are then named <stack>-<base|this>-<run>.
 #
 # Instructions are not time: a cache miss or a context switch costs nothing here, and the
 # process runs on one core at a time under valgrind (about a tenth of its usual rate), so the
@@ -83,7 +83,10 @@ if [[ -n "${BASE:-}" ]]; then
     runs=${RUNS:-3}
     declare -A counts overs
     for ((run = 1; run <= runs; run++)); do
-        for build in base this; do
+        # Which build goes first alternates too, so neither always runs on a fresher machine.
+        order="base this"
+        ((run % 2 == 0)) && order="this base"
+        for build in $order; do
             binary=$BENCH
             [[ $build == base ]] && binary=$BASE
             first=
