@@ -9,9 +9,23 @@
 //! - [`Stripes`] keeps one copy of a value per stripe, and each thread writes the copy of its
 //!   own stripe: counters that every request bumps are summed by their (rare) readers
 //!   instead of being bumped in one place by every core.
+//!
+//! # Stripes a thread has alone
+//!
+//! A thread that counts for the first time claims one of [`OWNED`] stripe numbers that no
+//! other live thread holds, for as long as it lives (its thread-local gives the number back
+//! when the thread exits). Every `Stripes` has one copy per number, and one more that threads
+//! share when all numbers are taken. A thread that has its stripe alone is the only writer of
+//! that copy's counters, so it bumps them with a plain read and write instead of a locked
+//! read-modify-write ([`Mine::add`]); a thread on the shared stripe adds atomically. Readers
+//! only load: no count is ever taken back by a reader's write, so no write is lost.
+//!
+//! The number's hand-over orders the counts: a thread's last plain write comes before its
+//! release of the number (`Release`), which comes before the next owner's claim
+//! (`Acquire`), so the next owner goes on from the last value.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// `T` aligned and padded to 128 bytes: two 64-byte lines, since some processors fetch lines
 /// in adjacent pairs.
@@ -27,9 +41,54 @@ impl<T> std::ops::Deref for CachePadded<T> {
     }
 }
 
-/// How many stripes a [`Stripes`] has: a power of two, at least the cores of most hosts one
-/// guard runs on. Threads beyond it share stripes, round robin.
-const STRIPES: usize = 16;
+/// How many threads can each have a stripe alone: at least the cores of most hosts one guard
+/// runs on. Threads beyond them share the one more stripe every [`Stripes`] has.
+const OWNED: usize = 16;
+
+/// The stripe of threads that found every owned stripe taken.
+const SHARED: usize = OWNED;
+
+/// `CLAIMED[i]`: a live thread has stripe `i` alone.
+static CLAIMED: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
+
+/// Where the next claim starts looking, so that threads spread over the numbers.
+static NEXT_CLAIM: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's stripe number, given back when the thread exits.
+struct Claim(usize);
+
+impl Claim {
+    /// The first number no live thread holds, or [`SHARED`].
+    fn take() -> Self {
+        let start = NEXT_CLAIM.fetch_add(1, Ordering::Relaxed);
+        (0..OWNED)
+            .map(|i| (start + i) % OWNED)
+            .find(|&i| {
+                CLAIMED[i]
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .map_or(Claim(SHARED), Claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(claimed) = CLAIMED.get(self.0) {
+            claimed.store(false, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static CLAIM: Claim = Claim::take();
+}
+
+/// The calling thread's stripe: one it has alone (below [`OWNED`]), or [`SHARED`] (also
+/// while the thread's locals are being torn down).
+fn my_stripe() -> usize {
+    CLAIM.try_with(|claim| claim.0).unwrap_or(SHARED)
+}
 
 /// Hands each thread its number, in the order threads first ask.
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -39,8 +98,8 @@ thread_local! {
 }
 
 /// The calling thread's number: 0 for the first thread that asked, 1 for the next, and so on.
-/// Taken modulo a number of stripes (or shards), any that many threads that asked one after
-/// another fall on different ones.
+/// Taken modulo a number of shards, any that many threads that asked one after another fall
+/// on different ones.
 pub(crate) fn thread_number() -> usize {
     THREAD.with(|n| {
         if n.get() == usize::MAX {
@@ -51,14 +110,24 @@ pub(crate) fn thread_number() -> usize {
 }
 
 /// One `T` per stripe, each on lines of its own. A thread writes [`mine`](Self::mine); a
-/// reader goes over [`all`](Self::all) and adds up.
+/// reader goes over [`all`](Self::all) and adds up. Readers only load what they read.
 #[derive(Debug, Default)]
-pub(crate) struct Stripes<T>([CachePadded<T>; STRIPES]);
+pub(crate) struct Stripes<T>([CachePadded<T>; OWNED + 1]);
+
+/// The calling thread's copy of a [`Stripes`], and whether the thread is its only writer.
+pub(crate) struct Mine<'a, T> {
+    value: &'a T,
+    alone: bool,
+}
 
 impl<T> Stripes<T> {
     /// The calling thread's copy.
-    pub(crate) fn mine(&self) -> &T {
-        &self.0[thread_number() % STRIPES]
+    pub(crate) fn mine(&self) -> Mine<'_, T> {
+        let stripe = my_stripe();
+        Mine {
+            value: &self.0[stripe].0,
+            alone: stripe != SHARED,
+        }
     }
 
     /// Every copy.
@@ -67,10 +136,26 @@ impl<T> Stripes<T> {
     }
 }
 
+impl<'a, T> Mine<'a, T> {
+    /// Adds `n` to the counter `counter` picks from this copy: a plain read and write when
+    /// the thread has the stripe alone, one atomic add when it shares it.
+    #[inline]
+    pub(crate) fn add(&self, counter: impl FnOnce(&'a T) -> &'a AtomicU64, n: u64) {
+        let counter = counter(self.value);
+        if self.alone {
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        } else {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn padded_values_start_on_lines_of_their_own() {
@@ -88,20 +173,76 @@ mod tests {
             for _ in 0..4 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
-                        counts.mine().fetch_add(1, Ordering::Relaxed);
+                        counts.mine().add(|c| c, 1);
                     }
                 });
             }
         });
         let total: u64 = counts.all().map(|c| c.load(Ordering::Relaxed)).sum();
         assert_eq!(total, 4000);
-        // The four threads took four different numbers. Unless the threads of tests running
-        // beside this one took sixteen numbers between two of them, each wrote a stripe of
-        // its own; at the very least they did not all write one.
+        // Four live threads at once: unless the threads of the tests running beside this one
+        // held every other number, each had a stripe of its own; at the very least they did
+        // not all write one.
         let written = counts
             .all()
             .filter(|c| c.load(Ordering::Relaxed) > 0)
             .count();
         assert!(written >= 2, "all writes landed in {written} stripe");
+    }
+
+    #[test]
+    fn more_threads_than_stripes_and_threads_that_come_and_go_lose_no_count() {
+        // Three waves of 40 threads that hold their stripes at once (more than there are owned
+        // stripes, so some share one), each thread exiting before the next wave claims the
+        // numbers again: every add is there once, and the shared stripe was written to.
+        let counts: Stripes<AtomicU64> = Stripes::default();
+        for _ in 0..3 {
+            let all_started = std::sync::Barrier::new(40);
+            std::thread::scope(|scope| {
+                for _ in 0..40 {
+                    scope.spawn(|| {
+                        // Claims the thread's stripe before any thread of the wave exits.
+                        my_stripe();
+                        all_started.wait();
+                        for _ in 0..5000 {
+                            counts.mine().add(|c| c, 1);
+                        }
+                    });
+                }
+            });
+        }
+        let total: u64 = counts.all().map(|c| c.load(Ordering::Relaxed)).sum();
+        assert_eq!(total, 3 * 40 * 5000);
+        assert!(
+            counts.all().nth(SHARED).unwrap().load(Ordering::Relaxed) > 0,
+            "40 threads at once: some shared the last stripe"
+        );
+    }
+
+    #[test]
+    fn a_number_is_held_by_one_live_thread_at_a_time() {
+        // 16 threads at once each hold a number; none of them holds one another holds.
+        let all_claimed = std::sync::Barrier::new(OWNED);
+        let stripes: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..OWNED)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let stripe = my_stripe();
+                        all_claimed.wait();
+                        stripe
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let owned: Vec<_> = stripes.iter().filter(|&&s| s != SHARED).collect();
+        let mut distinct = owned.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            owned.len(),
+            "a number held twice: {stripes:?}"
+        );
     }
 }

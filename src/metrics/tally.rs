@@ -1,7 +1,7 @@
 //! In-process tallies the dashboard reads: cumulative request counts by outcome and class, and
-//! latency sketches of acquire wait and hold time by class. Lock-free counters, one atomic add
-//! per recording in the recording thread's own stripe; readers add the stripes up and take
-//! differences between two reads.
+//! latency sketches of acquire wait and hold time by class. Lock-free counters in the recording
+//! thread's own stripe (a plain add where the thread has its stripe alone); readers add the
+//! stripes up and take differences between two reads.
 
 // Only the dashboard (feature `admin`) reads them.
 #![cfg_attr(not(feature = "admin"), allow(dead_code))]
@@ -65,8 +65,14 @@ impl Default for LatencySketch {
 }
 
 impl LatencySketch {
-    pub(crate) fn record(&self, secs: f64) {
-        self.0[bucket_of(secs)].fetch_add(1, Ordering::Relaxed);
+    /// The counter a recording of `secs` adds one to.
+    fn bucket(&self, secs: f64) -> &AtomicU64 {
+        &self.0[bucket_of(secs)]
+    }
+
+    #[cfg(test)]
+    fn record(&self, secs: f64) {
+        self.bucket(secs).fetch_add(1, Ordering::Relaxed);
     }
 
     /// The cumulative count of every bucket.
@@ -131,21 +137,26 @@ impl Tallies {
     pub(crate) fn request(&self, class: Criticality, outcome: Outcome) {
         let slot = outcome as usize;
         debug_assert!(slot < OUTCOME_SLOTS, "more outcomes than tally slots");
-        let counted = self.counted.mine();
-        if let (Some(row), Some(name)) = (counted.requests.get(slot), self.names.get(slot)) {
+        if let Some(name) = self.names.get(slot) {
             name.get_or_init(|| outcome.as_str());
-            row[class.index()].fetch_add(1, Ordering::Relaxed);
+            self.counted
+                .mine()
+                .add(|counted| &counted.requests[slot][class.index()], 1);
         }
     }
 
     /// Records an acquire wait of `secs` for `class`.
     pub(crate) fn record_wait(&self, class: Criticality, secs: f64) {
-        self.counted.mine().wait[class.index()].record(secs);
+        self.counted
+            .mine()
+            .add(|counted| counted.wait[class.index()].bucket(secs), 1);
     }
 
     /// Records a hold time of `secs` for `class`.
     pub(crate) fn record_hold(&self, class: Criticality, secs: f64) {
-        self.counted.mine().hold[class.index()].record(secs);
+        self.counted
+            .mine()
+            .add(|counted| counted.hold[class.index()].bucket(secs), 1);
     }
 
     /// The acquire waits of `class` recorded so far, by bucket.
