@@ -15,7 +15,8 @@
 //! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks
 //! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
 //! of an acquisition that waits and is handed its slot (on one worker, with no one to contend
-//! with).
+//! with). `pure/*` times the level machine, a user key, and what the decision is made of one
+//! operation at a time: a clock read, a locked add, a plain add.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
@@ -130,6 +131,22 @@ fn pure_cores(c: &mut Criterion) {
     });
     group.bench_function("user_key_from_header", |b| {
         b.iter(|| UserKey::from_untrusted(b"user-123456", 64))
+    });
+    // What the decision is made of, one operation at a time: a read of the monotonic clock
+    // (an admitted request makes three: its deadline, its grant, its release), one locked
+    // add on a line no other core writes (an admitted request makes about twenty: slot,
+    // reference counts, locks, rate cell), and the plain add that replaces one where a
+    // thread has its stripe alone.
+    group.bench_function("clock_read", |b| b.iter(Instant::now));
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("locked_add", |b| {
+        b.iter(|| counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    });
+    group.bench_function("plain_add", |b| {
+        b.iter(|| {
+            let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+            counter.store(n + 1, std::sync::atomic::Ordering::Relaxed)
+        })
     });
     group.finish();
 }
