@@ -16,7 +16,9 @@
 //! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
 //! of an acquisition that waits and is handed its slot (on one worker, with no one to contend
 //! with). `pure/*` times the level machine, a user key, and what the decision is made of one
-//! operation at a time: a clock read, a locked add, a plain add.
+//! operation at a time: a clock read, a locked add, a plain add. `decision_prometheus/*` runs
+//! the admitted decision again with the Prometheus exporter installed (last, since it installs
+//! the process's recorder).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
@@ -433,12 +435,43 @@ fn saturated_admission(c: &mut Criterion) {
     group.finish();
 }
 
+/// The admitted decision with the Prometheus exporter installed, as an application that is
+/// scraped runs it (`poolguard::metrics::install_prometheus`): every request's count and its
+/// wait and hold records go to the exporter's handles. Against `bare` in the same group.
+fn with_prometheus(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = poolguard::metrics::install_prometheus().expect("no recorder installed yet");
+    let guard = offline_guard(&rt);
+    let mut group = c.benchmark_group("decision_prometheus");
+    let mut bare = tower::service_fn(ok);
+    group.bench_function("bare", |b| b.iter(|| answered(&mut bare, 200)));
+    let mut in_task = ServiceBuilder::new()
+        .layer(
+            guard
+                .critical()
+                .key_extractor(trusted_user_header())
+                .context_extension(false),
+        )
+        .service(tower::service_fn(with_slot));
+    group.bench_function("admitted_context_in_task", |b| {
+        b.iter(|| answered(&mut in_task, 200))
+    });
+    group.finish();
+    // What a scrape would find: the requests were recorded.
+    assert!(handle.render().contains("poolguard_requests_total"));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = whole_decision, decision_threads, saturated_admission, layer_path, pure_cores, acquire_vs_pool_get
+    // Last: it installs the process's metrics recorder, which every guard built after it
+    // records to.
+    targets = whole_decision, decision_threads, saturated_admission, layer_path, pure_cores, acquire_vs_pool_get, with_prometheus
 }
 criterion_main!(benches);
