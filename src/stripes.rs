@@ -14,10 +14,11 @@
 //!
 //! A thread that counts for the first time claims one of [`OWNED`] stripe numbers that no
 //! other live thread holds, for as long as it lives (its thread-local gives the number back
-//! when the thread exits). Every `Stripes` has one copy per number, and one more that threads
-//! share when all numbers are taken. A thread that has its stripe alone is the only writer of
-//! that copy's counters, so it bumps them with a plain read and write instead of a locked
-//! read-modify-write ([`Mine::add`]); a thread on the shared stripe adds atomically. Readers
+//! when the thread exits). A thread that has its stripe alone is the only writer of that
+//! copy's counters, so it bumps them with a plain read and write instead of a locked
+//! read-modify-write ([`Mine::add`]). When every number is taken, a thread writes one of
+//! [`SHARED`] more stripes, spread by its [`thread_number`], and adds atomically there: a host
+//! with more threads than owned stripes spreads the rest over as many stripes again. Readers
 //! only load: no count is ever taken back by a reader's write, so no write is lost.
 //!
 //! The number's hand-over orders the counts: a thread's last plain write comes before its
@@ -42,11 +43,12 @@ impl<T> std::ops::Deref for CachePadded<T> {
 }
 
 /// How many threads can each have a stripe alone: at least the cores of most hosts one guard
-/// runs on. Threads beyond them share the one more stripe every [`Stripes`] has.
+/// runs on.
 const OWNED: usize = 16;
 
-/// The stripe of threads that found every owned stripe taken.
-const SHARED: usize = OWNED;
+/// The stripes after the owned ones, written atomically by threads that found every owned
+/// stripe taken (and by any thread while its locals are torn down).
+const SHARED: usize = 16;
 
 /// `CLAIMED[i]`: a live thread has stripe `i` alone.
 static CLAIMED: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
@@ -58,7 +60,7 @@ static NEXT_CLAIM: AtomicUsize = AtomicUsize::new(0);
 struct Claim(usize);
 
 impl Claim {
-    /// The first number no live thread holds, or [`SHARED`].
+    /// The first number no live thread holds, or a shared stripe.
     fn take() -> Self {
         let start = NEXT_CLAIM.fetch_add(1, Ordering::Relaxed);
         (0..OWNED)
@@ -68,8 +70,13 @@ impl Claim {
                     .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             })
-            .map_or(Claim(SHARED), Claim)
+            .map_or_else(|| Claim(shared_stripe()), Claim)
     }
+}
+
+/// The calling thread's shared stripe.
+fn shared_stripe() -> usize {
+    OWNED + thread_number() % SHARED
 }
 
 impl Drop for Claim {
@@ -84,10 +91,10 @@ thread_local! {
     static CLAIM: Claim = Claim::take();
 }
 
-/// The calling thread's stripe: one it has alone (below [`OWNED`]), or [`SHARED`] (also
+/// The calling thread's stripe: one it has alone (below [`OWNED`]), or a shared one (also
 /// while the thread's locals are being torn down).
 fn my_stripe() -> usize {
-    CLAIM.try_with(|claim| claim.0).unwrap_or(SHARED)
+    CLAIM.try_with(|claim| claim.0).unwrap_or(OWNED)
 }
 
 /// Hands each thread its number, in the order threads first ask.
@@ -112,7 +119,7 @@ pub(crate) fn thread_number() -> usize {
 /// One `T` per stripe, each on lines of its own. A thread writes [`mine`](Self::mine); a
 /// reader goes over [`all`](Self::all) and adds up. Readers only load what they read.
 #[derive(Debug, Default)]
-pub(crate) struct Stripes<T>([CachePadded<T>; OWNED + 1]);
+pub(crate) struct Stripes<T>([CachePadded<T>; OWNED + SHARED]);
 
 /// The calling thread's copy of a [`Stripes`], and whether the thread is its only writer.
 pub(crate) struct Mine<'a, T> {
@@ -126,7 +133,7 @@ impl<T> Stripes<T> {
         let stripe = my_stripe();
         Mine {
             value: &self.0[stripe].0,
-            alone: stripe != SHARED,
+            alone: stripe < OWNED,
         }
     }
 
@@ -193,8 +200,9 @@ mod tests {
     #[test]
     fn more_threads_than_stripes_and_threads_that_come_and_go_lose_no_count() {
         // Three waves of 40 threads that hold their stripes at once (more than there are owned
-        // stripes, so some share one), each thread exiting before the next wave claims the
-        // numbers again: every add is there once, and the shared stripe was written to.
+        // stripes, so some share), each thread exiting before the next wave claims the
+        // numbers again: every add is there once, and the threads that share were spread
+        // over the shared stripes.
         let counts: Stripes<AtomicU64> = Stripes::default();
         for _ in 0..3 {
             let all_started = std::sync::Barrier::new(40);
@@ -213,9 +221,14 @@ mod tests {
         }
         let total: u64 = counts.all().map(|c| c.load(Ordering::Relaxed)).sum();
         assert_eq!(total, 3 * 40 * 5000);
+        let shared_written = counts
+            .all()
+            .skip(OWNED)
+            .filter(|c| c.load(Ordering::Relaxed) > 0)
+            .count();
         assert!(
-            counts.all().nth(SHARED).unwrap().load(Ordering::Relaxed) > 0,
-            "40 threads at once: some shared the last stripe"
+            shared_written > 1,
+            "40 threads at once: those that share wrote {shared_written} shared stripe"
         );
     }
 
@@ -235,7 +248,7 @@ mod tests {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let owned: Vec<_> = stripes.iter().filter(|&&s| s != SHARED).collect();
+        let owned: Vec<_> = stripes.iter().filter(|&&s| s < OWNED).collect();
         let mut distinct = owned.clone();
         distinct.sort();
         distinct.dedup();
