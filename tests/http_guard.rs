@@ -343,9 +343,9 @@ async fn health_answers_quickly_while_the_pool_is_full() {
 }
 
 /// What a handler sees of its request's context: its class as the `RequestContext` and
-/// `Criticality` extractors read it, the caller, whether a copy was in the extensions, the
-/// class `RequestContext::current` finds in the handler's task, and the answer of the
-/// database through `Conn`.
+/// `Criticality` extractors read it and as `Conn` was acquired with, the caller, whether a
+/// copy was in the extensions, the class `RequestContext::current` finds in the handler's
+/// task, and the answer of the database through `Conn`.
 async fn context_report(
     ctx: poolguard::RequestContext,
     class: Criticality,
@@ -354,9 +354,10 @@ async fn context_report(
 ) -> Result<String, Error> {
     let row = conn.query_one("SELECT 1", &[]).await?;
     Ok(format!(
-        "{:?} {:?} user={} extension={} current={:?} db={}",
+        "{:?} {:?} conn={:?} user={} extension={} current={:?} db={}",
         ctx.class,
         class,
+        conn.class(),
         ctx.user.as_ref().map_or("-", |u| u.as_str()),
         copy.is_some(),
         poolguard::RequestContext::current().map(|c| c.class),
@@ -403,12 +404,12 @@ async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_qu
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.body,
-        "Critical Critical user=ann extension=false current=Some(Critical) db=1"
+        "Critical Critical conn=Critical user=ann extension=false current=Some(Critical) db=1"
     );
     let r = http.get("/default", Some("bob")).await;
     assert_eq!(
         r.body,
-        "Critical Critical user=bob extension=true current=Some(Critical) db=1"
+        "Critical Critical conn=Critical user=bob extension=true current=Some(Critical) db=1"
     );
 
     for (outer_copy, inner_copy) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -428,7 +429,7 @@ async fn the_context_can_stay_in_the_request_task_and_nested_layers_spend_the_qu
         assert_eq!(
             r.body,
             format!(
-                "Critical Critical user=nested-class extension={} current=Some(Critical) db=1",
+                "Critical Critical conn=Critical user=nested-class extension={} current=Some(Critical) db=1",
                 outer_copy || inner_copy
             )
         );
@@ -475,7 +476,7 @@ async fn a_layer_that_spawns_the_handler_needs_the_context_in_the_extensions() {
             assert_eq!(r.status, 200, "{}", r.body);
             assert_eq!(
                 r.body,
-                "Critical Critical user=ann extension=true current=None db=1"
+                "Critical Critical conn=Critical user=ann extension=true current=None db=1"
             );
         } else {
             assert_eq!(r.status, 500);
@@ -485,7 +486,7 @@ async fn a_layer_that_spawns_the_handler_needs_the_context_in_the_extensions() {
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
             r.body,
-            format!("Critical Critical user=bob extension={copy} current=Some(Critical) db=1")
+            format!("Critical Critical conn=Critical user=bob extension={copy} current=Some(Critical) db=1")
         );
     }
 }

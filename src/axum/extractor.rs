@@ -25,16 +25,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let ctx = RequestContext::find(&parts.extensions).ok_or(Error::MissingLayer)?;
         let route = parts
             .extensions
             .get::<MatchedPath>()
             .map(|p| route_name(p.as_str()));
+        // The copy in the request's extensions (the layer's default) holds the innermost
+        // layer's decision, as the context current in the task does, and lives as long as
+        // this acquisition: it is borrowed, not cloned, so the guard's reference count is
+        // not touched here. A context only current in the task is cloned: it is current
+        // only while this future is polled, not across the wait.
+        let copied;
+        let ctx = match parts.extensions.get::<RequestContext>() {
+            Some(ctx) => ctx,
+            None => {
+                copied = RequestContext::find(&parts.extensions).ok_or(Error::MissingLayer)?;
+                &copied
+            }
+        };
         ctx.guard
             .acquire_until(
                 ctx.class,
                 AcquireContext {
-                    user: ctx.user,
+                    user: ctx.user.clone(),
                     route,
                 },
                 ctx.deadline,

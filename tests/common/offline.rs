@@ -69,12 +69,19 @@ pub fn request(user: &str) -> Request<Body> {
 pub static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
 
 /// The inner service of a guarded route that takes its slot as the `Conn` extractor does:
-/// from the request's context (current in its task, or in its extensions), with its class,
-/// user and deadline; released at once.
+/// from the request's context (the copy in its extensions, borrowed; else the one current in
+/// its task, cloned), with its class, user and deadline; released at once.
 pub async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let ctx = RequestContext::find(req.extensions()).expect("under a guard layer");
+    let copied;
+    let ctx = match req.extensions().get::<RequestContext>() {
+        Some(ctx) => ctx,
+        None => {
+            copied = RequestContext::find(req.extensions()).expect("under a guard layer");
+            &copied
+        }
+    };
     let context = AcquireContext {
-        user: ctx.user,
+        user: ctx.user.clone(),
         route: None,
     };
     let slot = ctx
