@@ -222,6 +222,21 @@ where
     resp
 }
 
+/// A critical route of `guard` that takes its slot as `Conn` does, its layer keeping the
+/// context only current in the request's task (`context_extension(false)`).
+fn admitted_in_task(
+    guard: &Guard,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> {
+    ServiceBuilder::new()
+        .layer(
+            guard
+                .critical()
+                .key_extractor(trusted_user_header())
+                .context_extension(false),
+        )
+        .service(tower::service_fn(with_slot))
+}
+
 fn whole_decision(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -253,14 +268,7 @@ fn whole_decision(c: &mut Criterion) {
 
     // The same with the context only current in the request's task, not in its extensions:
     // nothing allocated.
-    let mut in_task = ServiceBuilder::new()
-        .layer(
-            guard
-                .critical()
-                .key_extractor(trusted_user_header())
-                .context_extension(false),
-        )
-        .service(tower::service_fn(with_slot));
+    let mut in_task = admitted_in_task(&guard);
     group.bench_function("admitted_context_in_task", |b| {
         b.iter(|| answered(&mut in_task, 200))
     });
@@ -448,14 +456,7 @@ fn with_prometheus(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision_prometheus");
     let mut bare = tower::service_fn(ok);
     group.bench_function("bare", |b| b.iter(|| answered(&mut bare, 200)));
-    let mut in_task = ServiceBuilder::new()
-        .layer(
-            guard
-                .critical()
-                .key_extractor(trusted_user_header())
-                .context_extension(false),
-        )
-        .service(tower::service_fn(with_slot));
+    let mut in_task = admitted_in_task(&guard);
     group.bench_function("admitted_context_in_task", |b| {
         b.iter(|| answered(&mut in_task, 200))
     });
