@@ -12,14 +12,14 @@
 //!
 //! # Stripes a thread has alone
 //!
-//! A thread that counts for the first time claims one of [`OWNED`] stripe numbers that no
-//! other live thread holds, for as long as it lives (its thread-local gives the number back
-//! when the thread exits). A thread that has its stripe alone is the only writer of that
-//! copy's counters, so it bumps them with a plain read and write instead of a locked
-//! read-modify-write ([`Mine::add`]). When every number is taken, a thread writes one of
-//! [`SHARED`] more stripes, spread by its [`thread_number`], and adds atomically there: a host
-//! with more threads than owned stripes spreads the rest over as many stripes again. Readers
-//! only load: no count is ever taken back by a reader's write, so no write is lost.
+//! A thread that counts for the first time claims one of [`OWNED`] stripe numbers that no other
+//! live thread holds, for as long as it lives (its thread-local gives the number back when the
+//! thread exits). A thread that has its stripe alone is the only writer of that copy's
+//! counters, so it bumps them with a plain read and write instead of a locked read-modify-write
+//! ([`Mine::add`]). When every number is taken, a thread writes one of [`SHARED`] more stripes,
+//! spread by its number in the order threads first ask, and adds atomically there: a host with
+//! more threads than owned stripes spreads the rest over as many stripes again. Readers only
+//! load: no count is ever taken back by a reader's write, so no write is lost.
 //!
 //! The number's hand-over orders the counts: a thread's last plain write comes before its
 //! release of the number (`Release`), which comes before the next owner's claim
@@ -91,9 +91,11 @@ thread_local! {
     static CLAIM: Claim = Claim::take();
 }
 
-/// The calling thread's stripe: one it has alone (below [`OWNED`]), or a shared one (also
-/// while the thread's locals are being torn down).
-fn my_stripe() -> usize {
+/// The calling thread's stripe number, below 32: one it has alone (below [`OWNED`]), or a
+/// shared one (also while the thread's locals are being torn down). Tables sharded by thread
+/// take it too: no other live thread has the number while no more threads count than there
+/// are owned stripes.
+pub(crate) fn stripe_number() -> usize {
     CLAIM.try_with(|claim| claim.0).unwrap_or(OWNED)
 }
 
@@ -105,9 +107,9 @@ thread_local! {
 }
 
 /// The calling thread's number: 0 for the first thread that asked, 1 for the next, and so on.
-/// Taken modulo a number of shards, any that many threads that asked one after another fall
+/// Taken modulo the shared stripes, any that many threads that asked one after another fall
 /// on different ones.
-pub(crate) fn thread_number() -> usize {
+fn thread_number() -> usize {
     THREAD.with(|n| {
         if n.get() == usize::MAX {
             n.set(NEXT_THREAD.fetch_add(1, Ordering::Relaxed));
@@ -130,7 +132,7 @@ pub(crate) struct Mine<'a, T> {
 impl<T> Stripes<T> {
     /// The calling thread's copy.
     pub(crate) fn mine(&self) -> Mine<'_, T> {
-        let stripe = my_stripe();
+        let stripe = stripe_number();
         Mine {
             value: &self.0[stripe].0,
             alone: stripe < OWNED,
@@ -210,7 +212,7 @@ mod tests {
                 for _ in 0..40 {
                     scope.spawn(|| {
                         // Claims the thread's stripe before any thread of the wave exits.
-                        my_stripe();
+                        stripe_number();
                         all_started.wait();
                         for _ in 0..5000 {
                             counts.mine().add(|c| c, 1);
@@ -240,7 +242,7 @@ mod tests {
             let handles: Vec<_> = (0..OWNED)
                 .map(|_| {
                     scope.spawn(|| {
-                        let stripe = my_stripe();
+                        let stripe = stripe_number();
                         all_claimed.wait();
                         stripe
                     })

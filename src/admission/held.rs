@@ -6,7 +6,7 @@
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
-use crate::stripes::{thread_number, CachePadded};
+use crate::stripes::{stripe_number, CachePadded};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 /// hosts.
 const SHARDS: usize = 32;
 
-/// The shard of the calling thread: threads take shards round robin.
+/// The shard of the calling thread: its stripe number, which no other live thread has while
+/// fewer threads than there are owned stripes count.
 fn my_shard() -> usize {
-    thread_number() % SHARDS
+    stripe_number() % SHARDS
 }
 
 /// One connection held through the guard.
