@@ -143,6 +143,18 @@ impl<T> Stripes<T> {
     pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
         self.0.iter().map(|padded| &padded.0)
     }
+
+    /// The counters `pick` chooses from each copy, added up over the copies, counter by
+    /// counter: what readers of striped counts read (loads only).
+    pub(crate) fn sum<const N: usize>(&self, pick: impl Fn(&T) -> &[AtomicU64; N]) -> [u64; N] {
+        let mut total = [0u64; N];
+        for copy in self.all() {
+            for (sum, n) in total.iter_mut().zip(pick(copy)) {
+                *sum = sum.wrapping_add(n.load(Ordering::Relaxed));
+            }
+        }
+        total
+    }
 }
 
 impl<'a, T> Mine<'a, T> {

@@ -4,7 +4,7 @@ use crate::criticality::Criticality;
 use crate::events::OutcomeCounts;
 use crate::metrics::Outcome;
 use crate::stripes::Stripes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 /// The outcome counts behind each `RequestsSummary` event, indexed `[outcome][class]`: each
@@ -31,12 +31,7 @@ impl WindowCounts {
     pub(super) fn take(&self) -> OutcomeCounts {
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
         let mut take = |o: Outcome| {
-            let mut counts = [0u64; 3];
-            for stripe in self.counted.all() {
-                for (sum, n) in counts.iter_mut().zip(&stripe[o as usize]) {
-                    *sum += n.load(Ordering::Relaxed);
-                }
-            }
+            let counts = self.counted.sum(|counts| &counts[o as usize]);
             let before = std::mem::replace(&mut taken[o as usize], counts);
             std::array::from_fn(|i| counts[i].wrapping_sub(before[i]))
         };
@@ -55,6 +50,7 @@ impl WindowCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn each_count_is_handed_out_by_exactly_one_take() {

@@ -9,7 +9,7 @@
 use super::Outcome;
 use crate::criticality::Criticality;
 use crate::stripes::Stripes;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
 /// Room for every outcome: more slots than the enum has variants, so an outcome added later
@@ -72,12 +72,14 @@ impl LatencySketch {
 
     #[cfg(test)]
     fn record(&self, secs: f64) {
-        self.bucket(secs).fetch_add(1, Ordering::Relaxed);
+        self.bucket(secs)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The cumulative count of every bucket.
-    pub(crate) fn read(&self) -> [u64; SKETCH_BUCKETS] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    #[cfg(test)]
+    fn read(&self) -> [u64; SKETCH_BUCKETS] {
+        std::array::from_fn(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -170,13 +172,7 @@ impl Tallies {
     }
 
     fn sum(&self, sketch: impl Fn(&Counted) -> &LatencySketch) -> [u64; SKETCH_BUCKETS] {
-        let mut total = [0u64; SKETCH_BUCKETS];
-        for counted in self.counted.all() {
-            for (sum, n) in total.iter_mut().zip(sketch(counted).read()) {
-                *sum += n;
-            }
-        }
-        total
+        self.counted.sum(|counted| &sketch(counted).0)
     }
 
     /// Every outcome counted so far, by its metric label, with its cumulative counts by class
@@ -188,13 +184,7 @@ impl Tallies {
             .enumerate()
             .filter_map(|(slot, name)| {
                 let name = *name.get()?;
-                let mut counts = [0u64; 3];
-                for counted in self.counted.all() {
-                    for (sum, n) in counts.iter_mut().zip(&counted.requests[slot]) {
-                        *sum += n.load(Ordering::Relaxed);
-                    }
-                }
-                Some((name, counts))
+                Some((name, self.counted.sum(|counted| &counted.requests[slot])))
             })
             .collect()
     }
