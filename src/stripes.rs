@@ -248,20 +248,36 @@ mod tests {
 
     #[test]
     fn a_number_is_held_by_one_live_thread_at_a_time() {
-        // 16 threads at once each hold a number; none of them holds one another holds.
-        let all_claimed = std::sync::Barrier::new(OWNED);
+        // 16 threads at once each hold a number, and 40 claims more are held at once (more
+        // claims than numbers, as live threads beyond 16 would hold): no owned number is
+        // held twice, and the claims beyond the free numbers go to shared stripes. Claims
+        // start looking one number further each time, so only the exclusive claim keeps
+        // the 17th from landing on a number held already.
+        let all_claimed = std::sync::Barrier::new(OWNED + 1);
         let stripes: Vec<usize> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..OWNED)
                 .map(|_| {
                     scope.spawn(|| {
                         let stripe = stripe_number();
                         all_claimed.wait();
+                        // Held until the claims below are counted.
+                        all_claimed.wait();
                         stripe
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            all_claimed.wait();
+            let claims: Vec<Claim> = (0..40).map(|_| Claim::take()).collect();
+            let held: Vec<usize> = claims.iter().map(|claim| claim.0).collect();
+            all_claimed.wait();
+            let mut threads: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            threads.extend(held);
+            threads
         });
+        assert!(
+            stripes.iter().any(|&s| s >= OWNED),
+            "56 claims at once: some went to a shared stripe"
+        );
         let owned: Vec<_> = stripes.iter().filter(|&&s| s < OWNED).collect();
         let mut distinct = owned.clone();
         distinct.sort();
