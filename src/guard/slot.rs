@@ -7,6 +7,7 @@ use crate::admission::SlotPermit;
 use crate::criticality::Criticality;
 use crate::error::Error;
 use crate::metrics::Outcome;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,13 +26,15 @@ impl Guard {
     /// and histograms as [`Guard::acquire_until`] does) without asking the pool for a
     /// connection. For benchmarks and tests of the admission path; not a stable API.
     #[doc(hidden)]
-    pub async fn admit_slot(
+    pub fn admit_slot(
         &self,
         class: Criticality,
         context: super::AcquireContext,
         deadline: Instant,
-    ) -> Result<HeldSlot, Error> {
-        self.inner.hold_slot(class, context, deadline).await
+    ) -> impl Future<Output = Result<HeldSlot, Error>> + Send + '_ {
+        // Not an `async fn` of its own, as `acquire_until` is not: the future is the one
+        // that does the work, without a second copy of the arguments around it.
+        self.inner.hold_slot(class, context, deadline)
     }
 }
 

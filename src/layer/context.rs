@@ -86,7 +86,14 @@ pub(crate) fn read_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R>
 /// what is current already.
 pub(crate) fn in_scope<R>(ctx: &Option<RequestContext>, f: impl FnOnce() -> R) -> R {
     match ctx {
-        Some(ctx) => CURRENT.set(ctx, f),
+        Some(ctx) => made_in(ctx, f),
         None => f(),
     }
+}
+
+/// Runs `f` with `ctx` current, as [`in_scope`] does with a context. One way out, so a large
+/// value `f` makes (the inner service's future) is written where the caller keeps it, not
+/// made on the side and copied there.
+pub(crate) fn made_in<R>(ctx: &RequestContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.set(ctx, f)
 }

@@ -63,36 +63,26 @@ fn drop_inner<F, B>(mut answer: Pin<&mut Answer<F, B>>, ctx: &Option<RequestCont
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    /// `future`, made with `ctx` current, to be polled with it current; `permit` is the
-    /// caller's in-flight slot.
+    /// The inner service's future, made by `make` with `ctx` current (in its place here, not
+    /// moved in after: it is the largest part of the request's future), to be polled with
+    /// `ctx` current. `permit` is the caller's in-flight slot; with a `check` (limits shared
+    /// in Redis) the future is first polled once the check admits the request, and `late`
+    /// holds a refusal the check comes back with.
     pub(crate) fn admitted(
-        future: F,
-        ctx: Option<RequestContext>,
+        ctx: RequestContext,
         permit: Option<UserPermit>,
-    ) -> Self {
-        Self {
-            answer: Answer::Inner { future },
-            ctx,
-            check: None,
-            late: None,
-            permit,
-            delay: None,
-        }
-    }
-
-    /// `future` (made with `ctx` current) once `check` admits the request.
-    pub(crate) fn checking(
-        check: PendingCheck,
+        check: Option<PendingCheck>,
         late: Option<LateRefusal>,
-        future: F,
-        ctx: Option<RequestContext>,
+        make: impl FnOnce() -> F,
     ) -> Self {
         Self {
-            answer: Answer::Inner { future },
-            ctx,
-            check: Some(check),
+            answer: Answer::Inner {
+                future: context::made_in(&ctx, make),
+            },
+            ctx: Some(ctx),
+            check,
             late,
-            permit: None,
+            permit,
             delay: None,
         }
     }

@@ -116,11 +116,10 @@ where
         }
         // The inner future is made now but (with a pending check) first polled once the
         // check admits the request: axum's handlers do nothing before they are polled.
-        let ctx = Some(ctx);
-        let future = context::in_scope(&ctx, || self.inner.call(req));
-        if let Some((check, late)) = pending {
-            return ResponseFuture::checking(check, late, future, ctx);
-        }
-        ResponseFuture::admitted(future, ctx, permit)
+        let (check, late) = match pending {
+            Some((check, late)) => (Some(check), late),
+            None => (None, None),
+        };
+        ResponseFuture::admitted(ctx, permit, check, late, || self.inner.call(req))
     }
 }
