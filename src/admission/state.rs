@@ -345,6 +345,12 @@ impl AdmissionState {
         let pool = own.iter().sum::<usize>() + self.external;
         let server = self.server_slots();
         let (share, floor) = (self.ramp.share(now), self.ramp.floor(now));
+        // Waiters of each class and every higher one (`ALL` goes from least to most
+        // important): the sums from the top down.
+        let critical = queued[Criticality::Critical.index()];
+        let standard_up = critical + queued[Criticality::Standard.index()];
+        let all = standard_up + queued[Criticality::NonCritical.index()];
+        let at_or_above = [all, standard_up, critical];
         Criticality::ALL.map(|class| {
             let i = class.index();
             let in_use = if class == Criticality::NonCritical {
@@ -352,11 +358,7 @@ impl AdmissionState {
             } else {
                 pool
             };
-            let ahead: usize = Criticality::ALL
-                .iter()
-                .filter(|c| **c >= class)
-                .map(|c| queued[c.index()])
-                .sum();
+            let ahead = at_or_above[i];
             Outlook {
                 at_once: ahead == 0 && self.capacity.may_start(class, in_use, own[i], share, floor),
                 ahead,

@@ -73,7 +73,7 @@ pub(crate) struct GuardInner {
     /// told to come back one after another at the drain rate, not all at once.
     pub(super) returns: [AtomicU64; 3],
     pub(super) epoch: Instant,
-    /// The non-critical gate's state as last published.
+    /// The non-critical gate's state as last published (written under the admission lock).
     pub(super) breaker: AtomicU8,
     /// Feeds the jitter of refusals made outside the admission lock.
     pub(super) jitter_seq: AtomicU64,
@@ -148,7 +148,11 @@ impl GuardInner {
                 self.start_intervals[class.index()].store(interval, Ordering::Relaxed);
             }
             let b = breaker_to_u8(state.breaker(now));
-            let changed = self.breaker.swap(b, Ordering::AcqRel) != b;
+            // Written only here, under the admission lock: a plain load and store.
+            let changed = self.breaker.load(Ordering::Relaxed) != b;
+            if changed {
+                self.breaker.store(b, Ordering::Relaxed);
+            }
             (result, effects, changed.then(|| breaker_from_u8(b)))
         });
         self.apply(effects, breaker, now);
