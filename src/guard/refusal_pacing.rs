@@ -102,11 +102,14 @@ impl GuardInner {
             self.take_refusal_slot()
         };
         let Some(held) = held else {
-            window.tell(told);
+            self.limits.tell(window, told);
             return None;
         };
         rejection.retry_after = rejection.retry_after.saturating_sub(hold);
-        window.tell(hold + Duration::from_secs(rejection.retry_after_secs()));
+        self.limits.tell(
+            window,
+            hold + Duration::from_secs(rejection.retry_after_secs()),
+        );
         self.metrics.refusals_delayed.increment(1);
         let until = tokio::time::Instant::from_std(now + hold);
         Some(Box::pin(RefusalDelay {

@@ -1,9 +1,10 @@
 //! Per-user limits: a GCRA rate (governor) and an in-flight cap, tighter under pressure.
 //!
 //! A user's key is hashed once per request to find the one entry that holds all of its
-//! state: the in-flight count and the two rate cells (normal and tight). A request takes a
-//! short lock on one of many shards to find the entry, then works on the entry's atomics;
-//! its permit gives the in-flight slot back with one decrement.
+//! state: the two rate cells (normal and tight) and, in its reference count, the requests in
+//! flight. A request takes a short lock on one of many shards to find the entry and, while
+//! the user is under its cap, a reference to it: its permit. The rate cells are then worked
+//! on without the lock, and dropping the permit gives the in-flight slot back.
 
 use super::UserKey;
 use crate::config::UserLimits;
@@ -16,7 +17,7 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,10 +26,12 @@ const SHARDS: usize = 64;
 /// "Never checked" for a rate cell's last use.
 const NEVER: u64 = u64::MAX;
 
-/// Everything the limiter knows about one user, behind one hash lookup.
+/// Everything the limiter knows about one user, behind one hash lookup. Its requests in
+/// flight are its reference count less the shard's own reference: every other reference is
+/// an [`InFlightPermit`], and permits are only made under the shard's lock, so the count read
+/// there is exact but for permits being dropped (it can only be lower).
 #[derive(Debug)]
 struct UserEntry {
-    in_flight: AtomicU32,
     normal: DefaultDirectRateLimiter,
     tight: DefaultDirectRateLimiter,
     /// When each rate cell was last checked, in nanoseconds since the limiter's start
@@ -61,30 +64,27 @@ pub(crate) struct UserLimiter {
     start: <DefaultClock as Clock>::Instant,
 }
 
-/// Holds one of a user's in-flight slots; releases it on drop (one atomic decrement).
+/// Holds one of a user's in-flight slots: a reference to the user's entry, so dropping it
+/// gives the slot back.
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
     entry: Arc<UserEntry>,
 }
 
 /// A refused user's `Retry-After` window at one moment: whether the user came back before
-/// the end of the window it was told last, and a new window to tell it.
+/// the end of the window it was told last, and (with [`UserLimiter::tell`]) a new window to
+/// tell it. It holds no reference to the entry, which would count as a request in flight.
 #[derive(Debug)]
 pub(crate) struct RetryWindow {
-    entry: Arc<UserEntry>,
+    hash: u64,
+    told_until: u64,
     now: u64,
 }
 
 impl RetryWindow {
     /// The user is back before the `Retry-After` it was last told ran out.
     pub(crate) fn came_back_early(&self) -> bool {
-        self.now < self.entry.told_until.load(Ordering::Acquire)
-    }
-
-    /// The user was told to come back in `in_` (from this window's moment).
-    pub(crate) fn tell(self, in_: Duration) {
-        let until = self.now.saturating_add(in_.as_nanos() as u64);
-        self.entry.told_until.fetch_max(until, Ordering::AcqRel);
+        self.now < self.told_until
     }
 }
 
@@ -125,17 +125,18 @@ impl UserLimiter {
         } else {
             self.config.in_flight
         };
-        let entry = self.entry_of(key);
-        entry
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < cap).then_some(n + 1)
-            })
-            .map_err(|_| Rejection {
-                kind: RejectionKind::InFlightLimit { limit: cap },
-                class,
-                retry_after: Duration::from_secs(1),
-            })?;
+        let hash = self.hasher.hash_one(key);
+        let entry = {
+            let mut shard = self.shard_of(hash);
+            let entry = self.entry_in(&mut shard, hash);
+            // The shard's own reference is not a request.
+            (Arc::strong_count(entry) - 1 < cap as usize).then(|| entry.clone())
+        };
+        let entry = entry.ok_or(Rejection {
+            kind: RejectionKind::InFlightLimit { limit: cap },
+            class,
+            retry_after: Duration::from_secs(1),
+        })?;
         // From here the permit gives the slot back, also when the rate refuses.
         let permit = InFlightPermit { entry };
         let now = self.clock.now();
@@ -167,37 +168,58 @@ impl UserLimiter {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The key's entry, made on its first request (and kept until housekeeping finds it
-    /// idle, so a user's next request finds it without allocating).
-    fn entry_of(&self, key: &UserKey) -> Arc<UserEntry> {
-        let hash = self.hasher.hash_one(key);
-        let mut shard = self.shard((hash >> 58) as usize % SHARDS);
-        shard
-            .entry(hash)
-            .or_insert_with(|| {
-                Arc::new(UserEntry {
-                    in_flight: AtomicU32::new(0),
-                    normal: RateLimiter::direct_with_clock(self.normal_quota, self.clock.clone()),
-                    tight: RateLimiter::direct_with_clock(self.tight_quota, self.clock.clone()),
-                    normal_used: AtomicU64::new(NEVER),
-                    tight_used: AtomicU64::new(NEVER),
-                    told_until: AtomicU64::new(0),
-                })
+    /// The shard that holds the entry of a key that hashes to `hash`, locked.
+    fn shard_of(&self, hash: u64) -> MutexGuard<'_, U64Map<Arc<UserEntry>>> {
+        self.shard((hash >> 58) as usize % SHARDS)
+    }
+
+    /// The entry of the key that hashes to `hash` in its (locked) `shard`, made on its first
+    /// request and kept until housekeeping finds it idle, so a user's next request finds it
+    /// without allocating.
+    fn entry_in<'a>(&self, shard: &'a mut U64Map<Arc<UserEntry>>, hash: u64) -> &'a Arc<UserEntry> {
+        shard.entry(hash).or_insert_with(|| {
+            Arc::new(UserEntry {
+                normal: RateLimiter::direct_with_clock(self.normal_quota, self.clock.clone()),
+                tight: RateLimiter::direct_with_clock(self.tight_quota, self.clock.clone()),
+                normal_used: AtomicU64::new(NEVER),
+                tight_used: AtomicU64::new(NEVER),
+                told_until: AtomicU64::new(0),
             })
-            .clone()
+        })
     }
 
     /// `key`'s `Retry-After` window now, to note a refusal in.
     pub(crate) fn retry_window(&self, key: &UserKey) -> RetryWindow {
-        let entry = self.entry_of(key);
+        let hash = self.hasher.hash_one(key);
         let now = self.clock.now().duration_since(self.start).as_u64();
-        RetryWindow { entry, now }
+        let mut shard = self.shard_of(hash);
+        let told_until = self
+            .entry_in(&mut shard, hash)
+            .told_until
+            .load(Ordering::Acquire);
+        RetryWindow {
+            hash,
+            told_until,
+            now,
+        }
+    }
+
+    /// Notes that the user of `window` was told to come back in `in_` (from the window's
+    /// moment).
+    pub(crate) fn tell(&self, window: RetryWindow, in_: Duration) {
+        let until = window.now.saturating_add(in_.as_nanos() as u64);
+        let mut shard = self.shard_of(window.hash);
+        self.entry_in(&mut shard, window.hash)
+            .told_until
+            .fetch_max(until, Ordering::AcqRel);
     }
 
     /// Requests in flight for `key`.
     #[cfg(test)]
     pub(crate) fn in_flight_of(&self, key: &UserKey) -> u32 {
-        self.entry_of(key).in_flight.load(Ordering::Acquire)
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard_of(hash);
+        (Arc::strong_count(self.entry_in(&mut shard, hash)) - 1) as u32
     }
 
     /// Users the limiter currently holds state for.
@@ -217,22 +239,15 @@ impl UserLimiter {
         for i in 0..SHARDS {
             let mut shard = self.shard(i);
             // Under the shard lock no permit can be made from an entry; one no permit holds
-            // (strong count 1) and at zero is idle.
+            // (strong count 1) has nothing in flight.
             shard.retain(|_, e| {
                 Arc::strong_count(e) > 1
-                    || e.in_flight.load(Ordering::Acquire) > 0
                     || !refilled(&e.normal_used, &self.normal_quota)
                     || !refilled(&e.tight_used, &self.tight_quota)
                     || e.told_until.load(Ordering::Acquire) > now
             });
             shard.shrink_to_fit();
         }
-    }
-}
-
-impl Drop for InFlightPermit {
-    fn drop(&mut self) {
-        self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -333,18 +348,79 @@ mod tests {
     }
 
     #[test]
+    fn the_in_flight_cap_holds_exactly_under_concurrent_requests() {
+        const CAP: u32 = 3;
+        let l = Arc::new(UserLimiter::new(UserLimits {
+            rate_per_second: 1_000_000,
+            burst: 1_000_000,
+            in_flight: CAP,
+            ..limits()
+        }));
+        let a = UserKey::new("a");
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (l, a) = (l.clone(), a.clone());
+                let (held, most, refused) = (held.clone(), most.clone(), refused.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5_000 {
+                        match l.check(&a, Level::Normal, Criticality::Standard) {
+                            Ok(permit) => {
+                                let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                                most.fetch_max(now, Ordering::SeqCst);
+                                std::thread::yield_now();
+                                held.fetch_sub(1, Ordering::SeqCst);
+                                drop(permit);
+                            }
+                            Err(e) => {
+                                assert_eq!(e.kind, RejectionKind::InFlightLimit { limit: CAP });
+                                refused.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= CAP as usize, "{most} requests in flight at once");
+        assert!(refused.load(Ordering::SeqCst) > 0, "the cap was never reached");
+        assert_eq!(l.in_flight_of(&a), 0);
+    }
+
+    #[test]
+    fn a_retry_window_is_not_a_request_in_flight() {
+        let l = UserLimiter::new(UserLimits {
+            in_flight: 1,
+            ..limits()
+        });
+        let a = UserKey::new("a");
+        let window = l.retry_window(&a);
+        let permit = l.check(&a, Level::Normal, Criticality::Standard);
+        assert!(permit.is_ok(), "refused with a window open: {permit:?}");
+        assert_eq!(l.in_flight_of(&a), 1);
+        l.tell(window, Duration::from_secs(1));
+        drop(permit);
+        assert_eq!(l.in_flight_of(&a), 0);
+    }
+
+    #[test]
     fn a_user_back_before_its_retry_after_came_back_early() {
         let l = UserLimiter::new(limits());
         let a = UserKey::new("a");
         let first = l.retry_window(&a);
         assert!(!first.came_back_early(), "never told anything");
-        first.tell(Duration::from_secs(60));
+        l.tell(first, Duration::from_secs(60));
         assert!(l.retry_window(&a).came_back_early());
         // Another user's window is its own.
         assert!(!l.retry_window(&UserKey::new("b")).came_back_early());
         // A window that ran out: back in time.
         let c = UserKey::new("c");
-        l.retry_window(&c).tell(Duration::from_millis(1));
+        l.tell(l.retry_window(&c), Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
         assert!(!l.retry_window(&c).came_back_early());
         // Housekeeping keeps a user while its window is open.
