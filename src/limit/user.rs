@@ -2,9 +2,9 @@
 //!
 //! A user's key is hashed once per request to find the one entry that holds all of its
 //! state: the two rate cells (normal and tight) and, in its reference count, the requests in
-//! flight. A request takes a short lock on one of many shards to find the entry and, while
-//! the user is under its cap, a reference to it: its permit. The rate cells are then worked
-//! on without the lock, and dropping the permit gives the in-flight slot back.
+//! flight. A request takes a short lock on one of many shards to find the entry, check its
+//! cap and its rate cells and, when both allow it, take a reference to it: its permit.
+//! Dropping the permit gives the in-flight slot back.
 
 use super::UserKey;
 use crate::config::UserLimits;
@@ -68,6 +68,8 @@ pub(crate) struct UserLimiter {
 /// gives the slot back.
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
+    // Never read: held for the count it adds to.
+    #[allow(dead_code)]
     entry: Arc<UserEntry>,
 }
 
@@ -112,7 +114,9 @@ impl UserLimiter {
     /// Checks one request of `key` at `level`: the in-flight cap first, then the rate (normal
     /// quota, and the tight one too at Warning and above). A request refused at the cap spends
     /// no rate token, so a client retrying against its cap does not burn its quota; one
-    /// refused on the rate gives its in-flight slot back at once.
+    /// refused on the rate takes no in-flight slot. All of it under the shard's lock: the
+    /// permit is taken only once both allow the request, so a refusal touches no reference
+    /// count.
     pub(crate) fn check(
         &self,
         key: &UserKey,
@@ -126,29 +130,27 @@ impl UserLimiter {
             self.config.in_flight
         };
         let hash = self.hasher.hash_one(key);
-        let entry = {
-            let mut shard = self.shard_of(hash);
-            let entry = self.entry_in(&mut shard, hash);
-            // The shard's own reference is not a request.
-            (Arc::strong_count(entry) - 1 < cap as usize).then(|| entry.clone())
-        };
-        let entry = entry.ok_or(Rejection {
-            kind: RejectionKind::InFlightLimit { limit: cap },
-            class,
-            retry_after: Duration::from_secs(1),
-        })?;
-        // From here the permit gives the slot back, also when the rate refuses.
-        let permit = InFlightPermit { entry };
+        let mut shard = self.shard_of(hash);
+        let entry = self.entry_in(&mut shard, hash);
+        // The shard's own reference is not a request: at the cap, the count is one more.
+        if Arc::strong_count(entry) > cap as usize {
+            return Err(Rejection {
+                kind: RejectionKind::InFlightLimit { limit: cap },
+                class,
+                retry_after: Duration::from_secs(1),
+            });
+        }
         let now = self.clock.now();
         let since_start = now.duration_since(self.start).as_u64();
-        let entry = &permit.entry;
         entry.normal_used.store(since_start, Ordering::Relaxed);
         Self::check_rate(&entry.normal, now, self.config.burst, class)?;
         if tight {
             entry.tight_used.store(since_start, Ordering::Relaxed);
             Self::check_rate(&entry.tight, now, self.config.tight_burst, class)?;
         }
-        Ok(permit)
+        Ok(InFlightPermit {
+            entry: entry.clone(),
+        })
     }
 
     fn check_rate(
