@@ -29,7 +29,7 @@ const NEVER: u64 = u64::MAX;
 /// Everything the limiter knows about one user, behind one hash lookup. Its requests in
 /// flight are its reference count less the shard's own reference: every other reference is
 /// an [`InFlightPermit`], and permits are only made under the shard's lock, so the count read
-/// there is exact but for permits being dropped (it can only be lower).
+/// there is never below the true one (a permit dropped meanwhile only lowers it).
 #[derive(Debug)]
 struct UserEntry {
     normal: DefaultDirectRateLimiter,
