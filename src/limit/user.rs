@@ -390,7 +390,10 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!(most <= CAP as usize, "{most} requests in flight at once");
-        assert!(refused.load(Ordering::SeqCst) > 0, "the cap was never reached");
+        assert!(
+            refused.load(Ordering::SeqCst) > 0,
+            "the cap was never reached"
+        );
         assert_eq!(l.in_flight_of(&a), 0);
     }
 
