@@ -29,19 +29,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Conn {
             .extensions
             .get::<MatchedPath>()
             .map(|p| route_name(p.as_str()));
-        // The copy in the request's extensions (the layer's default) holds the innermost
-        // layer's decision, as the context current in the task does, and lives as long as
-        // this acquisition: it is borrowed, not cloned, so the guard's reference count is
-        // not touched here. A context only current in the task is cloned: it is current
-        // only while this future is polled, not across the wait.
-        let copied;
-        let ctx = match parts.extensions.get::<RequestContext>() {
-            Some(ctx) => ctx,
-            None => {
-                copied = RequestContext::find(&parts.extensions).ok_or(Error::MissingLayer)?;
-                &copied
-            }
-        };
+        // Kept across the wait: the copy in the extensions is borrowed, a context only
+        // current in the task cloned.
+        let found = RequestContext::find_borrowed(&parts.extensions).ok_or(Error::MissingLayer)?;
+        let ctx: &RequestContext = &found;
         ctx.guard
             .acquire_until(
                 ctx.class,

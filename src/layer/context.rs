@@ -20,6 +20,7 @@
 use crate::criticality::Criticality;
 use crate::guard::Guard;
 use crate::limit::UserKey;
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// What a guard layer decided about a request, for the [`Conn`](crate::Conn) extractor and
@@ -53,6 +54,19 @@ impl RequestContext {
     /// through no guard layer.
     pub fn find(extensions: &http::Extensions) -> Option<RequestContext> {
         read(extensions, RequestContext::clone)
+    }
+
+    /// The same context as [`find`](Self::find), borrowed from the copy in `extensions` when
+    /// the request carries one (the layer's default; it holds the innermost layer's decision,
+    /// as the context current in the task does), cloned from the task's otherwise. For code
+    /// that keeps the context across an `.await` (the [`Conn`](crate::Conn) extractor's
+    /// acquisition): a borrowed copy leaves the guard's reference count alone, and the
+    /// context current in the task is only current while the request's future is polled.
+    pub fn find_borrowed(extensions: &http::Extensions) -> Option<Cow<'_, RequestContext>> {
+        match extensions.get::<RequestContext>() {
+            Some(copy) => Some(Cow::Borrowed(copy)),
+            None => read_current(RequestContext::clone).map(Cow::Owned),
+        }
     }
 
     /// The context a guard layer made current in this task, if any: set while the layer

@@ -116,10 +116,7 @@ where
         }
         // The inner future is made now but (with a pending check) first polled once the
         // check admits the request: axum's handlers do nothing before they are polled.
-        let (check, late) = match pending {
-            Some((check, late)) => (Some(check), late),
-            None => (None, None),
-        };
-        ResponseFuture::admitted(ctx, permit, check, late, || self.inner.call(req))
+        let (check, late) = pending.unzip();
+        ResponseFuture::admitted(ctx, permit, check, late.flatten(), || self.inner.call(req))
     }
 }

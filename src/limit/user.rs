@@ -68,9 +68,8 @@ pub(crate) struct UserLimiter {
 /// gives the slot back.
 #[derive(Debug)]
 pub(crate) struct InFlightPermit {
-    // Never read: held for the count it adds to.
-    #[allow(dead_code)]
-    entry: Arc<UserEntry>,
+    /// Never read: held for the count it adds to.
+    _entry: Arc<UserEntry>,
 }
 
 /// A refused user's `Retry-After` window at one moment: whether the user came back before
@@ -149,7 +148,7 @@ impl UserLimiter {
             Self::check_rate(&entry.tight, now, self.config.tight_burst, class)?;
         }
         Ok(InFlightPermit {
-            entry: entry.clone(),
+            _entry: entry.clone(),
         })
     }
 

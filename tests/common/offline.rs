@@ -72,14 +72,8 @@ pub static SLOTS_TAKEN: AtomicU64 = AtomicU64::new(0);
 /// from the request's context (the copy in its extensions, borrowed; else the one current in
 /// its task, cloned), with its class, user and deadline; released at once.
 pub async fn with_slot(req: Request<Body>) -> Result<Response<Body>, Infallible> {
-    let copied;
-    let ctx = match req.extensions().get::<RequestContext>() {
-        Some(ctx) => ctx,
-        None => {
-            copied = RequestContext::find(req.extensions()).expect("under a guard layer");
-            &copied
-        }
-    };
+    let found = RequestContext::find_borrowed(req.extensions()).expect("under a guard layer");
+    let ctx: &RequestContext = &found;
     let context = AcquireContext {
         user: ctx.user.clone(),
         route: None,
