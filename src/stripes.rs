@@ -119,7 +119,7 @@ fn thread_number() -> usize {
 }
 
 /// One `T` per stripe, each on lines of its own. A thread writes [`mine`](Self::mine); a
-/// reader goes over [`all`](Self::all) and adds up. Readers only load what they read.
+/// reader adds the copies up with [`sum`](Self::sum), which only loads.
 #[derive(Debug, Default)]
 pub(crate) struct Stripes<T>([CachePadded<T>; OWNED + SHARED]);
 
@@ -140,7 +140,7 @@ impl<T> Stripes<T> {
     }
 
     /// Every copy.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
+    fn all(&self) -> impl Iterator<Item = &T> {
         self.0.iter().map(|padded| &padded.0)
     }
 
