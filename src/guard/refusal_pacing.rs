@@ -50,10 +50,14 @@ pub(crate) struct LateRefusal {
 }
 
 impl LateRefusal {
-    /// As [`GuardInner::pace_refusal`], now.
+    /// As [`GuardInner::pace_refusal`], now, within the deadline the request had when the
+    /// layer let it through.
     pub(crate) fn pace(&self, rejection: &mut Rejection) -> Option<Pin<Box<RefusalDelay>>> {
+        if !self.inner.paces_refusals() {
+            return None;
+        }
         self.inner
-            .pace_refusal(&self.key, rejection, crate::clock::now(), self.deadline)
+            .pace_refusal_at(&self.key, rejection, crate::clock::now(), self.deadline)
     }
 }
 
@@ -70,12 +74,35 @@ impl Drop for HeldRefusal {
 }
 
 impl GuardInner {
-    /// Notes that `key` was refused at `now` with `rejection`, and, when the user came back
-    /// before its last `Retry-After` and pacing is on, holds the answer: the configured delay
-    /// spread over its second half, at most the `Retry-After` the user was told and what is
-    /// left of the request's `deadline`. A held answer's `Retry-After` is shortened by the
-    /// hold, so it still counts from when the answer is sent. `None`: answer at once.
+    /// Whether refusals of users back before their `Retry-After` are held
+    /// ([`UserLimits::early_retry_delay`](crate::UserLimits::early_retry_delay) set).
+    pub(crate) fn paces_refusals(&self) -> bool {
+        !self.config.limits.early_retry_delay.is_zero()
+    }
+
+    /// [`pace_refusal_at`](Self::pace_refusal_at) for a request refused now that may still
+    /// wait `allowed`. With pacing off it reads no clock: a refusal answered at once costs
+    /// none.
     pub(crate) fn pace_refusal(
+        self: &Arc<Self>,
+        key: &UserKey,
+        rejection: &mut Rejection,
+        allowed: Duration,
+    ) -> Option<Pin<Box<RefusalDelay>>> {
+        if !self.paces_refusals() {
+            return None;
+        }
+        let now = crate::clock::now();
+        self.pace_refusal_at(key, rejection, now, now + allowed)
+    }
+
+    /// Notes that `key` was refused at `now` with `rejection`, and, when the user came back
+    /// before its last `Retry-After`, holds the answer: the configured delay spread over its
+    /// second half, at most the `Retry-After` the user was told and what is left of the
+    /// request's `deadline`. A held answer's `Retry-After` is shortened by the hold, so it
+    /// still counts from when the answer is sent. `None`: answer at once. Pacing must be on
+    /// ([`paces_refusals`](Self::paces_refusals)).
+    fn pace_refusal_at(
         self: &Arc<Self>,
         key: &UserKey,
         rejection: &mut Rejection,
@@ -83,9 +110,6 @@ impl GuardInner {
         deadline: Instant,
     ) -> Option<Pin<Box<RefusalDelay>>> {
         let limits = &self.config.limits;
-        if limits.early_retry_delay.is_zero() {
-            return None;
-        }
         let told = Duration::from_secs(rejection.retry_after_secs());
         let window = self.limits.retry_window(key);
         // A user back in time is held for nothing (no jitter is drawn for it).
@@ -124,7 +148,7 @@ impl GuardInner {
         key: &UserKey,
         deadline: Instant,
     ) -> Option<LateRefusal> {
-        if self.config.limits.early_retry_delay.is_zero() {
+        if !self.paces_refusals() {
             return None;
         }
         Some(LateRefusal {

@@ -6,7 +6,7 @@ use crate::controller::RetryJitter;
 use crate::criticality::Criticality;
 use crate::rejection::{Rejection, RejectionKind};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The `Retry-After` of a refusal when nothing better is known.
 const DEFAULT_RETRY: Duration = Duration::from_secs(1);
@@ -23,14 +23,13 @@ impl GuardInner {
         }
     }
 
-    /// A refusal answered at once when a request of `class` that arrived `now` could not
-    /// start within the `allowed` wait (`None` when it can, or when nothing was measured
-    /// yet). No lock.
+    /// A refusal answered at once when a request of `class` could not start within the
+    /// `allowed` wait (`None` when it can, or when nothing was measured yet). No lock, and
+    /// the clock is read only to book the return of a refused request.
     pub(crate) fn deadline_refusal(
         &self,
         class: Criticality,
         allowed: Duration,
-        now: Instant,
     ) -> Option<Rejection> {
         let estimate = self.estimate(class)?;
         (estimate > allowed).then(|| {
@@ -38,7 +37,7 @@ impl GuardInner {
             Rejection {
                 kind: RejectionKind::Shed,
                 class,
-                retry_after: self.book_return_at(class, wait, now),
+                retry_after: self.book_return(class, wait),
             }
         })
     }
@@ -47,11 +46,7 @@ impl GuardInner {
     /// later of `now + wait` and one start interval after the last booked return. Returns
     /// how long it should wait (never more than a minute).
     pub(crate) fn book_return(&self, class: Criticality, wait: Duration) -> Duration {
-        self.book_return_at(class, wait, crate::clock::now())
-    }
-
-    /// [`book_return`](GuardInner::book_return) with the clock read at `now`.
-    fn book_return_at(&self, class: Criticality, wait: Duration, now: Instant) -> Duration {
+        let now = crate::clock::now();
         let slot = &self.returns[class.index()];
         let interval = self.start_intervals[class.index()].load(Ordering::Relaxed);
         let now = now.saturating_duration_since(self.epoch).as_micros() as u64;

@@ -46,32 +46,37 @@ where
         let class = self.layer.class;
         let guard = &self.layer.guard;
         let inner = &guard.inner;
-        let now = crate::clock::now();
         let allowed = self.layer.wait_allowed(req.headers());
-        let deadline = now + allowed;
 
         // A request that cannot start before its deadline is told at once: no lock, no
         // pool, none of the caller's quota spent.
-        if let Some(rejection) = inner.deadline_refusal(class, allowed, now) {
+        if let Some(rejection) = inner.deadline_refusal(class, allowed) {
             inner.count(class, Outcome::Shed);
             return ResponseFuture::rejected(rejection.to_static_response(), None);
         }
 
+        // The request's deadline counts from the clock read here, or (for a request checked
+        // against its caller's limits) once the check let it through: a refusal answered at
+        // once reads no clock.
+        let deadline = || crate::clock::now() + allowed;
         // An outer guard layer already checked the caller's limits: only the class and the
         // deadline change.
-        let mut pending = None;
         let mut permit = None;
+        // A check that answers later (the limits shared in Redis), and what its refusal needs
+        // to be held.
+        let mut check = None;
+        let mut late = None;
         // `in_extensions`: the request carries a copy already (updated here in place).
         let (outer, in_extensions) = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
-                ctx.deadline = deadline;
+                ctx.deadline = deadline();
                 (Some(ctx.clone()), true)
             }
             None => {
                 let current = context::read_current(|outer| RequestContext {
                     class,
-                    deadline,
+                    deadline: deadline(),
                     ..outer.clone()
                 });
                 (current, false)
@@ -95,13 +100,15 @@ where
                         LimitCheck::Ready(Err(mut rejection)) => {
                             inner.count(class, Outcome::RateLimited);
                             // A user back before its `Retry-After` may have its answer held.
-                            let delay = inner.pace_refusal(key, &mut rejection, now, deadline);
+                            let delay = inner.pace_refusal(key, &mut rejection, allowed);
                             return ResponseFuture::rejected(rejection.to_static_response(), delay);
                         }
-                        LimitCheck::Pending(check) => {
-                            pending = Some((check, inner.late_refusal(key, deadline)));
-                        }
+                        LimitCheck::Pending(pending) => check = Some(pending),
                     }
+                }
+                let deadline = deadline();
+                if check.is_some() {
+                    late = limited.and_then(|key| inner.late_refusal(key, deadline));
                 }
                 RequestContext {
                     class,
@@ -116,7 +123,64 @@ where
         }
         // The inner future is made now but (with a pending check) first polled once the
         // check admits the request: axum's handlers do nothing before they are polled.
-        let (check, late) = pending.unzip();
-        ResponseFuture::admitted(ctx, permit, check, late.flatten(), || self.inner.call(req))
+        ResponseFuture::admitted(ctx, permit, check, late, || self.inner.call(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{GuardConfig, UserLimits};
+    use crate::limit::DefaultKeyExtractor;
+    use crate::Guard;
+    use http::{HeaderName, Request, Response, StatusCode};
+    use std::convert::Infallible;
+    use tower::{Layer, Service};
+
+    #[tokio::test]
+    async fn a_refusal_answered_at_once_reads_no_clock() {
+        // One request a second, and a burst of one: the user's second request is refused.
+        let limits = UserLimits {
+            rate_per_second: 1,
+            burst: 1,
+            ..UserLimits::default()
+        };
+        let guard = Guard::builder(crate::pool::unreachable_pool(4))
+            .config(GuardConfig {
+                limits,
+                ..GuardConfig::default()
+            })
+            .build()
+            .unwrap();
+        let layer = guard
+            .standard()
+            .key_extractor(DefaultKeyExtractor::trusting_header(
+                HeaderName::from_static("x-user-id"),
+                64,
+            ));
+        let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let request = || {
+            Request::builder()
+                .header("x-user-id", "u1")
+                .body(String::new())
+                .unwrap()
+        };
+        let mut answer_and_reads = || {
+            let before = crate::clock::reads_on_this_thread();
+            let answer = service.call(request());
+            (answer, crate::clock::reads_on_this_thread() - before)
+        };
+
+        let (admitted, admitted_reads) = answer_and_reads();
+        assert_eq!(admitted.await.unwrap().status(), StatusCode::OK);
+        // The admitted request's deadline is read from the clock.
+        assert_eq!(admitted_reads, 1);
+        let (refused, refused_reads) = answer_and_reads();
+        assert_eq!(
+            refused.await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(refused_reads, 0, "the 429 read the clock");
     }
 }
