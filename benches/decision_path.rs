@@ -304,6 +304,28 @@ fn whole_decision(c: &mut Criterion) {
         .service(tower::service_fn(with_slot));
     answered(&mut spent, 200);
     group.bench_function("rate_limited", |b| b.iter(|| answered(&mut spent, 429)));
+
+    // The same two refusals with the bare service inside, in place of the admitted route's
+    // handler: a refused request never reaches it, but the layer's future has room for the
+    // inner one, and each move of the request's future copies that room. With `bare`'s
+    // service inside, the difference to `bare` is the guard's alone.
+    let mut shed_over_bare = ServiceBuilder::new()
+        .layer(
+            shed_guard
+                .non_critical()
+                .deadline(Duration::from_millis(1))
+                .key_extractor(trusted_user_header()),
+        )
+        .service(tower::service_fn(ok));
+    group.bench_function("shed_over_bare", |b| {
+        b.iter(|| answered(&mut shed_over_bare, 503))
+    });
+    let mut spent_over_bare = ServiceBuilder::new()
+        .layer(spent_guard.critical().key_extractor(trusted_user_header()))
+        .service(tower::service_fn(ok));
+    group.bench_function("rate_limited_over_bare", |b| {
+        b.iter(|| answered(&mut spent_over_bare, 429))
+    });
     group.finish();
 }
 

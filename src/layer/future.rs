@@ -41,8 +41,9 @@ pin_project! {
         // Current while the inner future is polled or dropped.
         ctx: Option<RequestContext>,
         check: Option<PendingCheck>,
-        // How a refusal the check comes back with is held (pacing on).
-        late: Option<LateRefusal>,
+        // How a refusal the check comes back with is held (pacing on). Boxed: only a request
+        // checked in Redis with pacing on has one, and every request's future moves its room.
+        late: Option<Box<LateRefusal>>,
         permit: Option<UserPermit>,
         delay: Option<Pin<Box<RefusalDelay>>>,
     }
@@ -81,7 +82,7 @@ impl<F, B> ResponseFuture<F, B> {
             },
             ctx: Some(ctx),
             check,
-            late,
+            late: late.map(Box::new),
             permit,
             delay: None,
         }
@@ -198,5 +199,16 @@ mod tests {
             large - empty,
             size_of::<Large>()
         );
+    }
+
+    #[test]
+    fn the_layer_keeps_little_beside_the_answer() {
+        // Beside the answer (the inner future or a response): the context, the caller's
+        // permit and what a pending check needs. Every move of a request's future copies it,
+        // so what only some requests need (a permit of the limits shared in Redis, a held
+        // late refusal) is boxed.
+        let own =
+            size_of::<ResponseFuture<Pending<Answered>, String>>() - size_of::<Response<String>>();
+        assert!(own <= 160, "the layer keeps {own} bytes beside the answer");
     }
 }

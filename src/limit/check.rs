@@ -12,9 +12,10 @@ use std::pin::Pin;
 pub(crate) enum UserPermit {
     /// From the in-process limiter (or the shared limits' local fallback).
     Local(#[allow(dead_code)] InFlightPermit),
-    /// From the limits shared in Redis.
+    /// From the limits shared in Redis. Boxed: it holds the key and the member's name, and
+    /// every request's future moves the room of the largest variant.
     #[cfg(feature = "redis")]
-    Shared(#[allow(dead_code)] super::redis::SharedPermit),
+    Shared(#[allow(dead_code)] Box<super::redis::SharedPermit>),
 }
 
 /// A check still waiting for Redis (bounded by its timeout).

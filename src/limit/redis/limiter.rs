@@ -266,11 +266,11 @@ impl RedisLimiter {
         match Verdict::parse(&reply) {
             Some(Verdict::Allowed) => {
                 self.precheck.enter(key);
-                Ok(UserPermit::Shared(SharedPermit {
+                Ok(UserPermit::Shared(Box::new(SharedPermit {
                     limiter: self.clone(),
                     key: key.clone(),
                     member,
-                }))
+                })))
             }
             Some(Verdict::RateLimited { retry_after, .. }) => {
                 self.precheck
