@@ -150,7 +150,43 @@ fn pure_cores(c: &mut Criterion) {
             counter.store(n + 1, std::sync::atomic::Ordering::Relaxed)
         })
     });
+    // What a refusal's headers cost, made and dropped: a copy of a ready-made map of five
+    // static entries (a 429's) and of one, and the five inserted one by one.
+    let ready_429 = refusal_headers(5);
+    let ready_one = refusal_headers(1);
+    group.bench_function("header_map_copy/5", |b| b.iter(|| ready_429.clone()));
+    group.bench_function("header_map_copy/1", |b| b.iter(|| ready_one.clone()));
+    group.bench_function("header_map_built/5", |b| b.iter(|| refusal_headers(5)));
     group.finish();
+}
+
+/// The first `entries` of a 429's headers, each name and value static, inserted one by one.
+fn refusal_headers(entries: usize) -> http::HeaderMap {
+    use http::{HeaderName, HeaderValue};
+    const ALL: [(HeaderName, HeaderValue); 5] = [
+        (
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from_static("10"),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from_static("0"),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from_static("5"),
+        ),
+        (http::header::RETRY_AFTER, HeaderValue::from_static("5")),
+    ];
+    let mut headers = http::HeaderMap::with_capacity(entries);
+    for (name, value) in ALL.into_iter().take(entries) {
+        headers.insert(name, value);
+    }
+    headers
 }
 
 fn acquire_vs_pool_get(c: &mut Criterion) {
