@@ -58,7 +58,7 @@ where
         // The request's deadline counts from the clock read here, or (for a request checked
         // against its caller's limits) once the check let it through: a refusal answered at
         // once reads no clock.
-        let deadline = || crate::clock::now() + allowed;
+        let deadline_from_now = || crate::clock::now() + allowed;
         // An outer guard layer already checked the caller's limits: only the class and the
         // deadline change.
         let mut permit = None;
@@ -70,13 +70,13 @@ where
         let (outer, in_extensions) = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
-                ctx.deadline = deadline();
+                ctx.deadline = deadline_from_now();
                 (Some(ctx.clone()), true)
             }
             None => {
                 let current = context::read_current(|outer| RequestContext {
                     class,
-                    deadline: deadline(),
+                    deadline: deadline_from_now(),
                     ..outer.clone()
                 });
                 (current, false)
@@ -106,7 +106,7 @@ where
                         LimitCheck::Pending(pending) => check = Some(pending),
                     }
                 }
-                let deadline = deadline();
+                let deadline = deadline_from_now();
                 if check.is_some() {
                     late = limited.and_then(|key| inner.late_refusal(key, deadline));
                 }
