@@ -10,13 +10,15 @@
 //! layer's `context_extension(false)`, which allocates nothing) and against `floor`, the least
 //! an admission layer with a bounded wait does (tower's ConcurrencyLimit and Timeout), and the
 //! two refusals (`shed`: a report that cannot start in time; `rate_limited`: a caller whose
-//! quota is spent);
+//! quota is spent), each also over the bare service itself (`*_over_bare`: what the guard
+//! adds, without the room the admitted route's handler takes in the layer's future);
 //! `decision_threads/*` runs it on 1, 2, 4 and 8 threads at once and reports the cost per
 //! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks
 //! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
 //! of an acquisition that waits and is handed its slot (on one worker, with no one to contend
 //! with). `pure/*` times the level machine, a user key, and what the decision is made of one
-//! operation at a time: a clock read, a locked add, a plain add. `decision_prometheus/*` runs
+//! operation at a time: a clock read, a locked add, a plain add, and a refusal's header map
+//! copied from a ready-made one or built. `decision_prometheus/*` runs
 //! the admitted decision again with the Prometheus exporter installed (last, since it installs
 //! the process's recorder).
 
@@ -313,13 +315,12 @@ fn whole_decision(c: &mut Criterion) {
     // hold: answered 503 at once, before its key or quota is looked at.
     let shed_guard = offline_guard(&rt);
     rt.block_on(common::offline::make_reports_hopeless(&shed_guard));
+    let hopeless_report = shed_guard
+        .non_critical()
+        .deadline(Duration::from_millis(1))
+        .key_extractor(trusted_user_header());
     let mut shed = ServiceBuilder::new()
-        .layer(
-            shed_guard
-                .non_critical()
-                .deadline(Duration::from_millis(1))
-                .key_extractor(trusted_user_header()),
-        )
+        .layer(hopeless_report.clone())
         .service(tower::service_fn(with_slot));
     group.bench_function("shed", |b| b.iter(|| answered(&mut shed, 503)));
 
@@ -335,8 +336,9 @@ fn whole_decision(c: &mut Criterion) {
             ..GuardConfig::default()
         })
     };
+    let spent_caller = spent_guard.critical().key_extractor(trusted_user_header());
     let mut spent = ServiceBuilder::new()
-        .layer(spent_guard.critical().key_extractor(trusted_user_header()))
+        .layer(spent_caller.clone())
         .service(tower::service_fn(with_slot));
     answered(&mut spent, 200);
     group.bench_function("rate_limited", |b| b.iter(|| answered(&mut spent, 429)));
@@ -346,18 +348,13 @@ fn whole_decision(c: &mut Criterion) {
     // inner one, and each move of the request's future copies that room. With `bare`'s
     // service inside, the difference to `bare` is the guard's alone.
     let mut shed_over_bare = ServiceBuilder::new()
-        .layer(
-            shed_guard
-                .non_critical()
-                .deadline(Duration::from_millis(1))
-                .key_extractor(trusted_user_header()),
-        )
+        .layer(hopeless_report)
         .service(tower::service_fn(ok));
     group.bench_function("shed_over_bare", |b| {
         b.iter(|| answered(&mut shed_over_bare, 503))
     });
     let mut spent_over_bare = ServiceBuilder::new()
-        .layer(spent_guard.critical().key_extractor(trusted_user_header()))
+        .layer(spent_caller)
         .service(tower::service_fn(ok));
     group.bench_function("rate_limited_over_bare", |b| {
         b.iter(|| answered(&mut spent_over_bare, 429))
