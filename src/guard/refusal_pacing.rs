@@ -41,7 +41,8 @@ impl Future for RefusalDelay {
 }
 
 /// What a refusal decided after the request was let through the layer (by the limits shared
-/// in Redis) needs in order to be held: the guard, the user and the request's deadline.
+/// in Redis) needs in order to be held: the guard, the user and the request's deadline. Made
+/// only while pacing is on ([`GuardInner::late_refusal`]).
 #[derive(Debug)]
 pub(crate) struct LateRefusal {
     inner: Arc<GuardInner>,
@@ -53,9 +54,6 @@ impl LateRefusal {
     /// As [`GuardInner::pace_refusal`], now, within the deadline the request had when the
     /// layer let it through.
     pub(crate) fn pace(&self, rejection: &mut Rejection) -> Option<Pin<Box<RefusalDelay>>> {
-        if !self.inner.paces_refusals() {
-            return None;
-        }
         self.inner
             .pace_refusal_at(&self.key, rejection, crate::clock::now(), self.deadline)
     }
@@ -81,8 +79,7 @@ impl GuardInner {
     }
 
     /// [`pace_refusal_at`](Self::pace_refusal_at) for a request refused now that may still
-    /// wait `allowed`. With pacing off it reads no clock: a refusal answered at once costs
-    /// none.
+    /// wait `allowed`. With pacing off it reads no clock: a 429 answered at once costs none.
     pub(crate) fn pace_refusal(
         self: &Arc<Self>,
         key: &UserKey,

@@ -22,5 +22,5 @@ pub(crate) fn check_user(
             guard.count(class, crate::metrics::Outcome::RateLimited)
         });
     }
-    LimitCheck::Ready(inner.limits.check(key, level, class).map(UserPermit::Local))
+    LimitCheck::Ready(inner.limits.check(key, level, class).map(UserPermit::from))
 }

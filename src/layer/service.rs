@@ -56,8 +56,8 @@ where
         }
 
         // The request's deadline counts from the clock read here, or (for a request checked
-        // against its caller's limits) once the check let it through: a refusal answered at
-        // once reads no clock.
+        // against its caller's limits) once the check let it through: a 429 answered at once
+        // reads no clock.
         let deadline_from_now = || crate::clock::now() + allowed;
         // An outer guard layer already checked the caller's limits: only the class and the
         // deadline change.
@@ -137,7 +137,7 @@ mod tests {
     use tower::{Layer, Service};
 
     #[tokio::test]
-    async fn a_refusal_answered_at_once_reads_no_clock() {
+    async fn a_429_answered_at_once_reads_no_clock() {
         // One request a second, and a burst of one: the user's second request is refused.
         let limits = UserLimits {
             rate_per_second: 1,

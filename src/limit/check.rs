@@ -10,12 +10,21 @@ use std::pin::Pin;
 /// Holds a user's in-flight slot until dropped, whichever limiter granted it.
 #[derive(Debug)]
 pub(crate) enum UserPermit {
-    /// From the in-process limiter (or the shared limits' local fallback).
-    Local(#[allow(dead_code)] InFlightPermit),
+    /// From the in-process limiter (or the shared limits' local fallback). Never read: held
+    /// for the slot it keeps.
+    Local { _permit: InFlightPermit },
     /// From the limits shared in Redis. Boxed: it holds the key and the member's name, and
     /// every request's future moves the room of the largest variant.
     #[cfg(feature = "redis")]
-    Shared(#[allow(dead_code)] Box<super::redis::SharedPermit>),
+    Shared {
+        _permit: Box<super::redis::SharedPermit>,
+    },
+}
+
+impl From<InFlightPermit> for UserPermit {
+    fn from(permit: InFlightPermit) -> Self {
+        UserPermit::Local { _permit: permit }
+    }
 }
 
 /// A check still waiting for Redis (bounded by its timeout).

@@ -184,7 +184,7 @@ impl RedisLimiter {
         self.fallback
             .limiter(self.replicas())
             .check(key, level, class)
-            .map(UserPermit::Local)
+            .map(UserPermit::from)
     }
 
     fn refusal(&self, refusal: Refusal, tight: bool, cap: u32, class: Criticality) -> Rejection {
@@ -266,11 +266,13 @@ impl RedisLimiter {
         match Verdict::parse(&reply) {
             Some(Verdict::Allowed) => {
                 self.precheck.enter(key);
-                Ok(UserPermit::Shared(Box::new(SharedPermit {
-                    limiter: self.clone(),
-                    key: key.clone(),
-                    member,
-                })))
+                Ok(UserPermit::Shared {
+                    _permit: Box::new(SharedPermit {
+                        limiter: self.clone(),
+                        key: key.clone(),
+                        member,
+                    }),
+                })
             }
             Some(Verdict::RateLimited { retry_after, .. }) => {
                 self.precheck
