@@ -163,6 +163,6 @@ impl Drop for GuardedConn {
         // The object goes back to the pool here, before the slot is released, so the next
         // waiter finds it idle.
         drop(object);
-        permit.release_at(now);
+        permit.release_at(now, held);
     }
 }

@@ -20,6 +20,13 @@ pub(crate) struct Outlook {
 }
 
 impl Outlook {
+    /// No room, no one ahead, no slot: the placeholder an array of outlooks starts from.
+    pub(crate) const NONE: Outlook = Outlook {
+        at_once: false,
+        ahead: 0,
+        slots: 0,
+    };
+
     /// When the newcomer can expect to start, its class draining at `drain`: now when it may
     /// start at once, otherwise at the release that reaches its place in the queue; `None`
     /// before the class's first measured hold.

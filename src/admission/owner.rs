@@ -14,8 +14,15 @@ use std::time::{Duration, Instant};
 /// publishes.
 pub(crate) trait SlotOwner: Send + Sync + fmt::Debug {
     /// A slot of `class` came back, held for `held` when a connection was handed out on it,
-    /// with that connection's registry id.
-    fn release_slot(self: Arc<Self>, class: Criticality, held: Option<Duration>, id: Option<u64>);
+    /// with that connection's registry id; `at` is the holder's clock reading of the release,
+    /// when it made one.
+    fn release_slot(
+        self: Arc<Self>,
+        class: Criticality,
+        held: Option<Duration>,
+        id: Option<u64>,
+        at: Option<Instant>,
+    );
     /// Records a connection handed out at `now`; returns its registry id.
     fn register_held(
         &self,

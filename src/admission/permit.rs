@@ -17,9 +17,10 @@ pub(crate) struct SlotPermit {
     granted_at: Instant,
     /// The registry id of the connection handed out on this slot, once there is one.
     held: Option<u64>,
-    /// How long the slot was held when it is given back, if the holder worked it out
-    /// already.
-    held_for: Option<Duration>,
+    /// When the holder gave the slot back and how long it held it, if the holder read the
+    /// clock for that already: the release's own change runs at that reading, without a
+    /// second one.
+    released: Option<(Instant, Duration)>,
 }
 
 impl SlotPermit {
@@ -31,7 +32,7 @@ impl SlotPermit {
             class,
             granted_at,
             held: None,
-            held_for: None,
+            released: None,
         }
     }
 
@@ -40,16 +41,11 @@ impl SlotPermit {
         self.granted_at
     }
 
-    /// Gives the slot back as of `now` (a clock reading the holder made already).
-    pub(crate) fn release_at(self, now: Instant) {
-        let held_for = now.saturating_duration_since(self.granted_at);
-        self.release_after(held_for);
-    }
-
-    /// Gives the slot back after it was held for `held_for` (worked out by the holder from
-    /// [`granted_at`](Self::granted_at)).
-    pub(crate) fn release_after(mut self, held_for: Duration) {
-        self.held_for = Some(held_for);
+    /// Gives the slot back as of `now`, held for `held` (both worked out by the holder from
+    /// its clock reading and [`granted_at`](Self::granted_at)): the release's change of the
+    /// admission state runs at `now`.
+    pub(crate) fn release_at(mut self, now: Instant, held: Duration) {
+        self.released = Some((now, held));
     }
 
     /// Records the connection handed out on this slot at `now` in the guard's registry of
@@ -74,12 +70,17 @@ impl SlotPermit {
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
-        let held_for = self.held.map(|_| {
-            self.held_for
-                .unwrap_or_else(|| crate::clock::now().saturating_duration_since(self.granted_at))
+        // A slot a connection was handed out on measures its hold: the clock is read for
+        // it unless the holder read it already.
+        let released = self.released.or_else(|| {
+            self.held.map(|_| {
+                let now = crate::clock::now();
+                (now, now.saturating_duration_since(self.granted_at))
+            })
         });
+        let held_for = self.held.and(released).map(|(_, held)| held);
         if let Some(owner) = self.owner.take() {
-            owner.release_slot(self.class, held_for, self.held);
+            owner.release_slot(self.class, held_for, self.held, released.map(|(at, _)| at));
         }
     }
 }

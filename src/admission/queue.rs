@@ -17,6 +17,7 @@ use super::arrivals::Arrivals;
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
 use crate::rejection::Refusal;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -110,26 +111,29 @@ impl FairQueue {
         queue.waiters.push_back(waiter);
     }
 
-    /// The next waiter: the head of the user whose turn it is.
+    /// The next waiter: the head of the user whose turn it is. One look-up of the user's
+    /// queue serves taking the waiter and, when it was the user's last, dropping the queue.
     pub(crate) fn pop(&mut self) -> Option<Waiter> {
         loop {
             let (user, turn) = self.rotation.pop_front()?;
-            let Some(queue) = self.by_user.get_mut(&user) else {
+            let Entry::Occupied(mut entry) = self.by_user.entry(user) else {
                 continue;
             };
+            let queue = entry.get_mut();
             if queue.turn != turn {
                 continue;
             }
-            let Some(waiter) = queue.waiters.pop_front() else {
-                self.forget(&user);
+            let waiter = queue.waiters.pop_front();
+            if queue.waiters.is_empty() {
+                let queue = entry.remove();
+                self.keep_spare(queue.waiters);
+            } else {
+                self.rotation.push_back((entry.key().clone(), turn));
+            }
+            let Some(waiter) = waiter else {
                 continue;
             };
             self.order.remove(waiter.id);
-            if queue.waiters.is_empty() {
-                self.forget(&user);
-            } else {
-                self.rotation.push_back((user, turn));
-            }
             return Some(waiter);
         }
     }
@@ -137,9 +141,15 @@ impl FairQueue {
     /// Drops `user`'s emptied queue, keeping its storage for a later user.
     fn forget(&mut self, user: &Option<UserKey>) {
         if let Some(queue) = self.by_user.remove(user) {
-            if self.spare.len() < SPARE && queue.waiters.capacity() <= SPARE_CAPACITY {
-                self.spare.push(queue.waiters);
-            }
+            self.keep_spare(queue.waiters);
+        }
+    }
+
+    /// Keeps an emptied user queue's storage for a later user, if it is small and there is
+    /// room.
+    fn keep_spare(&mut self, waiters: VecDeque<Waiter>) {
+        if self.spare.len() < SPARE && waiters.capacity() <= SPARE_CAPACITY {
+            self.spare.push(waiters);
         }
     }
 

@@ -295,12 +295,18 @@ impl AdmissionState {
     /// Whether one more acquisition of `class` may start now, by capacity alone (at every
     /// level: non-critical work keeps under the warning line by its budget).
     fn may_start(&self, class: Criticality, now: Instant) -> bool {
+        // The ramp bounds non-critical work alone: read only for it.
+        let (share, floor) = if class == Criticality::NonCritical {
+            (self.ramp.share(now), self.ramp.floor(now))
+        } else {
+            (1.0, 0)
+        };
         self.capacity.may_start(
             class,
             self.in_use_for(class),
             self.granted_of(class),
-            self.ramp.share(now),
-            self.ramp.floor(now),
+            share,
+            floor,
         )
     }
 
@@ -351,7 +357,9 @@ impl AdmissionState {
         let standard_up = critical + queued[Criticality::Standard.index()];
         let all = standard_up + queued[Criticality::NonCritical.index()];
         let at_or_above = [all, standard_up, critical];
-        Criticality::ALL.map(|class| {
+        // A loop, not `ALL.map`: the closure `map` calls would not be inlined.
+        let mut outlooks = [Outlook::NONE; 3];
+        for class in Criticality::ALL {
             let i = class.index();
             let in_use = if class == Criticality::NonCritical {
                 pool.max(server)
@@ -359,12 +367,13 @@ impl AdmissionState {
                 pool
             };
             let ahead = at_or_above[i];
-            Outlook {
+            outlooks[i] = Outlook {
                 at_once: ahead == 0 && self.capacity.may_start(class, in_use, own[i], share, floor),
                 ahead,
                 slots: self.capacity.budget(class, in_use - own[i]).max(1),
-            }
-        })
+            };
+        }
+        outlooks
     }
 
     /// What a newcomer of `class` faces now: whether it may take a slot at once, how many
@@ -401,7 +410,9 @@ impl AdmissionState {
         }
     }
 
-    /// Asks for a slot for `class`, to start by `deadline`.
+    /// Asks for a slot for `class`, to start by `deadline`. (The guard uses
+    /// [`admit_into`](Self::admit_into).)
+    #[cfg(test)]
     pub(crate) fn admit(
         &mut self,
         class: Criticality,
@@ -409,9 +420,25 @@ impl AdmissionState {
         deadline: Instant,
         now: Instant,
     ) -> (Admit, Effects) {
+        let mut effects = Effects::default();
+        let admit = self.admit_into(class, user, deadline, now, &mut effects);
+        (admit, effects)
+    }
+
+    /// Asks for a slot for `class`, to start by `deadline`; what follows is added to
+    /// `effects`, which the caller keeps in place across the change.
+    pub(crate) fn admit_into(
+        &mut self,
+        class: Criticality,
+        user: Option<UserKey>,
+        deadline: Instant,
+        now: Instant,
+        effects: &mut Effects,
+    ) -> Admit {
         if self.may_take_now(class, now) {
             self.grant(class);
-            return (Admit::Granted, self.observe(now));
+            self.observe_into(now, effects);
+            return Admit::Granted;
         }
         let ahead = self.ahead_of_newcomer(class);
         let estimate = self.expected_start(class, ahead);
@@ -421,11 +448,11 @@ impl AdmissionState {
             || (user.is_some() && queue.len_of(&user) >= self.settings.user_queue_depth)
         {
             let r = self.refusal(RejectionKind::QueueFull, estimate, allowed);
-            return (Admit::Rejected(r), Effects::default());
+            return Admit::Rejected(r);
         }
         if estimate.is_some_and(|e| e > allowed) {
             let r = self.refusal(RejectionKind::Shed, estimate, allowed);
-            return (Admit::Rejected(r), Effects::default());
+            return Admit::Rejected(r);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -444,9 +471,9 @@ impl AdmissionState {
                 tx,
             },
         );
-        let mut effects = self.observe(now);
-        effects.deadline_earlier = deadline_earlier;
-        (Admit::Enqueued { id, rx }, effects)
+        self.observe_into(now, effects);
+        effects.deadline_earlier |= deadline_earlier;
+        Admit::Enqueued { id, rx }
     }
 
     /// Refuses every waiter whose deadline is at or before `cutoff` (`now` when the deadline
@@ -502,20 +529,35 @@ impl AdmissionState {
         self.after_release(class, held, now)
     }
 
-    /// What follows a release whose slot was already taken off the gate's count: the hold
-    /// time is measured, the level re-evaluated and the slot handed on.
+    /// What follows a release whose slot was already taken off the gate's count. (The guard
+    /// uses [`after_release_into`](Self::after_release_into).)
+    #[cfg(test)]
     pub(crate) fn after_release(
         &mut self,
         class: Criticality,
         held: Option<Duration>,
         now: Instant,
     ) -> Effects {
+        let mut effects = Effects::default();
+        self.after_release_into(class, held, now, &mut effects);
+        effects
+    }
+
+    /// What follows a release whose slot was already taken off the gate's count: the hold
+    /// time is measured, the level re-evaluated and the slot handed on; what follows is
+    /// added to `effects`.
+    pub(crate) fn after_release_into(
+        &mut self,
+        class: Criticality,
+        held: Option<Duration>,
+        now: Instant,
+        effects: &mut Effects,
+    ) {
         if let Some(held) = held {
             self.gate.holds.record(class, held);
         }
-        let mut effects = self.observe(now);
-        self.refuse_hopeless(class, now, &mut effects);
-        effects
+        self.observe_into(now, effects);
+        self.refuse_hopeless(class, now, effects);
     }
 
     /// Refuses, newest first, the waiters of `class` whose expected start now lies past their
@@ -545,7 +587,13 @@ impl AdmissionState {
     /// Re-evaluates the level and hands free slots to waiters, highest priority first.
     pub(crate) fn observe(&mut self, now: Instant) -> Effects {
         let mut effects = Effects::default();
-        self.dispatch(now, &mut effects);
+        self.observe_into(now, &mut effects);
+        effects
+    }
+
+    /// [`observe`](Self::observe), adding what follows to `effects`.
+    fn observe_into(&mut self, now: Instant, effects: &mut Effects) {
+        self.dispatch(now, effects);
         let pressure = self.pressure(now);
         self.peak_utilization = self.peak_utilization.max(pressure.utilization);
         if let Some(episode) = &mut self.episode {
@@ -589,9 +637,8 @@ impl AdmissionState {
                 _ => {}
             }
             // A level change can open room for waiters (e.g. out of Critical).
-            self.dispatch(now, &mut effects);
+            self.dispatch(now, effects);
         }
-        effects
     }
 
     fn dispatch(&mut self, now: Instant, effects: &mut Effects) {

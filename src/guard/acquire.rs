@@ -187,19 +187,20 @@ impl GuardInner {
         // Off the fast path the wait (its channel and queue entry, and a timer where no
         // deadline keeper runs) lives on the heap, so the futures of every acquisition stay
         // small to build and move.
-        Box::pin(self.admit_decided(class, user, deadline)).await
+        Box::pin(self.admit_decided(class, user, deadline, started)).await
     }
 
-    /// Admission decided under the lock: a slot now, a wait in the queue, or a refusal.
+    /// Admission decided under the lock, at `now` (the acquisition's start, read a moment
+    /// before): a slot now, a wait in the queue, or a refusal.
     async fn admit_decided(
         self: &Arc<Self>,
         class: Criticality,
         user: &Option<UserKey>,
         deadline: Instant,
+        now: Instant,
     ) -> Result<SlotPermit, Refused> {
-        let (admit, now) = self.change(|s, now| {
-            let (admit, effects) = s.admit(class, user.clone(), deadline, now);
-            ((admit, now), effects)
+        let admit = self.change_at(now, |s, now, effects| {
+            s.admit_into(class, user.clone(), deadline, now, effects)
         });
         match admit {
             Admit::Granted => Ok(SlotPermit::new(self.clone(), class, now)),

@@ -127,9 +127,24 @@ impl GuardInner {
         self: &Arc<Self>,
         f: impl FnOnce(&mut AdmissionState, Instant) -> (R, Effects),
     ) -> R {
-        let now = crate::clock::now();
-        let (result, effects, breaker) = self.slots.change(now, |state| {
-            let (result, effects) = f(state, now);
+        self.change_at(crate::clock::now(), |state, now, effects| {
+            let (result, made) = f(state, now);
+            *effects = made;
+            result
+        })
+    }
+
+    /// [`change`](Self::change) at `now`, a clock reading the caller made just before, with
+    /// the change writing what follows into effects kept in place (the hand-off's and the
+    /// queue's changes, made on every queued acquisition).
+    pub(super) fn change_at<R>(
+        self: &Arc<Self>,
+        now: Instant,
+        f: impl FnOnce(&mut AdmissionState, Instant, &mut Effects) -> R,
+    ) -> R {
+        let mut effects = Effects::default();
+        let (result, breaker) = self.slots.change(now, |state| {
+            let result = f(state, now, &mut effects);
             if effects.transition.is_some() {
                 let level = state.level();
                 self.level.store(level.to_u8(), Ordering::Release);
@@ -153,25 +168,30 @@ impl GuardInner {
             if changed {
                 self.breaker.store(b, Ordering::Relaxed);
             }
-            (result, effects, changed.then(|| breaker_from_u8(b)))
+            (result, changed.then(|| breaker_from_u8(b)))
         });
         self.apply(effects, breaker, now);
         result
     }
 
     /// A slot of `class` came back (called by [`SlotPermit`]'s drop), held for `held` when a
-    /// connection was handed out on it, with that connection's registry id.
+    /// connection was handed out on it, with that connection's registry id; `at` is the
+    /// holder's clock reading of the release, if it made one, and the hand-off runs at it.
     pub(crate) fn release_slot(
         self: &Arc<Self>,
         class: Criticality,
         held: Option<Duration>,
         registry_id: Option<u64>,
+        at: Option<Instant>,
     ) {
         if let Some(id) = registry_id {
             self.held.remove(id);
         }
         if !self.slots.release(class, held) {
-            self.change(|s, now| ((), s.after_release(class, held, now)));
+            let now = at.unwrap_or_else(crate::clock::now);
+            self.change_at(now, |s, now, effects| {
+                s.after_release_into(class, held, now, effects)
+            });
         }
     }
 

@@ -86,9 +86,49 @@ impl Drop for HeldSlot {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             // Held from its grant: one hold time serves both.
-            let held = crate::clock::now().saturating_duration_since(self.acquired_at);
+            let now = crate::clock::now();
+            let held = now.saturating_duration_since(self.acquired_at);
             permit.inner().note_hold_time(self.class, held);
-            permit.release_after(held);
+            permit.release_at(now, held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::reads_on_this_thread;
+    use crate::guard::AcquireContext;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_queued_acquisition_and_the_release_that_hands_it_on_read_the_clock_once_each() {
+        let guard = Guard::of_four_unreachable_slots();
+        let deadline = crate::clock::now() + Duration::from_secs(60);
+        let slot = || guard.admit_slot(Criticality::Standard, AcquireContext::default(), deadline);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(slot().await.expect("a free slot"));
+        }
+        let mut waiting = std::pin::pin!(slot());
+        let mut cx = Context::from_waker(Waker::noop());
+
+        let before = reads_on_this_thread();
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "it queues");
+        let joining = reads_on_this_thread() - before;
+
+        let before = reads_on_this_thread();
+        drop(held.pop());
+        let releasing = reads_on_this_thread() - before;
+        assert!(
+            matches!(waiting.as_mut().poll(&mut cx), Poll::Ready(Ok(_))),
+            "the released slot was handed to the waiter"
+        );
+
+        // The acquisition's start serves its turn under the lock; the release's reading
+        // serves the hold time and the hand-off.
+        assert_eq!(joining, 1, "readings to join the queue");
+        assert_eq!(releasing, 1, "readings to release and hand the slot on");
     }
 }

@@ -11,8 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl SlotOwner for GuardInner {
-    fn release_slot(self: Arc<Self>, class: Criticality, held: Option<Duration>, id: Option<u64>) {
-        GuardInner::release_slot(&self, class, held, id);
+    fn release_slot(
+        self: Arc<Self>,
+        class: Criticality,
+        held: Option<Duration>,
+        id: Option<u64>,
+        at: Option<Instant>,
+    ) {
+        GuardInner::release_slot(&self, class, held, id, at);
     }
 
     fn register_held(
