@@ -10,17 +10,13 @@ use std::time::{Duration, Instant};
 /// it to the next waiter, so a cancelled or failed request can never leak a slot.
 #[derive(Debug)]
 pub(crate) struct SlotPermit {
-    /// Taken by the drop, which gives the slot back to it.
+    /// Taken by the release (`release_at`, or the drop), which gives the slot back to it.
     owner: Option<Arc<dyn SlotOwner>>,
     class: Criticality,
     /// When the slot was granted: its hold time feeds the class's drain estimate.
     granted_at: Instant,
     /// The registry id of the connection handed out on this slot, once there is one.
     held: Option<u64>,
-    /// When the holder gave the slot back and how long it held it, if the holder read the
-    /// clock for that already: the release's own change runs at that reading, without a
-    /// second one.
-    released: Option<(Instant, Duration)>,
 }
 
 impl SlotPermit {
@@ -32,7 +28,6 @@ impl SlotPermit {
             class,
             granted_at,
             held: None,
-            released: None,
         }
     }
 
@@ -43,9 +38,12 @@ impl SlotPermit {
 
     /// Gives the slot back as of `now`, held for `held` (both worked out by the holder from
     /// its clock reading and [`granted_at`](Self::granted_at)): the release's change of the
-    /// admission state runs at `now`.
+    /// admission state runs at `now`, without a reading of its own.
     pub(crate) fn release_at(mut self, now: Instant, held: Duration) {
-        self.released = Some((now, held));
+        if let Some(owner) = self.owner.take() {
+            let held_for = self.held.map(|_| held);
+            owner.release_slot(self.class, held_for, self.held, Some(now));
+        }
     }
 
     /// Records the connection handed out on this slot at `now` in the guard's registry of
@@ -70,17 +68,12 @@ impl SlotPermit {
 
 impl Drop for SlotPermit {
     fn drop(&mut self) {
-        // A slot a connection was handed out on measures its hold: the clock is read for
-        // it unless the holder read it already.
-        let released = self.released.or_else(|| {
-            self.held.map(|_| {
-                let now = crate::clock::now();
-                (now, now.saturating_duration_since(self.granted_at))
-            })
-        });
-        let held_for = self.held.and(released).map(|(_, held)| held);
+        // Given back without `release_at`: a slot a connection was handed out on measures
+        // its hold, with a clock reading of its own.
         if let Some(owner) = self.owner.take() {
-            owner.release_slot(self.class, held_for, self.held, released.map(|(at, _)| at));
+            let now = self.held.map(|_| crate::clock::now());
+            let held_for = now.map(|at| at.saturating_duration_since(self.granted_at));
+            owner.release_slot(self.class, held_for, self.held, now);
         }
     }
 }

@@ -342,6 +342,13 @@ impl AdmissionState {
             .expected_start(ahead, self.draining_slots(class))
     }
 
+    /// [`expected_start`](Self::expected_start) in seconds: what a comparison with a
+    /// waiter's allowed wait needs, without making a `Duration` unless it refuses.
+    fn expected_start_secs(&self, class: Criticality, ahead: usize) -> Option<f64> {
+        self.drain(class)
+            .expected_start_secs(ahead, self.draining_slots(class))
+    }
+
     /// What a newcomer of each class (by `Criticality::index`) faces now: the
     /// [`outlook`](Self::outlook) of every class from one reading of the counts, the queues,
     /// the server's use and the ramp (what every change publishes).
@@ -441,16 +448,18 @@ impl AdmissionState {
             return Admit::Granted;
         }
         let ahead = self.ahead_of_newcomer(class);
-        let estimate = self.expected_start(class, ahead);
+        let estimate_secs = self.expected_start_secs(class, ahead);
         let queue = &self.queues[class.index()];
         let allowed = deadline.saturating_duration_since(now);
         if queue.len() >= self.settings.queue_depth
             || (user.is_some() && queue.len_of(&user) >= self.settings.user_queue_depth)
         {
+            let estimate = estimate_secs.map(Duration::from_secs_f64);
             let r = self.refusal(RejectionKind::QueueFull, estimate, allowed);
             return Admit::Rejected(r);
         }
-        if estimate.is_some_and(|e| e > allowed) {
+        if estimate_secs.is_some_and(|e| e > allowed.as_secs_f64()) {
+            let estimate = estimate_secs.map(Duration::from_secs_f64);
             let r = self.refusal(RejectionKind::Shed, estimate, allowed);
             return Admit::Rejected(r);
         }
@@ -567,16 +576,17 @@ impl AdmissionState {
         let first = effects.refusals.len();
         while let Some(tail_deadline) = self.queues[class.index()].last_deadline() {
             let ahead = self.ahead_of_newcomer(class) - 1;
-            let Some(estimate) = self.expected_start(class, ahead) else {
+            let Some(estimate_secs) = self.expected_start_secs(class, ahead) else {
                 break;
             };
             let allowed = tail_deadline.saturating_duration_since(now);
-            if estimate <= allowed {
+            if estimate_secs <= allowed.as_secs_f64() {
                 break;
             }
             let Some(w) = self.queues[class.index()].pop_last() else {
                 break;
             };
+            let estimate = Duration::from_secs_f64(estimate_secs);
             let r = self.refusal(RejectionKind::Shed, Some(estimate), allowed);
             effects.refusals.push((w, r));
         }

@@ -61,17 +61,19 @@ impl DrainEstimate {
     /// (the running ones may have just started), so the estimate errs late, never early:
     /// `ceil((ahead + 1) / slots) × hold`. `None` before the first measurement.
     pub fn expected_start(&self, ahead: usize, slots: usize) -> Option<Duration> {
-        Some(Duration::from_secs_f64(self.start_secs(ahead, slots)?))
+        Some(Duration::from_secs_f64(
+            self.expected_start_secs(ahead, slots)?,
+        ))
     }
 
     /// [`expected_start`](Self::expected_start) in whole microseconds, worked out without a
     /// `Duration` (what a change under the admission lock publishes).
     pub(crate) fn expected_start_micros(&self, ahead: usize, slots: usize) -> Option<u64> {
-        Some((self.start_secs(ahead, slots)? * 1e6) as u64)
+        Some((self.expected_start_secs(ahead, slots)? * 1e6) as u64)
     }
 
     /// [`expected_start`](Self::expected_start) in seconds.
-    fn start_secs(&self, ahead: usize, slots: usize) -> Option<f64> {
+    pub(crate) fn expected_start_secs(&self, ahead: usize, slots: usize) -> Option<f64> {
         let hold = self.hold_secs?;
         let rounds = (ahead + 1).div_ceil(slots.max(1));
         Some(hold * rounds as f64)
