@@ -81,24 +81,39 @@ pub(crate) struct FairQueue {
     spare: Vec<VecDeque<Waiter>>,
 }
 
-impl FairQueue {
-    pub(crate) fn len(&self) -> usize {
-        self.order.len()
+/// One user's place in a [`FairQueue`], found once: read its count, then add a waiter or
+/// let it go.
+pub(crate) struct Joining<'a> {
+    entry: Entry<'a, Option<UserKey>, UserQueue>,
+    rotation: &'a mut VecDeque<(Option<UserKey>, u64)>,
+    order: &'a mut Arrivals<Arrival>,
+    next_turn: &'a mut u64,
+    spare: &'a mut Vec<VecDeque<Waiter>>,
+}
+
+impl Joining<'_> {
+    /// How many waiters the user has in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        match &self.entry {
+            Entry::Occupied(e) => e.get().waiters.len(),
+            Entry::Vacant(_) => 0,
+        }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    pub(crate) fn push(&mut self, user: Option<UserKey>, waiter: Waiter) {
-        let arrival = Arrival {
-            user: user.clone(),
-            enqueued: waiter.enqueued,
-            deadline: waiter.deadline,
-        };
-        self.order.push(waiter.id, arrival);
-        let (next_turn, spare) = (&mut self.next_turn, &mut self.spare);
-        let queue = self.by_user.entry(user.clone()).or_insert_with(|| {
+    /// Adds `waiter` at the back of the user's queue (a new one takes the next turn, with
+    /// kept storage when there is some).
+    pub(crate) fn push(self, waiter: Waiter) {
+        let user = self.entry.key().clone();
+        self.order.push(
+            waiter.id,
+            Arrival {
+                user: user.clone(),
+                enqueued: waiter.enqueued,
+                deadline: waiter.deadline,
+            },
+        );
+        let (next_turn, spare) = (self.next_turn, self.spare);
+        let queue = self.entry.or_insert_with(|| {
             *next_turn += 1;
             UserQueue {
                 waiters: spare.pop().unwrap_or_default(),
@@ -109,6 +124,34 @@ impl FairQueue {
             self.rotation.push_back((user, queue.turn));
         }
         queue.waiters.push_back(waiter);
+    }
+}
+
+impl FairQueue {
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Adds `waiter` at the back of `user`'s queue.
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, user: Option<UserKey>, waiter: Waiter) {
+        self.join(user).push(waiter);
+    }
+
+    /// `user`'s place in this queue: how many waiters it has here, and room to add one more,
+    /// from one look-up of its queue.
+    pub(crate) fn join(&mut self, user: Option<UserKey>) -> Joining<'_> {
+        Joining {
+            entry: self.by_user.entry(user),
+            rotation: &mut self.rotation,
+            order: &mut self.order,
+            next_turn: &mut self.next_turn,
+            spare: &mut self.spare,
+        }
     }
 
     /// The next waiter: the head of the user whose turn it is. One look-up of the user's
@@ -154,6 +197,7 @@ impl FairQueue {
     }
 
     /// How many waiters `user` has here.
+    #[cfg(test)]
     pub(crate) fn len_of(&self, user: &Option<UserKey>) -> usize {
         self.by_user.get(user).map_or(0, |q| q.waiters.len())
     }

@@ -449,19 +449,24 @@ impl AdmissionState {
         }
         let ahead = self.ahead_of_newcomer(class);
         let estimate_secs = self.expected_start_secs(class, ahead);
-        let queue = &self.queues[class.index()];
         let allowed = deadline.saturating_duration_since(now);
-        if queue.len() >= self.settings.queue_depth
-            || (user.is_some() && queue.len_of(&user) >= self.settings.user_queue_depth)
-        {
+        let queue = &mut self.queues[class.index()];
+        let queue_full = queue.len() >= self.settings.queue_depth;
+        let per_user = user.is_some();
+        // One look-up of the user's queue serves its depth and the waiter's place.
+        let joining = queue.join(user);
+        let refused =
+            if queue_full || (per_user && joining.queued() >= self.settings.user_queue_depth) {
+                Some(RejectionKind::QueueFull)
+            } else if estimate_secs.is_some_and(|e| e > allowed.as_secs_f64()) {
+                Some(RejectionKind::Shed)
+            } else {
+                None
+            };
+        if let Some(kind) = refused {
+            drop(joining);
             let estimate = estimate_secs.map(Duration::from_secs_f64);
-            let r = self.refusal(RejectionKind::QueueFull, estimate, allowed);
-            return Admit::Rejected(r);
-        }
-        if estimate_secs.is_some_and(|e| e > allowed.as_secs_f64()) {
-            let estimate = estimate_secs.map(Duration::from_secs_f64);
-            let r = self.refusal(RejectionKind::Shed, estimate, allowed);
-            return Admit::Rejected(r);
+            return Admit::Rejected(self.refusal(kind, estimate, allowed));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -470,16 +475,13 @@ impl AdmissionState {
             self.next_expiry = Some(deadline);
         }
         let (tx, rx) = oneshot::channel();
-        self.queues[class.index()].push(
-            user,
-            Waiter {
-                id,
-                class,
-                enqueued: now,
-                deadline,
-                tx,
-            },
-        );
+        joining.push(Waiter {
+            id,
+            class,
+            enqueued: now,
+            deadline,
+            tx,
+        });
         self.observe_into(now, effects);
         effects.deadline_earlier |= deadline_earlier;
         Admit::Enqueued { id, rx }
