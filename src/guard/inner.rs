@@ -175,8 +175,9 @@ impl GuardInner {
     }
 
     /// A slot of `class` came back (a [`SlotPermit`] given back by its holder or dropped),
-    /// held for `held` when a connection was handed out on it, with that connection's registry id; `at` is the
-    /// holder's clock reading of the release, if it made one, and the hand-off runs at it.
+    /// held for `held` when a connection was handed out on it, with that connection's
+    /// registry id; `at` is the holder's clock reading of the release, if it made one, and
+    /// the hand-off runs at it.
     pub(crate) fn release_slot(
         self: &Arc<Self>,
         class: Criticality,
