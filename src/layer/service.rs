@@ -59,14 +59,14 @@ where
         // against its caller's limits) once the check let it through: a 429 answered at once
         // reads no clock.
         let deadline_from_now = || crate::clock::now() + allowed;
-        // An outer guard layer already checked the caller's limits: only the class and the
-        // deadline change.
+        // The caller's in-flight permit; a check that answers later (the limits shared in
+        // Redis), and what its refusal needs to be held.
         let mut permit = None;
-        // A check that answers later (the limits shared in Redis), and what its refusal needs
-        // to be held.
         let mut check = None;
         let mut late = None;
-        // `in_extensions`: the request carries a copy already (updated here in place).
+        // An outer guard layer already checked the caller's limits: only the class and the
+        // deadline change. `in_extensions`: the request carries a copy already (updated here
+        // in place).
         let (outer, in_extensions) = match req.extensions_mut().get_mut::<RequestContext>() {
             Some(ctx) => {
                 ctx.class = class;
