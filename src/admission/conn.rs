@@ -37,22 +37,24 @@ pub struct GuardedConn {
     permit: Option<SlotPermit>,
     class: Criticality,
     route: Option<Arc<str>>,
-    /// Its id in the guard's registry of held connections.
-    held_id: u64,
+    /// Its id in the guard's registry of held connections, when recorded there (while a
+    /// watchdog watches the guard).
+    held_id: Option<u64>,
     acquired_at: Instant,
     queries: QueryState,
 }
 
 impl GuardedConn {
+    /// The connection `object` handed out at `now` on `permit`'s slot, for `route` and `user`.
     pub(crate) fn new(
         object: Object,
         mut permit: SlotPermit,
         class: Criticality,
         route: Option<Arc<str>>,
         user: Option<UserKey>,
+        now: Instant,
     ) -> Self {
-        let now = crate::clock::now();
-        let held_id = permit.register(class, route.clone(), user, now);
+        let held_id = permit.register(class, route.as_ref(), user, now);
         let deadline = permit.inner().query_deadline(class);
         Self {
             held_id,
@@ -75,9 +77,9 @@ impl GuardedConn {
         self.route.as_deref()
     }
 
-    /// Its id in the guard's registry of held connections (part of the tagged
-    /// `application_name` when the watchdog asks for tagging).
-    pub(crate) fn held_id(&self) -> u64 {
+    /// Its id in the guard's registry of held connections, if recorded there (part of the
+    /// tagged `application_name` when the watchdog asks for tagging).
+    pub(crate) fn held_id(&self) -> Option<u64> {
         self.held_id
     }
 

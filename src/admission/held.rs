@@ -2,11 +2,15 @@
 //! route and user. Sharded, so registering and forgetting a connection takes one short lock
 //! on a shard that threads rarely share, never a lock every request takes.
 //!
-//! The watchdog scans it for leaks and looks up the route of a backend it acts on.
+//! The watchdog scans it for leaks and looks up the route of a backend it acts on. It is
+//! its only reader, so nothing is recorded until a watchdog [watches](HeldRegistry::watch)
+//! the guard: a guard without one registers and forgets no connection (two shard locks per
+//! request fewer), and one with a watchdog records every connection handed out from then on.
 
 use crate::criticality::Criticality;
 use crate::limit::UserKey;
 use crate::stripes::{stripe_number, CachePadded};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +70,8 @@ const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 /// index in the shard's slab, and its shard (the low bits).
 #[derive(Debug, Default)]
 pub(crate) struct HeldRegistry {
+    /// Set once a watchdog reads the registry: connections are recorded from then on.
+    watched: AtomicBool,
     /// Each on lines of its own: the threads that register at once write different shards,
     /// and no line.
     shards: [CachePadded<Mutex<Shard>>; SHARDS],
@@ -93,18 +99,31 @@ impl HeldRegistry {
         self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a connection handed out now; returns its id.
+    /// Starts recording the connections handed out from now on, for a reader (the
+    /// watchdog). Connections held already stay unrecorded until they come back.
+    pub(crate) fn watch(&self) {
+        // A racing insert may or may not see it: either is a connection handed out as the
+        // watch began. What the watchdog publishes after this (its tag prefix) is published
+        // with release, so an acquisition that sees that sees this too.
+        self.watched.store(true, Ordering::Relaxed);
+    }
+
+    /// Records a connection handed out now, if the registry is [watched](Self::watch);
+    /// returns its id then. The route is cloned only to be recorded.
     pub(crate) fn insert(
         &self,
         class: Criticality,
-        route: Option<Arc<str>>,
+        route: Option<&Arc<str>>,
         user: Option<UserKey>,
         now: Instant,
-    ) -> u64 {
+    ) -> Option<u64> {
+        if !self.watched.load(Ordering::Relaxed) {
+            return None;
+        }
         let held = Held {
             since: now,
             class,
-            route,
+            route: route.cloned(),
             user,
             leak_reported: false,
         };
@@ -121,7 +140,7 @@ impl HeldRegistry {
         slot.generation = slot.generation.wrapping_add(1);
         slot.held = Some(held);
         let generation = slot.generation;
-        (u64::from(generation) << 32) | ((index as u64) << SHARD_BITS) | shard_index as u64
+        Some((u64::from(generation) << 32) | ((index as u64) << SHARD_BITS) | shard_index as u64)
     }
 
     /// Forgets a connection that came back.
@@ -186,16 +205,45 @@ impl HeldRegistry {
 mod tests {
     use super::*;
 
+    /// A registry a watchdog watches.
+    fn watched() -> HeldRegistry {
+        let r = HeldRegistry::default();
+        r.watch();
+        r
+    }
+
+    #[test]
+    fn nothing_is_recorded_until_the_registry_is_watched() {
+        let t0 = Instant::now();
+        let r = HeldRegistry::default();
+        let route: Arc<str> = "/export".into();
+        assert_eq!(
+            r.insert(Criticality::Standard, Some(&route), None, t0),
+            None
+        );
+        assert_eq!(r.len(), 0);
+        assert_eq!(Arc::strong_count(&route), 1, "the route was not kept");
+        assert!(r.take_leaks(Duration::ZERO, t0).is_empty());
+
+        r.watch();
+        let id = r.insert(Criticality::Standard, Some(&route), None, t0);
+        assert!(id.is_some());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.take_leaks(Duration::ZERO, t0).len(), 1);
+    }
+
     #[test]
     fn a_leak_is_reported_once_and_forgotten_on_release() {
         let t0 = Instant::now();
-        let r = HeldRegistry::default();
-        let id = r.insert(
-            Criticality::Standard,
-            Some("/export".into()),
-            Some(UserKey::new("u1")),
-            t0,
-        );
+        let r = watched();
+        let id = r
+            .insert(
+                Criticality::Standard,
+                Some(&"/export".into()),
+                Some(UserKey::new("u1")),
+                t0,
+            )
+            .unwrap();
         r.insert(
             Criticality::Critical,
             None,
@@ -218,11 +266,15 @@ mod tests {
     #[test]
     fn a_reused_slot_gets_a_new_id_and_an_old_id_reaches_nothing() {
         let t0 = Instant::now();
-        let r = HeldRegistry::default();
-        let first = r.insert(Criticality::Standard, Some("/a".into()), None, t0);
+        let r = watched();
+        let first = r
+            .insert(Criticality::Standard, Some(&"/a".into()), None, t0)
+            .unwrap();
         r.remove(first);
         // Same thread, so same shard: the freed slot is taken again.
-        let second = r.insert(Criticality::Standard, Some("/b".into()), None, t0);
+        let second = r
+            .insert(Criticality::Standard, Some(&"/b".into()), None, t0)
+            .unwrap();
         assert_eq!(parts(first).1, parts(second).1, "the slot is reused");
         assert_ne!(first, second);
         assert!(r.route_of(first).is_none());
@@ -235,10 +287,11 @@ mod tests {
             .map(|i| {
                 r.insert(
                     Criticality::Critical,
-                    Some(format!("/{i}").into()),
+                    Some(&format!("/{i}").into()),
                     None,
                     t0,
                 )
+                .unwrap()
             })
             .collect();
         for (i, id) in ids.iter().enumerate() {

@@ -23,14 +23,15 @@ pub(crate) trait SlotOwner: Send + Sync + fmt::Debug {
         id: Option<u64>,
         at: Option<Instant>,
     );
-    /// Records a connection handed out at `now`; returns its registry id.
+    /// Records a connection handed out at `now` in the registry of held connections, if it
+    /// records (a watchdog watches the guard); returns its registry id then.
     fn register_held(
         &self,
         class: Criticality,
-        route: Option<Arc<str>>,
+        route: Option<&Arc<str>>,
         user: Option<UserKey>,
         now: Instant,
-    ) -> u64;
+    ) -> Option<u64>;
     /// Records how long a connection of `class` was held.
     fn note_hold_time(&self, class: Criticality, held: Duration);
     /// Counts and reports a query stopped by `statement_timeout`.

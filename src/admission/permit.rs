@@ -15,8 +15,11 @@ pub(crate) struct SlotPermit {
     class: Criticality,
     /// When the slot was granted: its hold time feeds the class's drain estimate.
     granted_at: Instant,
-    /// The registry id of the connection handed out on this slot, once there is one.
-    held: Option<u64>,
+    /// Whether a connection was handed out on this slot: only then is its hold measured.
+    handed_out: bool,
+    /// The registry id of the connection handed out on this slot, when the registry
+    /// recorded it (while a watchdog watches the guard).
+    registry_id: Option<u64>,
 }
 
 impl SlotPermit {
@@ -27,7 +30,8 @@ impl SlotPermit {
             owner: Some(owner),
             class,
             granted_at,
-            held: None,
+            handed_out: false,
+            registry_id: None,
         }
     }
 
@@ -41,23 +45,24 @@ impl SlotPermit {
     /// admission state runs at `now`, without a reading of its own.
     pub(crate) fn release_at(mut self, now: Instant, held: Duration) {
         if let Some(owner) = self.owner.take() {
-            let held_for = self.held.map(|_| held);
-            owner.release_slot(self.class, held_for, self.held, Some(now));
+            let held_for = self.handed_out.then_some(held);
+            owner.release_slot(self.class, held_for, self.registry_id, Some(now));
         }
     }
 
-    /// Records the connection handed out on this slot at `now` in the guard's registry of
-    /// held connections; returns its id. The slot's release forgets it.
+    /// Notes the connection handed out on this slot at `now`, and records it in the guard's
+    /// registry of held connections if the registry records (a watchdog watches the guard);
+    /// returns its id then. The slot's release forgets it.
     pub(crate) fn register(
         &mut self,
         class: Criticality,
-        route: Option<Arc<str>>,
+        route: Option<&Arc<str>>,
         user: Option<UserKey>,
         now: Instant,
-    ) -> u64 {
-        let id = self.inner().register_held(class, route, user, now);
-        self.held = Some(id);
-        id
+    ) -> Option<u64> {
+        self.handed_out = true;
+        self.registry_id = self.inner().register_held(class, route, user, now);
+        self.registry_id
     }
 
     /// The guard that granted the slot.
@@ -71,9 +76,9 @@ impl Drop for SlotPermit {
         // Given back without `release_at`: a slot a connection was handed out on measures
         // its hold, with a clock reading of its own.
         if let Some(owner) = self.owner.take() {
-            let now = self.held.map(|_| crate::clock::now());
+            let now = self.handed_out.then(crate::clock::now);
             let held_for = now.map(|at| at.saturating_duration_since(self.granted_at));
-            owner.release_slot(self.class, held_for, self.held, now);
+            owner.release_slot(self.class, held_for, self.registry_id, now);
         }
     }
 }

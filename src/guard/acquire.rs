@@ -89,7 +89,17 @@ impl GuardInner {
                 return Err(self.finish_refused(&span, class, started, refused));
             }
         };
-        let conn = GuardedConn::new(object, permit, class, context.route, context.user);
+        // One reading for the hand-out: the connection is held from it, and the acquisition
+        // ends with it (the session settings are sent without waiting).
+        let handed_out = crate::clock::now();
+        let conn = GuardedConn::new(
+            object,
+            permit,
+            class,
+            context.route,
+            context.user,
+            handed_out,
+        );
         if let Some(session) = self.session_settings(class, &conn) {
             if let Err(e) = send_ahead(&conn, &session) {
                 // The connection goes back before the acquisition is counted.
@@ -98,7 +108,7 @@ impl GuardInner {
                 return Err(self.finish_refused(&span, class, started, refused));
             }
         }
-        self.finish_acquire(&span, class, Outcome::Served, started, crate::clock::now());
+        self.finish_acquire(&span, class, Outcome::Served, started, handed_out);
         Ok(conn)
     }
 
@@ -133,7 +143,10 @@ impl GuardInner {
         }
         if let Some(prefix) = prefix {
             session.push_str("SET application_name = '");
-            crate::watchdog::write_tag(&mut session, prefix, class, conn.held_id());
+            // Id 0 names no connection: one handed out just before the watchdog began to
+            // watch, and so not in the registry.
+            let id = conn.held_id().unwrap_or(0);
+            crate::watchdog::write_tag(&mut session, prefix, class, id);
             session.push_str("';");
         }
         Some(session)

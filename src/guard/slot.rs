@@ -67,7 +67,7 @@ impl GuardInner {
         let (result, outcome, ended) = match admitted {
             Ok(mut permit) => {
                 let granted_at = permit.granted_at();
-                permit.register(class, context.route, context.user, granted_at);
+                permit.register(class, context.route.as_ref(), context.user, granted_at);
                 let slot = HeldSlot {
                     permit: Some(permit),
                     class,
@@ -130,5 +130,40 @@ mod tests {
         // serves the hold time and the hand-off.
         assert_eq!(joining, 1, "readings to join the queue");
         assert_eq!(releasing, 1, "readings to release and hand the slot on");
+    }
+
+    #[tokio::test]
+    async fn held_slots_are_recorded_only_while_a_watchdog_watches() {
+        use crate::watchdog::WatchedGuard;
+        let guard = Guard::of_four_unreachable_slots();
+        let deadline = crate::clock::now() + Duration::from_secs(60);
+        let context = || AcquireContext {
+            route: Some("/export".into()),
+            ..AcquireContext::default()
+        };
+        let slot = || guard.admit_slot(Criticality::Standard, context(), deadline);
+
+        let unwatched = slot().await.expect("a free slot");
+        assert_eq!(
+            guard.inner.held.len(),
+            0,
+            "recorded with no watchdog to read it"
+        );
+        assert!(guard.inner.take_leaks(Duration::ZERO).is_empty());
+
+        guard.inner.watch_held();
+        let watched = slot().await.expect("a free slot");
+        assert_eq!(
+            guard.inner.held.len(),
+            1,
+            "the slot taken since the watch began"
+        );
+        let leaks = guard.inner.take_leaks(Duration::ZERO);
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].route.as_deref(), Some("/export"));
+
+        // Both come back: the one recorded is forgotten, the other was never there.
+        drop((unwatched, watched));
+        assert_eq!(guard.inner.held.len(), 0);
     }
 }

@@ -24,10 +24,10 @@ impl SlotOwner for GuardInner {
     fn register_held(
         &self,
         class: Criticality,
-        route: Option<Arc<str>>,
+        route: Option<&Arc<str>>,
         user: Option<UserKey>,
         now: Instant,
-    ) -> u64 {
+    ) -> Option<u64> {
         self.held.insert(class, route, user, now)
     }
 

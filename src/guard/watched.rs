@@ -58,6 +58,10 @@ impl WatchedGuard for GuardInner {
         let _ = self.tag_prefix.set(prefix.to_string());
     }
 
+    fn watch_held(&self) {
+        self.held.watch();
+    }
+
     fn held_route(&self, id: u64) -> Option<Arc<str>> {
         GuardInner::held_route(self, id).and_then(|(route, _)| route)
     }

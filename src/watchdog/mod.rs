@@ -206,14 +206,20 @@ impl WatchdogBuilder {
                 "Scope::Application needs an application_name in the guard's connection config",
             ));
         };
-        if self.config.needs_tags() {
-            let prefix = application.as_deref().unwrap_or_default();
-            if !tag::usable_prefix(prefix) {
-                return Err(BuildError::field(
-                    "tag_connections",
-                    "tagging needs an application_name of at most 23 characters of [A-Za-z0-9-_.:]",
-                ));
-            }
+        let tag_prefix = self
+            .config
+            .needs_tags()
+            .then(|| application.as_deref().unwrap_or_default());
+        if tag_prefix.is_some_and(|prefix| !tag::usable_prefix(prefix)) {
+            return Err(BuildError::field(
+                "tag_connections",
+                "tagging needs an application_name of at most 23 characters of [A-Za-z0-9-_.:]",
+            ));
+        }
+        // Held connections are recorded for the watchdog from here on; before the tag prefix
+        // is published, so that a connection tagged is a connection recorded.
+        guard.watch_held();
+        if let Some(prefix) = tag_prefix {
             // A second watchdog over the same guard keeps the first one's prefix.
             guard.enable_tags(prefix);
         }

@@ -63,6 +63,10 @@ pub(crate) trait WatchedGuard: Debug + Send + Sync + 'static {
     /// Turns connection tagging on with `prefix` (a second call keeps the first prefix).
     fn enable_tags(&self, prefix: &str);
 
+    /// Starts recording held connections in the registry the watchdog reads (its leaks and
+    /// its route look-ups): from now on, every connection handed out is recorded.
+    fn watch_held(&self);
+
     /// The route of the held connection with registry id `id`.
     fn held_route(&self, id: u64) -> Option<Arc<str>>;
 
