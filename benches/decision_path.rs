@@ -7,7 +7,9 @@
 //! `decision/*` is the whole decision for an admitted request: layer, key, rate check,
 //! in-flight cap, controller, and the slot admitted and released as `Conn` does (without the
 //! database round trip), against the bare service (`admitted_context_in_task`: with the
-//! layer's `context_extension(false)`, which allocates nothing) and against `floor`, the least
+//! layer's `context_extension(false)`, which allocates nothing; `admitted_watched`: the same on
+//! a guard a watchdog watches, whose slots are also recorded in the registry of held
+//! connections the watchdog reads) and against `floor`, the least
 //! an admission layer with a bounded wait does (tower's ConcurrencyLimit and Timeout), and the
 //! two refusals (`shed`: a report that cannot start in time; `rate_limited`: a caller whose
 //! quota is spent), each also over the bare service itself (`*_over_bare`: what the guard
@@ -309,6 +311,15 @@ fn whole_decision(c: &mut Criterion) {
     let mut in_task = admitted_in_task(&guard);
     group.bench_function("admitted_context_in_task", |b| {
         b.iter(|| answered(&mut in_task, 200))
+    });
+
+    // The same on a guard a watchdog watches: each slot is also recorded in the registry of
+    // held connections the watchdog reads (and forgotten when it comes back).
+    let watched_guard = offline_guard(&rt);
+    watched_guard.watch_held();
+    let mut watched = admitted_in_task(&watched_guard);
+    group.bench_function("admitted_watched", |b| {
+        b.iter(|| answered(&mut watched, 200))
     });
 
     // A report that may wait a millisecond while the server is full, after one measured

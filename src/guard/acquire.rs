@@ -11,7 +11,7 @@ use crate::metrics::Outcome;
 use crate::rejection::{Rejection, RejectionKind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Who an acquisition is for: the user key (for fairness) and a route or caller label (for
 /// events). Both optional.
@@ -162,9 +162,16 @@ impl GuardInner {
         started: Instant,
         ended: Instant,
     ) {
-        let wait = ended.saturating_duration_since(started);
-        span.record("outcome", outcome.as_str());
-        span.record("wait_ms", wait.as_secs_f64() * 1000.0);
+        // A slot granted at once ends at the reading it started with: no wait to work out.
+        let wait = if ended > started {
+            ended.duration_since(started)
+        } else {
+            Duration::ZERO
+        };
+        if !span.is_disabled() {
+            span.record("outcome", outcome.as_str());
+            span.record("wait_ms", wait.as_secs_f64() * 1000.0);
+        }
         self.count(class, outcome);
         if outcome == Outcome::Served {
             self.metrics.acquire_wait(class, wait.as_secs_f64());

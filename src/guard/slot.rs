@@ -36,6 +36,15 @@ impl Guard {
         // that does the work, without a second copy of the arguments around it.
         self.inner.hold_slot(class, context, deadline)
     }
+
+    /// Records held connections in the guard's registry from now on, as a watchdog over the
+    /// guard does when it starts: for benchmarks of a watched guard that has no server to
+    /// watch. Not a stable API.
+    #[doc(hidden)]
+    pub fn watch_held(&self) {
+        use crate::watchdog::WatchedGuard;
+        self.inner.watch_held();
+    }
 }
 
 #[cfg(test)]
