@@ -9,7 +9,8 @@ use crate::error::Error;
 use crate::limit::UserKey;
 use crate::metrics::Outcome;
 use crate::rejection::{Rejection, RejectionKind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use crate::stripes::Stripes;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -316,18 +317,65 @@ impl Drop for QueuedWaiter<'_> {
     }
 }
 
-/// Counts one acquisition inside `Pool::get`, also when its future is dropped there.
-struct PendingGet<'a>(&'a AtomicUsize);
+impl GuardInner {
+    /// Acquisitions inside `Pool::get` now, by their slots.
+    pub(super) fn gets_pending(&self) -> usize {
+        PendingGet::count(&self.pending_gets)
+    }
+}
+
+/// Counts one acquisition inside `Pool::get`, also when its future is dropped there: one up
+/// in the entering thread's copy, one down in the leaving thread's (the sum is what counts).
+struct PendingGet<'a>(&'a Stripes<AtomicU64>);
 
 impl<'a> PendingGet<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
+    fn enter(count: &'a Stripes<AtomicU64>) -> Self {
+        count.mine().add(|c| c, 1);
         PendingGet(count)
+    }
+}
+
+impl PendingGet<'_> {
+    /// The acquisitions `count` holds inside `Pool::get`. An entry and its exit may count in
+    /// two threads' copies, read one by one: a sum read between them can be one short, below
+    /// zero for a moment, and is read as zero then.
+    fn count(count: &Stripes<AtomicU64>) -> usize {
+        let [pending] = count.sum(std::array::from_ref);
+        usize::try_from(pending as i64).unwrap_or(0)
     }
 }
 
 impl Drop for PendingGet<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        // Minus one, wrapping: the copies are added up wrapping too.
+        self.0.mine().add(|c| c, u64::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_get_entered_on_one_thread_and_left_on_another_is_counted_out() {
+        let count = Stripes::<AtomicU64>::default();
+        let here = PendingGet::enter(&count);
+        let moved = PendingGet::enter(&count);
+        assert_eq!(PendingGet::count(&count), 2);
+        // Left on another thread: taken off that thread's copy.
+        std::thread::scope(|s| {
+            s.spawn(move || drop(moved));
+        });
+        assert_eq!(PendingGet::count(&count), 1);
+        drop(here);
+        assert_eq!(PendingGet::count(&count), 0);
+    }
+
+    #[test]
+    fn a_sum_read_between_an_entry_and_its_exit_is_never_below_zero() {
+        // The exit's copy read, the entry's not yet: minus one in all.
+        let count = Stripes::<AtomicU64>::default();
+        count.mine().add(|c| c, u64::MAX);
+        assert_eq!(PendingGet::count(&count), 0);
     }
 }

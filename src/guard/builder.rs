@@ -12,7 +12,7 @@ use crate::limit::UserLimiter;
 use crate::metrics::GuardMetrics;
 use crate::monitor::Level;
 use crate::monitor::{LevelMachine, Thresholds};
-use crate::stripes::CachePadded;
+use crate::stripes::Stripes;
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -146,7 +146,7 @@ impl GuardBuilder {
             level_tx: watch::channel(Level::Normal).0,
             timeouts,
             query_deadlines,
-            pending_gets: CachePadded(AtomicUsize::new(0)),
+            pending_gets: Stripes::default(),
             delayed_refusals: AtomicUsize::new(0),
             estimates: Default::default(),
             start_intervals: Default::default(),

@@ -16,7 +16,7 @@ use crate::events::{EventBus, NonCriticalGate};
 use crate::limit::{UserKey, UserLimiter};
 use crate::metrics::{GuardMetrics, Outcome};
 use crate::monitor::Level;
-use crate::stripes::CachePadded;
+use crate::stripes::Stripes;
 use deadpool_postgres::{Pool, Timeouts};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -57,8 +57,10 @@ pub(crate) struct GuardInner {
     /// change after the build.
     pub(super) query_deadlines: [Duration; 3],
     /// Acquisitions holding a slot and inside `Pool::get`: deadpool counts them as waiting,
-    /// but they are not starvation. Written twice by every checkout: on lines of its own.
-    pub(super) pending_gets: CachePadded<AtomicUsize>,
+    /// but they are not starvation. Written twice by every checkout, so counted per thread
+    /// (an entry adds one to its thread's copy, the exit takes one off its own thread's),
+    /// and added up by the sampler.
+    pub(super) pending_gets: Stripes<AtomicU64>,
     /// Refusals held by the early-retry pacing right now (`refusal_pacing.rs`).
     pub(super) delayed_refusals: AtomicUsize,
     /// When a newcomer of each class can expect to start, in microseconds ([`UNKNOWN`] before

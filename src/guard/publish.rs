@@ -6,7 +6,6 @@ use crate::admission::{Effects, SlotPermit};
 use crate::criticality::Criticality;
 use crate::events::{Event, EventKind, NonCriticalGate};
 use crate::metrics::Outcome;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,7 @@ impl GuardInner {
     pub(crate) fn sample(self: &Arc<Self>) {
         let pool = self.pool.status();
         let pool_in_use = pool.size.saturating_sub(pool.available);
-        let pending = self.pending_gets.load(Ordering::Relaxed);
+        let pending = self.gets_pending();
         self.change(|s, now| {
             s.external = pool_in_use.saturating_sub(s.granted());
             s.pool_waiting = pool.waiting.saturating_sub(pending);
