@@ -175,4 +175,43 @@ mod tests {
         drop((unwatched, watched));
         assert_eq!(guard.inner.held.len(), 0);
     }
+
+    #[tokio::test]
+    async fn a_watchdog_starts_the_record_when_built_and_a_failed_build_leaves_it_off() {
+        use crate::watchdog::{Watchdog, WatchdogConfig};
+        let direct: tokio_postgres::Config =
+            "postgres://nobody@127.0.0.1:1/none?application_name=app"
+                .parse()
+                .unwrap();
+        let guard = Guard::builder(crate::pool::unreachable_pool(4))
+            .direct_connection(direct)
+            .build()
+            .unwrap();
+        let deadline = crate::clock::now() + Duration::from_secs(60);
+        let held_now = || async {
+            let _slot = guard
+                .admit_slot(Criticality::Standard, AcquireContext::default(), deadline)
+                .await
+                .expect("a free slot");
+            guard.inner.held.len()
+        };
+
+        // A budget needs instance names, which this guard does not have: no watchdog (the
+        // last check of the build).
+        let mut budgeted = WatchdogConfig::default();
+        budgeted.budget.enabled = true;
+        let refused = Watchdog::builder(&guard).config(budgeted).build().err();
+        assert!(
+            format!("{refused:?}").contains("budget.enabled"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            held_now().await,
+            0,
+            "recorded for a watchdog that was never built"
+        );
+
+        let _watchdog = Watchdog::builder(&guard).build().expect("a watchdog");
+        assert_eq!(held_now().await, 1, "not recorded for the watchdog built");
+    }
 }

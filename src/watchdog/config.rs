@@ -37,7 +37,7 @@ pub enum Scope {
 /// | `scope` | [`Scope::Application`] | whose backends may be touched |
 /// | `dry_run` | false | only report what would be done |
 /// | `idle_in_transaction_after` | 60 s | sessions idle in a transaction this long are terminated |
-/// | `leak_after` | 30 s | a connection held through the guard this long is reported once |
+/// | `leak_after` | 30 s | a connection held through the guard this long (handed out since a watchdog started) is reported once |
 /// | `tag_connections` | false | set `application_name` per checkout (implied by class overrides) |
 /// | `reconnect_backoff_max` | 5 s | cap of the reconnect backoff (starting at 100 ms) |
 /// | `query_timeout` | 5 s | the longest one watchdog query may take |
@@ -80,7 +80,9 @@ pub struct WatchdogConfig {
     /// A session `idle in transaction` (or aborted) longer than this is terminated.
     #[serde(with = "crate::config::millis")]
     pub idle_in_transaction_after: Duration,
-    /// A connection held through the guard longer than this is reported as a possible leak.
+    /// A connection held through the guard longer than this is reported as a possible leak
+    /// (one handed out since a watchdog first watched the guard: connections held before
+    /// are not in the registry the report is read from).
     #[serde(with = "crate::config::millis")]
     pub leak_after: Duration,
     /// Tag every checkout's `application_name` with its class and registry id, so events

@@ -12,7 +12,10 @@
 //!   [`max_kills_per_interval`](WatchdogConfig::max_kills_per_interval) per interval;
 //! - terminates sessions left `idle in transaction` too long;
 //! - reports connections held through the guard longer than
-//!   [`leak_after`](WatchdogConfig::leak_after), once each, with their route and user;
+//!   [`leak_after`](WatchdogConfig::leak_after), once each, with their route and user (the
+//!   connections handed out since a watchdog first watched the guard: the guard records who
+//!   holds what only for a watchdog, its one reader, so a guard without one pays nothing
+//!   for it);
 //! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
 //!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
 //!
@@ -216,13 +219,6 @@ impl WatchdogBuilder {
                 "tagging needs an application_name of at most 23 characters of [A-Za-z0-9-_.:]",
             ));
         }
-        // Held connections are recorded for the watchdog from here on; before the tag prefix
-        // is published, so that a connection tagged is a connection recorded.
-        guard.watch_held();
-        if let Some(prefix) = tag_prefix {
-            // A second watchdog over the same guard keeps the first one's prefix.
-            guard.enable_tags(prefix);
-        }
         let resizer = self.config.resize.enabled.then(|| Resizer::new(pool_size));
         let leader = Arc::new(AtomicBool::new(false));
         let replicas =
@@ -238,6 +234,14 @@ impl WatchdogBuilder {
                 )),
                 None => None,
             };
+        // Nothing below fails: the guard is changed only for a watchdog that was built. Held
+        // connections are recorded for it from here on, before the tag prefix is published,
+        // so that a connection tagged is a connection recorded.
+        guard.watch_held();
+        if let Some(prefix) = tag_prefix {
+            // A second watchdog over the same guard keeps the first one's prefix.
+            guard.enable_tags(prefix);
+        }
         if self.config.budget.enabled {
             // A joining replica starts small and grows into its share.
             let from = pool_size;
