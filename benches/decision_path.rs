@@ -15,7 +15,9 @@
 //! quota is spent), each also over the bare service itself (`*_over_bare`: what the guard
 //! adds, without the room the admitted route's handler takes in the layer's future);
 //! `decision_threads/*` runs it on 1, 2, 4 and 8 threads at once and reports the cost per
-//! request and core (flat when nothing is contended). `saturated/*/256/{1,2}` runs 256 tasks
+//! request and core (flat when nothing is contended): `admitted` with every thread's requests
+//! from the same four users, `admitted_own_users` with four users per thread, so that only
+//! the guard's own lines are shared between the cores. `saturated/*/256/{1,2}` runs 256 tasks
 //! over 18 slots on 1 and 2 workers, through the guard and through a tokio semaphore: the cost
 //! of an acquisition that waits and is handed its slot (on one worker, with no one to contend
 //! with). `pure/*` times the level machine, a user key, and what the decision is made of one
@@ -373,10 +375,16 @@ fn whole_decision(c: &mut Criterion) {
     group.finish();
 }
 
-/// `iters` requests on each of `threads` threads at once through a clone of `svc`; returns
-/// the wall time times the cores in use, over all requests: the cost of one request on one
-/// core, the same at every thread count when nothing is contended.
-fn on_threads<S>(svc: &S, threads: usize, iters: u64) -> Duration
+/// `iters` requests on each of `threads` threads at once through a clone of `svc`, each
+/// thread cycling through the users `users` gives it (by its index); returns the wall time
+/// times the cores in use, over all requests: the cost of one request on one core, the same
+/// at every thread count when nothing is contended.
+fn on_threads<S>(
+    svc: &S,
+    threads: usize,
+    iters: u64,
+    users: fn(usize) -> [&'static str; 4],
+) -> Duration
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send,
     S::Future: Send,
@@ -384,13 +392,14 @@ where
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let start = Barrier::new(threads + 1);
     let elapsed = std::thread::scope(|scope| {
-        for _ in 0..threads {
+        for thread in 0..threads {
             let mut svc = svc.clone();
             let start = &start;
+            let users = users(thread);
             scope.spawn(move || {
                 start.wait();
                 for i in 0..iters {
-                    let user = USERS[i as usize % USERS.len()];
+                    let user = users[i as usize % users.len()];
                     let resp = svc.call(request(user)).now_or_never().unwrap().unwrap();
                     std::hint::black_box(resp);
                 }
@@ -403,7 +412,26 @@ where
     wall * threads.min(cores) as u32 / threads as u32
 }
 
-const USERS: [&str; 4] = ["user-1", "user-2", "user-3", "user-4"];
+/// The four users every thread's requests come from.
+fn shared_users(_thread: usize) -> [&'static str; 4] {
+    ["user-1", "user-2", "user-3", "user-4"]
+}
+
+/// Four users of each thread's own (up to eight threads): no user's entry is written from
+/// two cores, so what is left shared is the guard's own lines.
+fn own_users(thread: usize) -> [&'static str; 4] {
+    const OWN: [[&str; 4]; 8] = [
+        ["t0-1", "t0-2", "t0-3", "t0-4"],
+        ["t1-1", "t1-2", "t1-3", "t1-4"],
+        ["t2-1", "t2-2", "t2-3", "t2-4"],
+        ["t3-1", "t3-2", "t3-3", "t3-4"],
+        ["t4-1", "t4-2", "t4-3", "t4-4"],
+        ["t5-1", "t5-2", "t5-3", "t5-4"],
+        ["t6-1", "t6-2", "t6-3", "t6-4"],
+        ["t7-1", "t7-2", "t7-3", "t7-4"],
+    ];
+    OWN[thread % OWN.len()]
+}
 
 fn decision_threads(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -418,10 +446,13 @@ fn decision_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("decision_threads");
     for threads in [1, 2, 4, 8] {
         group.bench_function(format!("bare/{threads}"), |b| {
-            b.iter_custom(|iters| on_threads(&bare, threads, iters))
+            b.iter_custom(|iters| on_threads(&bare, threads, iters, shared_users))
         });
         group.bench_function(format!("admitted/{threads}"), |b| {
-            b.iter_custom(|iters| on_threads(&guarded, threads, iters))
+            b.iter_custom(|iters| on_threads(&guarded, threads, iters, shared_users))
+        });
+        group.bench_function(format!("admitted_own_users/{threads}"), |b| {
+            b.iter_custom(|iters| on_threads(&guarded, threads, iters, own_users))
         });
     }
     group.finish();

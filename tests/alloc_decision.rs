@@ -182,13 +182,10 @@ fn an_admitted_request_allocates_nothing_when_its_context_stays_out_of_the_exten
     let mut guarded = ServiceBuilder::new()
         .layer(critical(&guard, false))
         .service(tower::service_fn(common::offline::with_slot));
-    let taken = common::offline::SLOTS_TAKEN.load(Ordering::Relaxed);
+    let taken = common::offline::slots_taken_on_this_thread();
     let guarded_count = per_request(&rt, &mut guarded, "user-1");
     // The handler found the context in its task and took its slot on every request.
-    assert_eq!(
-        common::offline::SLOTS_TAKEN.load(Ordering::Relaxed) - taken,
-        300
-    );
+    assert_eq!(common::offline::slots_taken_on_this_thread() - taken, 300);
     let bare_count = per_request(&rt, &mut bare, "user-1");
     println!("allocations per request: bare+slot {bare_count}, guarded {guarded_count}");
     assert_eq!(bare_count, 0, "the slot alone allocated");
