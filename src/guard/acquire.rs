@@ -169,10 +169,8 @@ impl GuardInner {
         } else {
             Duration::ZERO
         };
-        if !span.is_disabled() {
-            span.record("outcome", outcome.as_str());
-            span.record("wait_ms", wait.as_secs_f64() * 1000.0);
-        }
+        span.record("outcome", outcome.as_str());
+        span.record("wait_ms", wait.as_secs_f64() * 1000.0);
         self.count(class, outcome);
         if outcome == Outcome::Served {
             self.metrics.acquire_wait(class, wait.as_secs_f64());
