@@ -14,8 +14,8 @@
 //! - reports connections held through the guard longer than
 //!   [`leak_after`](WatchdogConfig::leak_after), once each, with their route and user (the
 //!   connections handed out since a watchdog first watched the guard: the guard records who
-//!   holds what only for a watchdog, its one reader, so a guard without one pays nothing
-//!   for it);
+//!   holds what only for a watchdog, its one reader, so a guard without one pays a flag
+//!   read per checkout for it);
 //! - optionally grows and shrinks the pool within the server's headroom ([`AutoResize`]), or
 //!   sizes it from its share of the server among the service's replicas ([`ConnectionBudget`]).
 //!
