@@ -40,8 +40,8 @@ impl SlotPermit {
         self.granted_at
     }
 
-    /// Gives the slot back as of `now`, held for `held` (both worked out by the holder from
-    /// its clock reading and [`granted_at`](Self::granted_at)): the release's change of the
+    /// Gives the slot back as of `now` (the holder's clock reading), its connection held for
+    /// `held` (worked out by the holder from that reading): the release's change of the
     /// admission state runs at `now`, without a reading of its own.
     pub(crate) fn release_at(mut self, now: Instant, held: Duration) {
         if let Some(owner) = self.owner.take() {

@@ -18,7 +18,6 @@ use std::time::Instant;
 pub struct HeldSlot {
     permit: Option<SlotPermit>,
     class: Criticality,
-    acquired_at: Instant,
 }
 
 impl Guard {
@@ -80,7 +79,6 @@ impl GuardInner {
                 let slot = HeldSlot {
                     permit: Some(permit),
                     class,
-                    acquired_at: granted_at,
                 };
                 (Ok(slot), Outcome::Served, granted_at)
             }
@@ -96,7 +94,7 @@ impl Drop for HeldSlot {
         if let Some(permit) = self.permit.take() {
             // Held from its grant: one hold time serves both.
             let now = crate::clock::now();
-            let held = now.saturating_duration_since(self.acquired_at);
+            let held = now.saturating_duration_since(permit.granted_at());
             permit.inner().note_hold_time(self.class, held);
             permit.release_at(now, held);
         }
