@@ -50,6 +50,9 @@ const OWNED: usize = 16;
 /// stripe taken (and by any thread while its locals are torn down).
 const SHARED: usize = 16;
 
+/// How many stripes there are: [`stripe_number`] is always below this.
+pub(crate) const STRIPES: usize = OWNED + SHARED;
+
 /// `CLAIMED[i]`: a live thread has stripe `i` alone.
 static CLAIMED: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
 
@@ -121,7 +124,7 @@ fn thread_number() -> usize {
 /// One `T` per stripe, each on lines of its own. A thread writes [`mine`](Self::mine); a
 /// reader adds the copies up with [`sum`](Self::sum), which only loads.
 #[derive(Debug, Default)]
-pub(crate) struct Stripes<T>([CachePadded<T>; OWNED + SHARED]);
+pub(crate) struct Stripes<T>([CachePadded<T>; STRIPES]);
 
 /// The calling thread's copy of a [`Stripes`], and whether the thread is its only writer.
 pub(crate) struct Mine<'a, T> {

@@ -2,6 +2,7 @@
 //! waiter's deadline), `Pool::get` and the per-class session settings, sent ahead of the
 //! caller's first query.
 
+use super::guard_ref::GuardRef;
 use super::inner::GuardInner;
 use crate::admission::{Admit, GuardedConn, SlotPermit};
 use crate::criticality::Criticality;
@@ -55,7 +56,7 @@ pub(super) fn acquire_span(class: Criticality, route: Option<&str>) -> tracing::
     )
 }
 
-impl GuardInner {
+impl GuardRef {
     /// Acquires a slot and a connection as `class`, starting by `deadline` or not at all.
     ///
     /// Records an `acquire` span (target `poolguard`) whose fields `class`, `route`,
@@ -74,7 +75,7 @@ impl GuardInner {
         // Each way out returns at once: the connection is moved as little as it can be (it
         // is a few hundred bytes), and a refusal carries none.
         let permit = match self
-            .admit_slot(class, &context.user, deadline, started)
+            .admit_slot(self, class, &context.user, deadline, started)
             .await
         {
             Ok(permit) => permit,
@@ -112,7 +113,9 @@ impl GuardInner {
         self.finish_acquire(&span, class, Outcome::Served, started, handed_out);
         Ok(conn)
     }
+}
 
+impl GuardInner {
     /// The refusal of an acquisition whose slot was granted but whose connection the pool
     /// could not hand out (`e`): the slot goes back at once.
     fn pool_unavailable(
@@ -195,24 +198,26 @@ impl GuardInner {
     /// `Pool::get`.
     pub(super) async fn admit_slot(
         self: &Arc<Self>,
+        owner: &Arc<GuardRef>,
         class: Criticality,
         user: &Option<UserKey>,
         deadline: Instant,
         started: Instant,
     ) -> Result<SlotPermit, Refused> {
         if self.slots.try_grant(class) {
-            return Ok(SlotPermit::new(self.clone(), class, started));
+            return Ok(SlotPermit::new(owner.clone(), class, started));
         }
         // Off the fast path the wait (its channel and queue entry, and a timer where no
         // deadline keeper runs) lives on the heap, so the futures of every acquisition stay
         // small to build and move.
-        Box::pin(self.admit_decided(class, user, deadline, started)).await
+        Box::pin(self.admit_decided(owner, class, user, deadline, started)).await
     }
 
     /// Admission decided under the lock, at `now` (the acquisition's start, read a moment
     /// before): a slot now, a wait in the queue, or a refusal.
     async fn admit_decided(
         self: &Arc<Self>,
+        owner: &Arc<GuardRef>,
         class: Criticality,
         user: &Option<UserKey>,
         deadline: Instant,
@@ -222,7 +227,7 @@ impl GuardInner {
             s.admit_into(class, user.clone(), deadline, now, effects)
         });
         match admit {
-            Admit::Granted => Ok(SlotPermit::new(self.clone(), class, now)),
+            Admit::Granted => Ok(SlotPermit::new(owner.clone(), class, now)),
             Admit::Rejected(mut refusal) => {
                 refusal.retry_after = self.book_return(class, refusal.retry_after);
                 Err(self.refused(class, refusal))

@@ -2,7 +2,7 @@
 
 use super::inner::GuardInner;
 use super::window::WindowCounts;
-use super::Guard;
+use super::{Guard, GuardRef};
 use crate::admission::{AdmissionSettings, HeldRegistry, Slots};
 use crate::config::BuildError;
 use crate::config::GuardConfig;
@@ -168,7 +168,9 @@ impl GuardBuilder {
         });
         runtime.spawn(super::sampler::run_sampler(Arc::downgrade(&inner)));
         inner.deadlines.start(&runtime, Arc::downgrade(&inner));
-        Ok(Guard { inner })
+        Ok(Guard {
+            inner: GuardRef::new(inner),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 mod acquire;
 mod builder;
 mod deadlines;
+mod guard_ref;
 mod inner;
 mod publish;
 mod refusal_pacing;
@@ -19,6 +20,7 @@ mod window;
 
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
+pub(crate) use guard_ref::GuardRef;
 pub(crate) use inner::GuardInner;
 pub(crate) use refusal_pacing::{LateRefusal, RefusalDelay};
 #[doc(hidden)]
@@ -53,10 +55,20 @@ use tokio_postgres::types::ToSql;
 /// the pool with the session settings the guard relies on).
 #[derive(Debug, Clone)]
 pub struct Guard {
-    pub(crate) inner: Arc<GuardInner>,
+    /// The guard's state, through a reference counted apart from other guards' (clones of
+    /// this one share it): see [`GuardRef`].
+    pub(crate) inner: Arc<GuardRef>,
 }
 
 impl Guard {
+    /// A guard over the same state whose clones are counted apart from this one's (see
+    /// [`GuardRef`]).
+    pub(crate) fn counted_apart(&self) -> Guard {
+        Guard {
+            inner: GuardRef::new(self.inner.state().clone()),
+        }
+    }
+
     /// A builder over an existing pool. The guard never waits on deadpool without a timeout
     /// (it passes its own), but `statement_timeout` and `application_name` must come from
     /// the pool's connection config: prefer [`Guard::builder_for`] or [`crate::pool::build_pool`].

@@ -1,7 +1,7 @@
 //! A slot admitted and released exactly as [`Guard::acquire`](super::Guard::acquire) does it,
 //! minus `Pool::get`: what the decision benchmark and the allocation test measure.
 
-use super::inner::GuardInner;
+use super::guard_ref::GuardRef;
 use super::Guard;
 use crate::admission::SlotPermit;
 use crate::criticality::Criticality;
@@ -58,7 +58,7 @@ impl Guard {
     }
 }
 
-impl GuardInner {
+impl GuardRef {
     async fn hold_slot(
         self: &Arc<Self>,
         class: Criticality,
@@ -68,7 +68,7 @@ impl GuardInner {
         let started = crate::clock::now();
         let span = super::acquire::acquire_span(class, context.route.as_deref());
         let admitted = self
-            .admit_slot(class, &context.user, deadline, started)
+            .admit_slot(self, class, &context.user, deadline, started)
             .await;
         // The slot is held from its grant: the clock read then serves the wait, the
         // registry and the hold.

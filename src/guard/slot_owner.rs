@@ -1,5 +1,8 @@
-//! The guard as the [`SlotOwner`] of the slots it grants.
+//! The guard as the [`SlotOwner`] of the slots it grants: its state, or a [`GuardRef`] to it
+//! (a slot granted to a request holds the request's reference, counted on the lines of its
+//! thread, not the state's own count that every core writes).
 
+use super::guard_ref::GuardRef;
 use super::inner::GuardInner;
 use crate::admission::SlotOwner;
 use crate::criticality::Criticality;
@@ -57,5 +60,55 @@ impl SlotOwner for GuardInner {
 
     fn tls(&self) -> &TlsConnector {
         &self.tls
+    }
+}
+
+impl SlotOwner for GuardRef {
+    fn release_slot(
+        self: Arc<Self>,
+        class: Criticality,
+        held: Option<Duration>,
+        id: Option<u64>,
+        at: Option<Instant>,
+    ) {
+        GuardInner::release_slot(self.state(), class, held, id, at);
+    }
+
+    fn register_held(
+        &self,
+        class: Criticality,
+        route: Option<&Arc<str>>,
+        user: Option<UserKey>,
+        now: Instant,
+    ) -> Option<u64> {
+        self.state().register_held(class, route, user, now)
+    }
+
+    fn note_hold_time(&self, class: Criticality, held: Duration) {
+        self.state().note_hold_time(class, held);
+    }
+
+    fn note_statement_timeout(&self, class: Criticality, route: Option<Arc<str>>) {
+        self.state().note_statement_timeout(class, route);
+    }
+
+    fn metrics(&self) -> &GuardMetrics {
+        &self.state().metrics
+    }
+
+    fn events(&self) -> &EventBus {
+        &self.state().events
+    }
+
+    fn query_deadline(&self, class: Criticality) -> Duration {
+        self.state().query_deadline(class)
+    }
+
+    fn direct(&self) -> Option<&tokio_postgres::Config> {
+        self.state().direct.as_ref()
+    }
+
+    fn tls(&self) -> &TlsConnector {
+        &self.state().tls
     }
 }

@@ -16,7 +16,7 @@ impl Watchdog {
     /// A builder over `guard` with [`WatchdogConfig::default`](crate::watchdog::WatchdogConfig).
     /// The guard must have a direct connection config ([`Guard::builder_for`] sets one).
     pub fn builder(guard: &Guard) -> WatchdogBuilder {
-        WatchdogBuilder::over(guard.inner.clone())
+        WatchdogBuilder::over(guard.inner.state().clone())
     }
 }
 

@@ -29,10 +29,12 @@
 pub(crate) mod context;
 mod future;
 mod service;
+mod thread_guards;
 
 pub use context::RequestContext;
 pub use future::ResponseFuture;
 pub use service::GuardService;
+pub(crate) use thread_guards::ThreadGuards;
 
 use crate::criticality::Criticality;
 use crate::guard::Guard;
@@ -49,7 +51,8 @@ pub const MAX_HEADER_DEADLINE: Duration = Duration::from_secs(60);
 /// [`Guard::layer`].
 #[derive(Clone)]
 pub struct GuardLayer {
-    pub(crate) guard: Guard,
+    /// The guard, and one of each thread's own for the requests' contexts.
+    pub(crate) guards: Arc<ThreadGuards>,
     pub(crate) class: Criticality,
     pub(crate) extractor: Arc<dyn KeyExtractor>,
     /// The route's deadline; `None` uses the configured `max_queue_wait`.
@@ -120,7 +123,7 @@ impl GuardLayer {
     pub(crate) fn wait_allowed(&self, headers: &http::HeaderMap) -> Duration {
         let route = self
             .deadline
-            .unwrap_or(self.guard.inner.config.max_queue_wait);
+            .unwrap_or(self.guards.guard().inner.config.max_queue_wait);
         let from_header = self
             .deadline_header
             .as_ref()
@@ -146,7 +149,7 @@ impl Guard {
     /// A layer for routes of `class`.
     pub fn layer(&self, class: Criticality) -> GuardLayer {
         GuardLayer {
-            guard: self.clone(),
+            guards: Arc::new(ThreadGuards::new(self.clone())),
             class,
             extractor: Arc::new(DefaultKeyExtractor::new(self.config().limits.max_key_len)),
             deadline: None,

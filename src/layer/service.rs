@@ -44,7 +44,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let class = self.layer.class;
-        let guard = &self.layer.guard;
+        let guard = self.layer.guards.here();
         let inner = &guard.inner;
         let allowed = self.layer.wait_allowed(req.headers());
 
@@ -135,6 +135,51 @@ mod tests {
     use http::{HeaderName, Request, Response, StatusCode};
     use std::convert::Infallible;
     use tower::{Layer, Service};
+
+    #[tokio::test]
+    async fn an_admitted_request_and_its_slot_count_on_the_threads_guard_not_the_shared_one() {
+        use crate::guard::AcquireContext;
+        use crate::layer::RequestContext;
+        use std::sync::Arc;
+
+        let guard = Guard::of_four_unreachable_slots();
+        let layer = guard.critical().context_extension(false);
+        let thread_guards = layer.guards.clone();
+        // The handler takes its slot as `Conn` does, and answers with the references to the
+        // guard's state and to the thread's guard while it holds the slot.
+        let mut service = layer.layer(tower::service_fn(|_: Request<String>| async {
+            let ctx = RequestContext::current().expect("under the layer");
+            let slot = ctx
+                .guard
+                .admit_slot(ctx.class, AcquireContext::default(), ctx.deadline)
+                .await
+                .expect("a free slot");
+            let counts = format!(
+                "{} {}",
+                Arc::strong_count(ctx.guard.inner.state()),
+                Arc::strong_count(&ctx.guard.inner)
+            );
+            drop(slot);
+            Ok::<_, Infallible>(Response::new(counts))
+        }));
+        let mut counts_in_a_request = async || {
+            let response = service.call(Request::new(String::new())).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body()
+        };
+        // The thread's first request makes its guard: one more reference to the state.
+        counts_in_a_request().await;
+        let state_refs = Arc::strong_count(guard.inner.state());
+        let here = &thread_guards.here().inner;
+        let thread_refs = Arc::strong_count(here);
+
+        let during = counts_in_a_request().await;
+        // The layer's context, the handler's clone of it and the slot: three references to
+        // the thread's guard, none to the state.
+        assert_eq!(during, format!("{state_refs} {}", thread_refs + 3));
+        assert_eq!(Arc::strong_count(guard.inner.state()), state_refs);
+        assert_eq!(Arc::strong_count(here), thread_refs, "a reference was kept");
+    }
 
     #[tokio::test]
     async fn a_429_answered_at_once_reads_no_clock() {
