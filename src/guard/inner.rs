@@ -26,9 +26,10 @@ use tokio::sync::watch;
 /// The newcomer estimate meaning "nothing measured yet".
 pub(super) const UNKNOWN: u64 = u64::MAX;
 
-/// Aligned to 128 bytes: in its `Arc` the reference counts, which every request's clone of
-/// the guard writes, then have their lines to themselves, and reading the fields below them
-/// does not wait for those writes.
+/// The guard's state, behind the [`GuardRef`](super::GuardRef)s that count its users.
+/// Aligned to 128 bytes: in its `Arc` the reference counts (written by each new `GuardRef`,
+/// and by each slot granted from the queue) then have their lines to themselves, and reading
+/// the fields below them does not wait for those writes.
 #[derive(Debug)]
 #[repr(align(128))]
 pub(crate) struct GuardInner {
