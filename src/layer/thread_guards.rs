@@ -6,7 +6,8 @@
 //! would wait for the count's line to come over from the core that wrote it last. A layer
 //! keeps one guard per thread stripe instead (a [`GuardRef`](crate::guard::GuardRef) each,
 //! counted apart, over the same state), made on the stripe's first request: the requests of a
-//! thread write a line that no other core writes.
+//! thread write a line that no other core writes. That first request allocates the stripe's
+//! guard (256 bytes, once per stripe and layer); no request after it allocates here.
 
 use crate::guard::Guard;
 use crate::stripes::{stripe_number, STRIPES};
