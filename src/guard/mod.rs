@@ -21,6 +21,8 @@ mod window;
 pub use acquire::AcquireContext;
 pub use builder::GuardBuilder;
 pub(crate) use guard_ref::GuardRef;
+// The dashboard's history samples the guard's state without keeping it alive.
+#[cfg(feature = "admin")]
 pub(crate) use inner::GuardInner;
 pub(crate) use refusal_pacing::{LateRefusal, RefusalDelay};
 #[doc(hidden)]
