@@ -63,6 +63,8 @@ impl SlotOwner for GuardInner {
     }
 }
 
+/// Each call goes to the state's implementation above: a reference decides nothing of its
+/// own.
 impl SlotOwner for GuardRef {
     fn release_slot(
         self: Arc<Self>,
@@ -71,6 +73,7 @@ impl SlotOwner for GuardRef {
         id: Option<u64>,
         at: Option<Instant>,
     ) {
+        // The state's own release without a clone of the state: its count is not written.
         GuardInner::release_slot(self.state(), class, held, id, at);
     }
 
@@ -81,34 +84,34 @@ impl SlotOwner for GuardRef {
         user: Option<UserKey>,
         now: Instant,
     ) -> Option<u64> {
-        self.state().register_held(class, route, user, now)
+        SlotOwner::register_held(self.state().as_ref(), class, route, user, now)
     }
 
     fn note_hold_time(&self, class: Criticality, held: Duration) {
-        self.state().note_hold_time(class, held);
+        SlotOwner::note_hold_time(self.state().as_ref(), class, held);
     }
 
     fn note_statement_timeout(&self, class: Criticality, route: Option<Arc<str>>) {
-        self.state().note_statement_timeout(class, route);
+        SlotOwner::note_statement_timeout(self.state().as_ref(), class, route);
     }
 
     fn metrics(&self) -> &GuardMetrics {
-        &self.state().metrics
+        SlotOwner::metrics(self.state().as_ref())
     }
 
     fn events(&self) -> &EventBus {
-        &self.state().events
+        SlotOwner::events(self.state().as_ref())
     }
 
     fn query_deadline(&self, class: Criticality) -> Duration {
-        self.state().query_deadline(class)
+        SlotOwner::query_deadline(self.state().as_ref(), class)
     }
 
     fn direct(&self) -> Option<&tokio_postgres::Config> {
-        self.state().direct.as_ref()
+        SlotOwner::direct(self.state().as_ref())
     }
 
     fn tls(&self) -> &TlsConnector {
-        &self.state().tls
+        SlotOwner::tls(self.state().as_ref())
     }
 }
