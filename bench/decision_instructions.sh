@@ -58,8 +58,8 @@ per_request() {
 read -r bare bare_locked < <(per_request bare)
 printf '%-36s %8s %10s %11s\n' benchmark instr/req over_bare locked/req
 printf '%-36s %8d %10s %11s\n' decision/bare "$bare" - "$bare_locked"
-for name in floor admitted admitted_context_in_task admitted_watched shed rate_limited shed_over_bare \
-    rate_limited_over_bare; do
+for name in floor admitted admitted_context_in_task admitted_watched admitted_at_warning shed \
+    rate_limited shed_over_bare rate_limited_over_bare; do
     read -r n locked < <(per_request "$name")
     printf '%-36s %8d %+10d %11s\n' "decision/$name" "$n" $((n - bare)) "$locked"
 done

@@ -9,7 +9,8 @@
 //! database round trip), against the bare service (`admitted_context_in_task`: with the
 //! layer's `context_extension(false)`, which allocates nothing; `admitted_watched`: the same on
 //! a guard a watchdog watches, whose slots are also recorded in the registry of held
-//! connections the watchdog reads) and against `floor`, the least
+//! connections the watchdog reads; `admitted_at_warning`: the same at Warning, no one waiting)
+//! and against `floor`, the least
 //! an admission layer with a bounded wait does (tower's ConcurrencyLimit and Timeout), and the
 //! two refusals (`shed`: a report that cannot start in time; `rate_limited`: a caller whose
 //! quota is spent), each also over the bare service itself (`*_over_bare`: what the guard
@@ -322,6 +323,16 @@ fn whole_decision(c: &mut Criterion) {
     let mut watched = admitted_in_task(&watched_guard);
     group.bench_function("admitted_watched", |b| {
         b.iter(|| answered(&mut watched, 200))
+    });
+
+    // The same at Warning (the server reported at 86 % of its connections) with no one
+    // waiting: the grant takes no lock, the release goes to the lock (where the level
+    // machine sees the use fall), and the caller's tight rate is checked too.
+    let warning_guard = offline_guard(&rt);
+    warning_guard.report_server_utilization(0.86);
+    let mut at_warning = admitted_in_task(&warning_guard);
+    group.bench_function("admitted_at_warning", |b| {
+        b.iter(|| answered(&mut at_warning, 200))
     });
 
     // A report that may wait a millisecond while the server is full, after one measured

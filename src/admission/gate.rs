@@ -1,20 +1,27 @@
 //! [`FastGate`]: the lock-free front of admission. While nothing is wrong (the level is
 //! Normal, no one waits, and one more slot keeps the pool under the warning line) a slot is
-//! granted and given back with one atomic operation each; everything else goes to the
-//! admission state behind its lock.
+//! granted and given back with one atomic operation each. At Warning, while no one waits and
+//! the level is not on its way down, a slot is still granted with one atomic operation below
+//! the critical line, and given back under the lock. Everything else goes to the admission
+//! state behind its lock.
 //!
 //! # The protocol
 //!
 //! One 64-bit word holds the slots held through the guard by each class (16 bits each), the
 //! *ceiling* (how many slots the guard may hold before a grant must be decided under the
-//! lock, 14 bits), and two flags: *open* (the level is Normal and no one waits, so a release
-//! has nothing to hand on) and *non-critical allowed* (no start ramp runs and the server has
-//! room for a report).
+//! lock, 13 bits), and three flags: *open* (the level is Normal and no one waits, so a
+//! release has nothing to hand on), *grants only* (the level is Warning, no one waits and the
+//! level machine is not timing a calm: a grant below the ceiling changes nothing the state
+//! would act on, but a release may start that timer) and *non-critical allowed* (no start
+//! ramp runs and the server has room for a report; only with *open*).
 //!
 //! - A fast grant is one compare-and-swap that adds a slot to its class's count while the
-//!   word is open and the total stays within the ceiling.
+//!   word is open or grants only, and the total stays within the ceiling. A grant made while
+//!   the word grants only also raises the gate's peak since the last change, which the next
+//!   change folds into the episode's peak, as the state would have at the grant.
 //! - A release subtracts its slot in one `fetch_sub`. If the word it replaced was open, the
-//!   release is done; otherwise it takes the lock to hand the slot on.
+//!   release is done; otherwise it takes the lock to hand the slot on (or to let the level
+//!   machine see the use fall).
 //! - Every change under the lock first *seals* the word (clears the flags and the ceiling,
 //!   so no fast grant can succeed until it is done; counts can then only fall), decides on
 //!   the counts as they are, and *publishes* the flags and ceiling of the state it leaves.
@@ -35,16 +42,18 @@ const COUNT_BITS: u32 = 16;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// Where the ceiling starts, and its width.
 const CEILING_SHIFT: u32 = 48;
-const CEILING_BITS: u32 = 14;
+const CEILING_BITS: u32 = 13;
 /// The highest ceiling the word can hold: a larger pool is served by the lock above it.
 pub(crate) const MAX_CEILING: usize = (1 << CEILING_BITS) - 1;
 const CEILING_MASK: u64 = (MAX_CEILING as u64) << CEILING_SHIFT;
+/// Set while grants, and not releases, may take the fast path (the level is Warning).
+const GRANTS_ONLY: u64 = 1 << 61;
 /// Set while non-critical work may be granted on the fast path.
 const NON_CRITICAL_OK: u64 = 1 << 62;
 /// Set while the level is Normal and no one waits.
 const OPEN: u64 = 1 << 63;
 /// Everything a change under the lock clears and publishes again.
-const PUBLISHED: u64 = OPEN | NON_CRITICAL_OK | CEILING_MASK;
+const PUBLISHED: u64 = OPEN | NON_CRITICAL_OK | GRANTS_ONLY | CEILING_MASK;
 
 /// The most slots one class may hold: the count's width.
 pub(crate) const MAX_COUNT: usize = COUNT_MASK as usize;
@@ -54,6 +63,9 @@ pub(crate) const MAX_COUNT: usize = COUNT_MASK as usize;
 pub(crate) struct GateSettings {
     /// The level is Normal and no one waits.
     pub(crate) open: bool,
+    /// Not open, but the level is Warning, no one waits and the level machine is not timing
+    /// a calm: grants within the ceiling take the fast path, releases the lock.
+    pub(crate) grants_only: bool,
     /// Non-critical work may take the fast path (no ramp, the server has room).
     pub(crate) non_critical: bool,
     /// The most slots the guard may hold after a fast grant.
@@ -70,6 +82,9 @@ pub(crate) struct FastGate {
     fast_grants: Stripes<AtomicU64>,
     /// The most slots held right after a fast grant since the start.
     peak: AtomicUsize,
+    /// The most slots held right after a fast grant made while the word granted only, since
+    /// the last change took it (0: none).
+    peak_since_change: AtomicUsize,
     /// The measured hold times, fed by every release.
     pub(crate) holds: HoldTimes,
 }
@@ -93,7 +108,7 @@ impl FastGate {
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
             let ceiling = ((current & CEILING_MASK) >> CEILING_SHIFT) as usize;
-            let allowed = current & OPEN != 0
+            let allowed = current & (OPEN | GRANTS_ONLY) != 0
                 && (class != Criticality::NonCritical || current & NON_CRITICAL_OK != 0);
             let total = total_of(current);
             if !allowed || total >= ceiling {
@@ -109,6 +124,10 @@ impl FastGate {
                     self.fast_grants.mine().add(|grants| grants, 1);
                     if total + 1 > self.peak.load(Ordering::Relaxed) {
                         self.peak.fetch_max(total + 1, Ordering::Relaxed);
+                    }
+                    if current & GRANTS_ONLY != 0 {
+                        self.peak_since_change
+                            .fetch_max(total + 1, Ordering::AcqRel);
                     }
                     return true;
                 }
@@ -163,6 +182,8 @@ impl FastGate {
             if settings.non_critical {
                 bits |= NON_CRITICAL_OK;
             }
+        } else if settings.grants_only {
+            bits |= GRANTS_ONLY;
         }
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
@@ -189,6 +210,12 @@ impl FastGate {
     pub(crate) fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }
+
+    /// Takes the most slots held right after a fast grant made while the word granted only,
+    /// since the last take: `None` when there was no such grant.
+    pub(crate) fn take_peak_since_change(&self) -> Option<usize> {
+        Some(self.peak_since_change.swap(0, Ordering::AcqRel)).filter(|&peak| peak > 0)
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +225,7 @@ mod tests {
     fn open(ceiling: usize) -> GateSettings {
         GateSettings {
             open: true,
+            grants_only: false,
             non_critical: true,
             ceiling,
         }
@@ -236,10 +264,42 @@ mod tests {
     }
 
     #[test]
+    fn grants_only_grants_within_the_ceiling_and_sends_releases_to_the_lock() {
+        let g = FastGate::default();
+        g.publish(GateSettings {
+            open: false,
+            grants_only: true,
+            non_critical: true,
+            ceiling: 2,
+        });
+        assert!(
+            !g.try_grant(Criticality::NonCritical),
+            "non-critical work waits"
+        );
+        assert!(g.try_grant(Criticality::Standard));
+        assert!(g.try_grant(Criticality::Critical));
+        assert!(!g.try_grant(Criticality::Critical), "the ceiling holds");
+        assert!(
+            !g.release(Criticality::Standard),
+            "a release goes to the lock"
+        );
+        assert_eq!(g.total(), 1, "its slot is off the count all the same");
+        // The peak of those grants, once.
+        assert_eq!(g.take_peak_since_change(), Some(2));
+        assert_eq!(g.take_peak_since_change(), None);
+        // Grants on the open word are no episode's: they leave that peak alone.
+        g.publish(open(5));
+        assert!(g.try_grant(Criticality::Standard));
+        assert_eq!(g.take_peak_since_change(), None);
+        assert_eq!(g.peak(), 2);
+    }
+
+    #[test]
     fn non_critical_needs_its_own_flag() {
         let g = FastGate::default();
         g.publish(GateSettings {
             open: true,
+            grants_only: false,
             non_critical: false,
             ceiling: 10,
         });
@@ -248,6 +308,7 @@ mod tests {
         // Not open: nothing, whatever the ceiling.
         g.publish(GateSettings {
             open: false,
+            grants_only: false,
             non_critical: true,
             ceiling: 10,
         });

@@ -57,6 +57,7 @@ impl Slots {
     pub(crate) fn change<R>(&self, now: Instant, f: impl FnOnce(&mut AdmissionState) -> R) -> R {
         let mut state = self.lock();
         self.gate.seal();
+        state.fold_fast_grants();
         let result = f(&mut state);
         self.gate.publish(state.gate_settings(now));
         result

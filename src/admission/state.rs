@@ -91,6 +91,8 @@ pub(crate) struct AdmissionState {
     /// The most slots the guard may hold, by the level machine and the reserve, before a
     /// grant must be decided here (the fast path's ceiling when nothing is used outside it).
     fast_ceiling: usize,
+    /// The same at Warning, where the fast path only grants: below the critical line.
+    warning_ceiling: usize,
     /// The slot counts by class, the measured hold times, and the lock-free path over them.
     gate: Arc<FastGate>,
     /// Slots granted here since the start (a waiter whose caller left is never counted);
@@ -120,12 +122,31 @@ pub(crate) struct AdmissionState {
 /// under the non-critical ceiling, and below the warning utilization `warning` exactly as the
 /// level machine compares it.
 fn fast_ceiling(capacity: &ClassCapacity, warning: f64) -> usize {
-    let max = capacity.max_size;
-    let mut n = capacity
-        .ceiling(Criticality::Standard)
-        .min(capacity.non_critical_ceiling)
-        .min(MAX_CEILING);
-    while n > 0 && n as f64 / max as f64 >= warning {
+    below(
+        capacity
+            .ceiling(Criticality::Standard)
+            .min(capacity.non_critical_ceiling),
+        capacity.max_size,
+        warning,
+    )
+}
+
+/// The largest use that keeps a critical or standard grant at Warning free of effects:
+/// within the reserve line and below the critical utilization `critical` exactly as the level
+/// machine compares it (non-critical work is not granted on the fast path at Warning).
+fn warning_ceiling(capacity: &ClassCapacity, critical: f64) -> usize {
+    below(
+        capacity.ceiling(Criticality::Standard),
+        capacity.max_size,
+        critical,
+    )
+}
+
+/// The largest use up to `n` (and the gate's most) whose utilization of `max` is below
+/// `line`, compared as the level machine compares it.
+fn below(n: usize, max: usize, line: f64) -> usize {
+    let mut n = n.min(MAX_CEILING);
+    while n > 0 && n as f64 / max as f64 >= line {
         n -= 1;
     }
     n
@@ -147,6 +168,7 @@ impl AdmissionState {
         );
         Self {
             fast_ceiling: fast_ceiling(&capacity, machine.thresholds().warning),
+            warning_ceiling: warning_ceiling(&capacity, machine.thresholds().critical),
             capacity,
             settings,
             gate,
@@ -165,16 +187,46 @@ impl AdmissionState {
         }
     }
 
-    /// What the fast path may do until the next change: grant while the level is Normal, no
-    /// one waits and the use stays within the ceiling (non-critical work only outside a ramp
-    /// and while the server has room for it).
+    /// What the fast path may do until the next change: grant and release while the level is
+    /// Normal, no one waits and the use stays within the ceiling (non-critical work only
+    /// outside a ramp and while the server has room for it); only grant, below the critical
+    /// line, while the level machine is steady at Warning (no one waits, no calm is timed and
+    /// the use is at or above the recovery line: a grant only raises it).
     pub(crate) fn gate_settings(&self, now: Instant) -> GateSettings {
-        let open = self.level() == Level::Normal && self.queued() == 0 && self.pool_waiting == 0;
+        let no_one_waits = self.queued() == 0 && self.pool_waiting == 0;
+        let open = self.level() == Level::Normal && no_one_waits;
+        // The pressure is read only when it can open the gate.
+        let grants_only = no_one_waits
+            && self.level() == Level::Warning
+            && self.machine.steady_at_warning(&self.pressure(now));
         let server = self.server_slots();
+        let ceiling = if open {
+            self.fast_ceiling
+        } else {
+            self.warning_ceiling
+        };
         GateSettings {
             open,
+            grants_only,
             non_critical: !self.ramp.is_ramping(now) && server < self.capacity.non_critical_ceiling,
-            ceiling: self.fast_ceiling.saturating_sub(self.external),
+            ceiling: ceiling.saturating_sub(self.external),
+        }
+    }
+
+    /// Folds the grants the gate made at Warning since the last change into the episode's
+    /// peak (and the peak utilization), as observing each of them would have: a change under
+    /// the lock calls it before it decides anything.
+    pub(crate) fn fold_fast_grants(&mut self) {
+        let Some(peak) = self.gate.take_peak_since_change() else {
+            return;
+        };
+        // The utilization at that grant, computed as `pressure` computes it.
+        let utilization = ((peak + self.external) as f64 / self.settings.max_size as f64)
+            .max(self.server_utilization)
+            .min(1.0);
+        self.peak_utilization = self.peak_utilization.max(utilization);
+        if let Some(episode) = &mut self.episode {
+            episode.peak = episode.peak.max(utilization);
         }
     }
 
@@ -188,6 +240,7 @@ impl AdmissionState {
             self.settings.warning_utilization,
         );
         self.fast_ceiling = fast_ceiling(&self.capacity, self.machine.thresholds().warning);
+        self.warning_ceiling = warning_ceiling(&self.capacity, self.machine.thresholds().critical);
     }
 
     pub(crate) fn level(&self) -> Level {

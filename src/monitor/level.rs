@@ -129,6 +129,16 @@ impl LevelMachine {
         self.level
     }
 
+    /// Whether observing `p`, or `p` with more of the pool in use (below the critical line),
+    /// leaves the machine as it is: at Warning, nothing waiting, no calm being timed, and the
+    /// use at or above the recovery line. What lets a grant at Warning skip the observation.
+    pub(crate) fn steady_at_warning(&self, p: &Pressure) -> bool {
+        self.level == Level::Warning
+            && self.calm_since.is_none()
+            && p.waiting == 0
+            && !self.calm_below(Level::Warning, p)
+    }
+
     /// The level this pressure asks for, before hysteresis.
     fn demanded(&self, p: &Pressure) -> Level {
         let t = &self.thresholds;
