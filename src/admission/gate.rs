@@ -1,8 +1,8 @@
 //! [`FastGate`]: the lock-free front of admission. While nothing is wrong (the level is
 //! Normal, no one waits, and one more slot keeps the pool under the warning line) a slot is
 //! granted and given back with one atomic operation each. At Warning, while no one waits and
-//! the level is not on its way down, a slot is still granted with one atomic operation below
-//! the critical line, and given back under the lock. Everything else goes to the admission
+//! the use is at or above the recovery line, a slot is still granted with one atomic
+//! operation below the critical line, and given back under the lock. Everything else goes to the admission
 //! state behind its lock.
 //!
 //! # The protocol
@@ -10,10 +10,11 @@
 //! One 64-bit word holds the slots held through the guard by each class (16 bits each), the
 //! *ceiling* (how many slots the guard may hold before a grant must be decided under the
 //! lock, 13 bits), and three flags: *open* (the level is Normal and no one waits, so a
-//! release has nothing to hand on), *grants only* (the level is Warning, no one waits and the
-//! level machine is not timing a calm: a grant below the ceiling changes nothing the state
-//! would act on, but a release may start that timer) and *non-critical allowed* (no start
-//! ramp runs and the server has room for a report; only with *open*).
+//! release has nothing to hand on), *grants only* (the level machine is steady at Warning: no
+//! one waits, no calm is timed and the use is at or above the recovery line, so a grant below
+//! the ceiling changes nothing the state would act on, but a release may start a calm) and
+//! *non-critical allowed* (no start ramp runs and the server has room for a report; only
+//! with *open*).
 //!
 //! - A fast grant is one compare-and-swap that adds a slot to its class's count while the
 //!   word is open or grants only, and the total stays within the ceiling. A grant made while
@@ -63,8 +64,9 @@ pub(crate) const MAX_COUNT: usize = COUNT_MASK as usize;
 pub(crate) struct GateSettings {
     /// The level is Normal and no one waits.
     pub(crate) open: bool,
-    /// Not open, but the level is Warning, no one waits and the level machine is not timing
-    /// a calm: grants within the ceiling take the fast path, releases the lock.
+    /// Not open, but the level machine is steady at Warning (no one waits, no calm is timed,
+    /// the use is at or above the recovery line): grants within the ceiling take the fast
+    /// path, releases the lock.
     pub(crate) grants_only: bool,
     /// Non-critical work may take the fast path (no ramp, the server has room).
     pub(crate) non_critical: bool,
