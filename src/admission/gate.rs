@@ -216,6 +216,10 @@ impl FastGate {
     /// Takes the most slots held right after a fast grant made while the word granted only,
     /// since the last take: `None` when there was no such grant.
     pub(crate) fn take_peak_since_change(&self) -> Option<usize> {
+        // Every change asks, and most find none: a load, not a swap, for those.
+        if self.peak_since_change.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         Some(self.peak_since_change.swap(0, Ordering::AcqRel)).filter(|&peak| peak > 0)
     }
 }
