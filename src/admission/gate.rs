@@ -2,8 +2,8 @@
 //! Normal, no one waits, and one more slot keeps the pool under the warning line) a slot is
 //! granted and given back with one atomic operation each. At Warning, while no one waits and
 //! the use is at or above the recovery line, a slot is still granted with one atomic
-//! operation below the critical line, and given back under the lock. Everything else goes to the admission
-//! state behind its lock.
+//! operation below the critical line, and given back under the lock. Everything else goes to
+//! the admission state behind its lock.
 //!
 //! # The protocol
 //!

@@ -220,10 +220,7 @@ impl AdmissionState {
         let Some(peak) = self.gate.take_peak_since_change() else {
             return;
         };
-        // The utilization at that grant, computed as `pressure` computes it.
-        let utilization = ((peak + self.external) as f64 / self.settings.max_size as f64)
-            .max(self.server_utilization)
-            .min(1.0);
+        let utilization = self.utilization_with(peak);
         self.peak_utilization = self.peak_utilization.max(utilization);
         if let Some(episode) = &mut self.episode {
             episode.peak = episode.peak.max(utilization);
@@ -312,6 +309,16 @@ impl AdmissionState {
         }
     }
 
+    /// The utilization the level machine sees with `granted` slots held through the guard:
+    /// the pool's use (with what is used outside the guard) or the server's, whichever is
+    /// higher. One place for the arithmetic, so that a grant the gate made alone is folded in
+    /// with exactly the figure its observation would have had.
+    fn utilization_with(&self, granted: usize) -> f64 {
+        ((granted + self.external) as f64 / self.settings.max_size as f64)
+            .max(self.server_utilization)
+            .min(1.0)
+    }
+
     pub(crate) fn pressure(&self, now: Instant) -> Pressure {
         let oldest_wait = [Criticality::Critical, Criticality::Standard]
             .iter()
@@ -320,10 +327,7 @@ impl AdmissionState {
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
         Pressure {
-            utilization: self
-                .pool_utilization()
-                .max(self.server_utilization)
-                .min(1.0),
+            utilization: self.utilization_with(self.granted()),
             waiting: self.queued() + self.pool_waiting,
             oldest_wait,
         }
