@@ -254,10 +254,19 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<Ran, TestCaseError> {
     Ok(Ran { fast, recoveries })
 }
 
+/// `PROPTEST_CASES` when it is set to a number, else `default`.
+fn cases_or(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
     // Enough cases to reach the rarer orderings (a hopeless waiter refused after the
-    // observation of the release that found it, then a grant at Warning).
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // observation of the release that found it, then a grant at Warning); `PROPTEST_CASES`
+    // asks for more (or fewer) in a run of its own.
+    #![proptest_config(ProptestConfig { cases: cases_or(2000), ..ProptestConfig::default() })]
 
     #[test]
     fn the_fast_path_decides_as_the_model(
