@@ -4,8 +4,10 @@
 //! state: the two rate cells (normal and tight) and, in its reference count, the requests in
 //! flight. A request takes a short lock on one of many shards to find the entry, check its
 //! cap and its rate cells and, when both allow it, take a reference to it: its permit.
-//! Dropping the permit gives the in-flight slot back.
+//! Dropping the permit gives the in-flight slot back. A check reads the clock once: its
+//! reading is the time of both rate cells ([`CheckClock`]) and of the entry's last use.
 
+use super::check_clock::CheckClock;
 use super::UserKey;
 use crate::config::UserLimits;
 use crate::criticality::Criticality;
@@ -14,7 +16,10 @@ use crate::rejection::{Rejection, RejectionKind};
 use crate::stripes::CachePadded;
 use crate::u64_hash::U64Map;
 use governor::clock::{Clock, DefaultClock, Reference};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,14 +31,17 @@ const SHARDS: usize = 64;
 /// "Never checked" for a rate cell's last use.
 const NEVER: u64 = u64::MAX;
 
+/// One GCRA rate cell, on the time of the limiter's check in progress.
+type RateCell = RateLimiter<NotKeyed, InMemoryState, CheckClock, NoOpMiddleware<Nanos>>;
+
 /// Everything the limiter knows about one user, behind one hash lookup. Its requests in
 /// flight are its reference count less the shard's own reference: every other reference is
 /// an [`InFlightPermit`], and permits are only made under the shard's lock, so the count read
 /// there is never below the true one (a permit dropped meanwhile only lowers it).
 #[derive(Debug)]
 struct UserEntry {
-    normal: DefaultDirectRateLimiter,
-    tight: DefaultDirectRateLimiter,
+    normal: RateCell,
+    tight: RateCell,
     /// When each rate cell was last checked, in nanoseconds since the limiter's start
     /// ([`NEVER`] before): an entry whose cells have refilled since is forgotten.
     normal_used: AtomicU64,
@@ -122,6 +130,19 @@ impl UserLimiter {
         level: Level,
         class: Criticality,
     ) -> Result<InFlightPermit, Rejection> {
+        self.check_at(key, level, class, self.since_start())
+    }
+
+    /// [`check`](Self::check) as of `now` (since the limiter's start): the time every rate
+    /// cell of the check sees.
+    fn check_at(
+        &self,
+        key: &UserKey,
+        level: Level,
+        class: Criticality,
+        now: Nanos,
+    ) -> Result<InFlightPermit, Rejection> {
+        CheckClock::set(now);
         let tight = level != Level::Normal;
         let cap = if tight {
             self.config.tight_in_flight
@@ -139,12 +160,10 @@ impl UserLimiter {
                 retry_after: Duration::from_secs(1),
             });
         }
-        let now = self.clock.now();
-        let since_start = now.duration_since(self.start).as_u64();
-        entry.normal_used.store(since_start, Ordering::Relaxed);
+        entry.normal_used.store(now.as_u64(), Ordering::Relaxed);
         Self::check_rate(&entry.normal, now, self.config.burst, class)?;
         if tight {
-            entry.tight_used.store(since_start, Ordering::Relaxed);
+            entry.tight_used.store(now.as_u64(), Ordering::Relaxed);
             Self::check_rate(&entry.tight, now, self.config.tight_burst, class)?;
         }
         Ok(InFlightPermit {
@@ -152,9 +171,16 @@ impl UserLimiter {
         })
     }
 
+    /// The time since the limiter's start, by its clock.
+    fn since_start(&self) -> Nanos {
+        self.clock.now().duration_since(self.start)
+    }
+
+    /// Checks one cell whose clock reads `now` (set for the check): a refusal waits from
+    /// then.
     fn check_rate(
-        limiter: &DefaultDirectRateLimiter,
-        now: <DefaultClock as Clock>::Instant,
+        limiter: &RateCell,
+        now: Nanos,
         limit: u32,
         class: Criticality,
     ) -> Result<(), Rejection> {
@@ -176,12 +202,12 @@ impl UserLimiter {
 
     /// The entry of the key that hashes to `hash` in its (locked) `shard`, made on its first
     /// request and kept until housekeeping finds it idle, so a user's next request finds it
-    /// without allocating.
+    /// without allocating. Its cells start at the reading set for the call.
     fn entry_in<'a>(&self, shard: &'a mut U64Map<Arc<UserEntry>>, hash: u64) -> &'a Arc<UserEntry> {
         shard.entry(hash).or_insert_with(|| {
             Arc::new(UserEntry {
-                normal: RateLimiter::direct_with_clock(self.normal_quota, self.clock.clone()),
-                tight: RateLimiter::direct_with_clock(self.tight_quota, self.clock.clone()),
+                normal: RateLimiter::direct_with_clock(self.normal_quota, CheckClock),
+                tight: RateLimiter::direct_with_clock(self.tight_quota, CheckClock),
                 normal_used: AtomicU64::new(NEVER),
                 tight_used: AtomicU64::new(NEVER),
                 told_until: AtomicU64::new(0),
@@ -192,7 +218,9 @@ impl UserLimiter {
     /// `key`'s `Retry-After` window now, to note a refusal in.
     pub(crate) fn retry_window(&self, key: &UserKey) -> RetryWindow {
         let hash = self.hasher.hash_one(key);
-        let now = self.clock.now().duration_since(self.start).as_u64();
+        let now = self.since_start();
+        CheckClock::set(now);
+        let now = now.as_u64();
         let mut shard = self.shard_of(hash);
         let told_until = self
             .entry_in(&mut shard, hash)
@@ -209,6 +237,8 @@ impl UserLimiter {
     /// moment).
     pub(crate) fn tell(&self, window: RetryWindow, in_: Duration) {
         let until = window.now.saturating_add(in_.as_nanos() as u64);
+        // An entry housekeeping dropped since the window is made again as of the window.
+        CheckClock::set(Nanos::from(window.now));
         let mut shard = self.shard_of(window.hash);
         self.entry_in(&mut shard, window.hash)
             .told_until
@@ -232,7 +262,7 @@ impl UserLimiter {
     /// Forgets users with nothing in flight whose rate cells are full again and whose last
     /// `Retry-After` has run out, and returns memory.
     pub(crate) fn housekeeping(&self) {
-        let now = self.clock.now().duration_since(self.start).as_u64();
+        let now = self.since_start().as_u64();
         let refilled = |used: &AtomicU64, quota: &Quota| match used.load(Ordering::Relaxed) {
             NEVER => true,
             at => Duration::from_nanos(now.saturating_sub(at)) >= quota.burst_size_replenished_in(),
@@ -291,6 +321,37 @@ mod tests {
         assert_eq!(l.tracked_keys(), 2);
         assert_eq!(l.in_flight_of(&a), 0);
         assert!(l.check(&a, Level::Normal, Criticality::Standard).is_ok());
+    }
+
+    #[test]
+    fn a_check_decides_both_rate_cells_at_its_one_reading() {
+        // Times come from the readings passed in, not from the test's clock: a cell that
+        // read a clock of its own would see microseconds pass, not hundreds of milliseconds.
+        let at = |ms| Nanos::from(Duration::from_millis(ms));
+        let a = UserKey::new("a");
+        // Each cell alone at a burst of 1 and a request a second, with no cap in the way:
+        // the normal one at Normal, the tight one at Warning (the normal rate generous).
+        for (normal_per_second, level) in [(1, Level::Normal), (1000, Level::Warning)] {
+            let l = UserLimiter::new(UserLimits {
+                rate_per_second: normal_per_second,
+                burst: normal_per_second,
+                in_flight: 100,
+                tight_rate_per_second: 1,
+                tight_burst: 1,
+                tight_in_flight: 100,
+                ..limits()
+            });
+            let check = |ms| l.check_at(&a, level, Criticality::Standard, at(ms));
+            drop(check(10_000).unwrap());
+            let early = check(10_400).unwrap_err();
+            assert_eq!(
+                early.kind,
+                RejectionKind::RateLimited { limit: 1 },
+                "{level:?}"
+            );
+            assert_eq!(early.retry_after, Duration::from_millis(600), "{level:?}");
+            assert!(check(11_000).is_ok(), "{level:?}");
+        }
     }
 
     #[test]
