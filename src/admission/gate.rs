@@ -2,8 +2,9 @@
 //! Normal, no one waits, and one more slot keeps the pool under the warning line) a slot is
 //! granted and given back with one atomic operation each. At Warning, while no one waits and
 //! the use is at or above the recovery line, a slot is still granted with one atomic
-//! operation below the critical line, and given back under the lock. Everything else goes to
-//! the admission state behind its lock.
+//! operation below the critical line, and given back with one while the use it leaves stays
+//! at or above the recovery line. Everything else goes to the admission state behind its
+//! lock.
 //!
 //! # The protocol
 //!
@@ -21,8 +22,12 @@
 //!   the word grants only also raises the gate's peak since the last change, which the next
 //!   change folds into the episode's peak, as the state would have at the grant.
 //! - A release subtracts its slot in one `fetch_sub`. If the word it replaced was open, the
-//!   release is done; otherwise it takes the lock to hand the slot on (or to let the level
-//!   machine see the use fall).
+//!   release is done. If it granted only, the release is done while the slots it leaves are
+//!   at least the *release floor* the last change published beside the word (the fewest at
+//!   which the level machine stays steady at Warning: a lower use could start its calm).
+//!   Otherwise it takes the lock to hand the slot on, or to let the level machine see the
+//!   use fall. A floor read from a later change than the flags the release saw is as good:
+//!   that change sealed the word after the release and counted the slots it left.
 //! - Every change under the lock first *seals* the word (clears the flags and the ceiling,
 //!   so no fast grant can succeed until it is done; counts can then only fall), decides on
 //!   the counts as they are, and *publishes* the flags and ceiling of the state it leaves.
@@ -72,6 +77,9 @@ pub(crate) struct GateSettings {
     pub(crate) non_critical: bool,
     /// The most slots the guard may hold after a fast grant.
     pub(crate) ceiling: usize,
+    /// With `grants_only`: the fewest slots the guard may hold after a release without the
+    /// lock (below it, the level machine must see the use fall).
+    pub(crate) release_floor: usize,
 }
 
 /// The lock-free counts and flags; see the module docs for the protocol.
@@ -87,6 +95,9 @@ pub(crate) struct FastGate {
     /// The most slots held right after a fast grant made while the word granted only, since
     /// the last change took it (0: none).
     peak_since_change: AtomicUsize,
+    /// The release floor of the last change's settings, stored before the flags it goes
+    /// with, so a release that saw the flags sees it (or a later change's).
+    release_floor: AtomicUsize,
     /// The measured hold times, fed by every release.
     pub(crate) holds: HoldTimes,
 }
@@ -139,12 +150,16 @@ impl FastGate {
     }
 
     /// Gives one slot of `class` back. Returns `true` when the release is complete; `false`
-    /// when the word was not open and the slot must be handed on under the lock.
+    /// when the slot must be handed on under the lock, or the use it leaves seen there.
     #[inline]
     pub(crate) fn release(&self, class: Criticality) -> bool {
         let before = self.word.fetch_sub(unit(class), Ordering::AcqRel);
         debug_assert!(count_of(before, class) > 0, "a slot released twice");
-        before & OPEN != 0
+        if before & OPEN != 0 {
+            return true;
+        }
+        // The floor was stored before the flags this release saw were published.
+        before & GRANTS_ONLY != 0 && total_of(before) > self.release_floor.load(Ordering::Relaxed)
     }
 
     /// Adds a slot of `class` granted under the lock (the word is sealed then).
@@ -187,6 +202,9 @@ impl FastGate {
         } else if settings.grants_only {
             bits |= GRANTS_ONLY;
         }
+        // Before the flags: the compare-and-swap below publishes it with them.
+        self.release_floor
+            .store(settings.release_floor, Ordering::Relaxed);
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
             let next = (current & !PUBLISHED) | bits;
@@ -234,6 +252,7 @@ mod tests {
             grants_only: false,
             non_critical: true,
             ceiling,
+            release_floor: 0,
         }
     }
 
@@ -270,13 +289,14 @@ mod tests {
     }
 
     #[test]
-    fn grants_only_grants_within_the_ceiling_and_sends_releases_to_the_lock() {
+    fn grants_only_grants_within_the_ceiling_and_releases_down_to_the_floor() {
         let g = FastGate::default();
         g.publish(GateSettings {
             open: false,
             grants_only: true,
             non_critical: true,
             ceiling: 2,
+            release_floor: 1,
         });
         assert!(
             !g.try_grant(Criticality::NonCritical),
@@ -286,10 +306,14 @@ mod tests {
         assert!(g.try_grant(Criticality::Critical));
         assert!(!g.try_grant(Criticality::Critical), "the ceiling holds");
         assert!(
-            !g.release(Criticality::Standard),
-            "a release goes to the lock"
+            g.release(Criticality::Standard),
+            "a release that leaves the floor held is done"
         );
-        assert_eq!(g.total(), 1, "its slot is off the count all the same");
+        assert!(
+            !g.release(Criticality::Critical),
+            "one that leaves less goes to the lock"
+        );
+        assert_eq!(g.total(), 0, "its slot is off the count all the same");
         // The peak of those grants, once.
         assert_eq!(g.take_peak_since_change(), Some(2));
         assert_eq!(g.take_peak_since_change(), None);
@@ -308,6 +332,7 @@ mod tests {
             grants_only: false,
             non_critical: false,
             ceiling: 10,
+            release_floor: 0,
         });
         assert!(!g.try_grant(Criticality::NonCritical));
         assert!(g.try_grant(Criticality::Standard));
@@ -317,6 +342,7 @@ mod tests {
             grants_only: false,
             non_critical: true,
             ceiling: 10,
+            release_floor: 0,
         });
         assert!(!g.try_grant(Criticality::Critical));
     }

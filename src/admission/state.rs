@@ -189,16 +189,19 @@ impl AdmissionState {
 
     /// What the fast path may do until the next change: grant and release while the level is
     /// Normal, no one waits and the use stays within the ceiling (non-critical work only
-    /// outside a ramp and while the server has room for it); only grant, below the critical
-    /// line, while the level machine is steady at Warning (no one waits, no calm is timed and
-    /// the use is at or above the recovery line: a grant only raises it).
+    /// outside a ramp and while the server has room for it); while the level machine is
+    /// steady at Warning (no one waits, no calm is timed and the use is at or above the
+    /// recovery line), grant below the critical line (a grant only raises the use) and
+    /// release down to the fewest slots that keep it steady.
     pub(crate) fn gate_settings(&self, now: Instant) -> GateSettings {
         let no_one_waits = self.queued() == 0 && self.pool_waiting == 0;
         let open = self.level() == Level::Normal && no_one_waits;
         // The pressure is read only when it can open the gate.
-        let grants_only = no_one_waits
-            && self.level() == Level::Warning
-            && self.machine.steady_at_warning(&self.pressure(now));
+        let steady = (no_one_waits && self.level() == Level::Warning)
+            .then(|| self.pressure(now))
+            .filter(|pressure| self.machine.steady_at_warning(pressure));
+        let grants_only = steady.is_some();
+        let release_floor = steady.map_or(usize::MAX, |pressure| self.release_floor(&pressure));
         let server = self.server_slots();
         let ceiling = if open {
             self.fast_ceiling
@@ -210,7 +213,35 @@ impl AdmissionState {
             grants_only,
             non_critical: !self.ramp.is_ramping(now) && server < self.capacity.non_critical_ceiling,
             ceiling: ceiling.saturating_sub(self.external),
+            release_floor,
         }
+    }
+
+    /// The fewest slots held through the guard at which the level machine, steady at
+    /// Warning under `pressure`, stays steady: a release that leaves fewer could start its
+    /// calm, and must be observed. Asked of the machine itself (its comparison, on the
+    /// utilization the slots would make), by bisection: the use only grows with the slots.
+    fn release_floor(&self, pressure: &Pressure) -> usize {
+        let steady_with = |granted| {
+            self.machine.steady_at_warning(&Pressure {
+                utilization: self.utilization_with(granted),
+                ..*pressure
+            })
+        };
+        // Steady with every slot held now; with none, the server's use alone may keep it so.
+        let (mut unsteady, mut steady) = (0, self.granted());
+        if steady_with(unsteady) {
+            return 0;
+        }
+        while steady - unsteady > 1 {
+            let mid = unsteady + (steady - unsteady) / 2;
+            if steady_with(mid) {
+                steady = mid;
+            } else {
+                unsteady = mid;
+            }
+        }
+        steady
     }
 
     /// Folds the grants the gate made at Warning since the last change into the episode's

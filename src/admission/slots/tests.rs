@@ -131,10 +131,12 @@ fn user(n: usize) -> Option<UserKey> {
     (n > 0).then(|| UserKey::new(format!("u{n}")))
 }
 
-/// What a run did: its grants on the fast path, and the times the level recovered.
+/// What a run did: its grants and its releases on the fast path, and the times the level
+/// recovered.
 #[derive(Debug, PartialEq)]
 struct Ran {
     fast: u64,
+    fast_releases: u64,
     recoveries: usize,
 }
 
@@ -151,6 +153,7 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<Ran, TestCaseError> {
     let mut held: Vec<Criticality> = Vec::new();
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut fast = 0;
+    let mut fast_releases = 0;
     let mut recoveries = 0;
     for op in ops {
         let (want, want_asked, got, got_asked) = match op {
@@ -196,6 +199,7 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<Ran, TestCaseError> {
                 let hold = Some(Duration::from_millis(hold_ms));
                 let me = model.release(class, hold, now);
                 let se = if subject.release(class, hold) {
+                    fast_releases += 1;
                     Effects::default()
                 } else {
                     subject.change(now, |st| st.after_release(class, hold, now))
@@ -251,7 +255,11 @@ fn run(max: usize, reserve: usize, ops: Vec<Op>) -> Result<Ran, TestCaseError> {
         let got_picture = subject.read(|st| picture(st, now));
         prop_assert_eq!(picture(&model, now), got_picture, "state at {:?}", now - t0);
     }
-    Ok(Ran { fast, recoveries })
+    Ok(Ran {
+        fast,
+        fast_releases,
+        recoveries,
+    })
 }
 
 /// `PROPTEST_CASES` when it is set to a number, else `default`.
@@ -312,17 +320,20 @@ fn the_fast_path_is_taken_while_calm_and_left_under_pressure() {
 }
 
 /// At Warning a grant takes the fast path while no one waits and the use is above the
-/// recovery line; the episode's peak, which the level's recovery reports, still counts it.
+/// recovery line, and so does a release that leaves the use there; the episode's peak, which
+/// the level's recovery reports, still counts the grant, and the release that takes the use
+/// below the line starts the calm under the lock.
 #[test]
-fn at_warning_grants_take_the_fast_path_and_the_episode_peak_counts_them() {
+fn at_warning_grants_and_releases_above_the_recovery_line_take_the_fast_path() {
     let acquire = Op::Acquire {
         class: 1,
         user: 0,
         deadline_ms: 1_000,
     };
     let mut ops = vec![acquire; 18];
-    // Back to 8 of 20 (below the recovery line at 16), then past the dwell: the level
-    // recovers, with the peak of 18 the fast grant reached.
+    // Back to 8 of 20, then past the dwell: the level recovers, with the peak of 18 the fast
+    // grant reached. The releases to 17 and to 16 (the recovery line) take the fast path;
+    // the one to 15 starts the calm, and the rest are made under the lock while it is timed.
     ops.extend((0..10).map(|_| Op::Release {
         pick: 0,
         hold_ms: 5,
@@ -336,6 +347,7 @@ fn at_warning_grants_take_the_fast_path_and_the_episode_peak_counts_them() {
         run(20, 2, ops).unwrap(),
         Ran {
             fast: 17,
+            fast_releases: 2,
             recoveries: 1
         }
     );
