@@ -9,9 +9,9 @@
 //!
 //! The reading is kept per thread. The limiter sets it at the start of each call that checks
 //! or makes a cell and does all of that call's work on the same thread, without awaiting in
-//! between (its calls are synchronous), so a cell never sees another call's reading. A
-//! thread that never set one reads 0, the limiter's start: what a cell would take for its
-//! own start if it were ever made there (it never is), and a full cell either way.
+//! between (its calls are synchronous), so a cell never sees another call's reading, nor
+//! another limiter's (each guard has its own, with its own start). A thread that never set a
+//! reading reads 0, the limiter's start; no cell is checked or made there before one is set.
 
 use governor::clock::Clock;
 use governor::nanos::Nanos;
