@@ -195,6 +195,30 @@ fn an_admitted_request_allocates_nothing_when_its_context_stays_out_of_the_exten
     );
 }
 
+#[test]
+fn an_admitted_request_at_warning_allocates_nothing_either() {
+    let rt = runtime();
+    let _enter = rt.enter();
+    let guard = offline_guard(generous());
+    // The server's reported use holds the level at Warning, with no one waiting: the
+    // caller's tight rate is checked too, and the slot is granted and given back on the
+    // gate while the level machine stays steady.
+    guard.report_server_utilization(0.86);
+    assert_eq!(guard.level(), poolguard::Level::Warning);
+
+    let mut guarded = ServiceBuilder::new()
+        .layer(critical(&guard, false))
+        .service(tower::service_fn(common::offline::with_slot));
+    let taken = common::offline::slots_taken_on_this_thread();
+    let guarded_count = per_request(&rt, &mut guarded, "user-1");
+    assert_eq!(common::offline::slots_taken_on_this_thread() - taken, 300);
+    assert_eq!(guard.level(), poolguard::Level::Warning);
+    assert_eq!(
+        guarded_count, 0,
+        "the decision allocated {guarded_count} times per admitted request at Warning"
+    );
+}
+
 /// Behind axum's router (which puts its own extensions in first and allocates for its own
 /// work), what the copy of the context in the extensions costs: the difference between the
 /// same route with and without it.
