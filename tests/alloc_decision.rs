@@ -132,6 +132,20 @@ where
     worst
 }
 
+/// The most allocations of one request of `user-1` through a critical layer of `guard` that
+/// keeps the context in the request's task, its handler taking its slot as `Conn` does (see
+/// [`per_request`]); checks that the handler found the context and took its slot every time.
+fn in_task_per_request(rt: &tokio::runtime::Runtime, guard: &Guard) -> u64 {
+    let mut guarded = ServiceBuilder::new()
+        .layer(critical(guard, false))
+        .service(tower::service_fn(common::offline::with_slot));
+    let taken = common::offline::slots_taken_on_this_thread();
+    let count = per_request(rt, &mut guarded, "user-1");
+    // The handler found the context in its task and took its slot on every request.
+    assert_eq!(common::offline::slots_taken_on_this_thread() - taken, 300);
+    count
+}
+
 #[test]
 fn an_admitted_request_allocates_nothing_of_its_own() {
     let rt = runtime();
@@ -179,13 +193,7 @@ fn an_admitted_request_allocates_nothing_when_its_context_stays_out_of_the_exten
     let guard = offline_guard(generous());
 
     let mut bare = with_slot(guard.clone());
-    let mut guarded = ServiceBuilder::new()
-        .layer(critical(&guard, false))
-        .service(tower::service_fn(common::offline::with_slot));
-    let taken = common::offline::slots_taken_on_this_thread();
-    let guarded_count = per_request(&rt, &mut guarded, "user-1");
-    // The handler found the context in its task and took its slot on every request.
-    assert_eq!(common::offline::slots_taken_on_this_thread() - taken, 300);
+    let guarded_count = in_task_per_request(&rt, &guard);
     let bare_count = per_request(&rt, &mut bare, "user-1");
     println!("allocations per request: bare+slot {bare_count}, guarded {guarded_count}");
     assert_eq!(bare_count, 0, "the slot alone allocated");
@@ -206,12 +214,7 @@ fn an_admitted_request_at_warning_allocates_nothing_either() {
     guard.report_server_utilization(0.86);
     assert_eq!(guard.level(), poolguard::Level::Warning);
 
-    let mut guarded = ServiceBuilder::new()
-        .layer(critical(&guard, false))
-        .service(tower::service_fn(common::offline::with_slot));
-    let taken = common::offline::slots_taken_on_this_thread();
-    let guarded_count = per_request(&rt, &mut guarded, "user-1");
-    assert_eq!(common::offline::slots_taken_on_this_thread() - taken, 300);
+    let guarded_count = in_task_per_request(&rt, &guard);
     assert_eq!(guard.level(), poolguard::Level::Warning);
     assert_eq!(
         guarded_count, 0,
