@@ -31,6 +31,8 @@
 //! - Every change under the lock first *seals* the word (clears the flags and the ceiling,
 //!   so no fast grant can succeed until it is done; counts can then only fall), decides on
 //!   the counts as they are, and *publishes* the flags and ceiling of the state it leaves.
+//!   While someone waits the word stays closed from one change to the next, and neither
+//!   step writes it: the changes that hand slots on cost no atomic operation here.
 //!
 //! So a fast grant never overtakes a waiter (a waiter exists only under a sealed or closed
 //! word) and never crosses a line the admission state would have acted on: the ceiling is
@@ -80,6 +82,18 @@ pub(crate) struct GateSettings {
     /// With `grants_only`: the fewest slots the guard may hold after a release without the
     /// lock (below it, the level machine must see the use fall).
     pub(crate) release_floor: usize,
+}
+
+impl GateSettings {
+    /// Neither open nor granting only: every grant and release goes to the lock (someone
+    /// waits, or the level machine must see every change).
+    pub(crate) const CLOSED: GateSettings = GateSettings {
+        open: false,
+        grants_only: false,
+        non_critical: false,
+        ceiling: 0,
+        release_floor: usize::MAX,
+    };
 }
 
 /// The lock-free counts and flags; see the module docs for the protocol.
@@ -186,31 +200,45 @@ impl FastGate {
     }
 
     /// Closes the fast path until [`publish`](Self::publish): no fast grant succeeds, and
-    /// every release goes to the lock.
+    /// every release goes to the lock. Called under the lock, so a word found closed stays
+    /// closed: only the lock's holder publishes, and then it is not written (most changes
+    /// while someone waits find it so).
     pub(crate) fn seal(&self) {
-        self.word.fetch_and(!PUBLISHED, Ordering::AcqRel);
+        if self.word.load(Ordering::Acquire) & PUBLISHED != 0 {
+            self.word.fetch_and(!PUBLISHED, Ordering::AcqRel);
+        }
     }
 
-    /// Opens the fast path as far as `settings` allow.
+    /// Opens the sealed fast path as far as `settings` allow. Settings that neither open it
+    /// nor grant only leave it sealed, and the word is not written: its ceiling is read only
+    /// with one of those flags.
     pub(crate) fn publish(&self, settings: GateSettings) {
-        let mut bits = ((settings.ceiling.min(MAX_CEILING) as u64) << CEILING_SHIFT) & CEILING_MASK;
-        if settings.open {
-            bits |= OPEN;
-            if settings.non_critical {
-                bits |= NON_CRITICAL_OK;
+        debug_assert_eq!(
+            self.word.load(Ordering::Relaxed) & PUBLISHED,
+            0,
+            "published on a word that was not sealed"
+        );
+        let flags = if settings.open {
+            OPEN | if settings.non_critical {
+                NON_CRITICAL_OK
+            } else {
+                0
             }
         } else if settings.grants_only {
-            bits |= GRANTS_ONLY;
-        }
+            GRANTS_ONLY
+        } else {
+            return;
+        };
+        let bits =
+            flags | ((settings.ceiling.min(MAX_CEILING) as u64) << CEILING_SHIFT) & CEILING_MASK;
         // Before the flags: the compare-and-swap below publishes it with them.
         self.release_floor
             .store(settings.release_floor, Ordering::Relaxed);
         let mut current = self.word.load(Ordering::Relaxed);
         loop {
-            let next = (current & !PUBLISHED) | bits;
             match self.word.compare_exchange_weak(
                 current,
-                next,
+                current | bits,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
@@ -318,6 +346,7 @@ mod tests {
         assert_eq!(g.take_peak_since_change(), Some(2));
         assert_eq!(g.take_peak_since_change(), None);
         // Grants on the open word are no episode's: they leave that peak alone.
+        g.seal();
         g.publish(open(5));
         assert!(g.try_grant(Criticality::Standard));
         assert_eq!(g.take_peak_since_change(), None);
@@ -337,6 +366,7 @@ mod tests {
         assert!(!g.try_grant(Criticality::NonCritical));
         assert!(g.try_grant(Criticality::Standard));
         // Not open: nothing, whatever the ceiling.
+        g.seal();
         g.publish(GateSettings {
             open: false,
             grants_only: false,

@@ -152,6 +152,18 @@ fn below(n: usize, max: usize, line: f64) -> usize {
     n
 }
 
+/// `slots` rounded up to a whole slot, as `slots.ceil() as usize` (0 for a negative or NaN
+/// `slots`), without the library call that `ceil` is on the baseline x86-64 target: every
+/// change reads the server's use in slots.
+fn ceil_slots(slots: f64) -> usize {
+    let whole = slots as usize;
+    if (whole as f64) < slots {
+        whole.saturating_add(1)
+    } else {
+        whole
+    }
+}
+
 impl AdmissionState {
     /// A state over `gate`, which holds its slot counts (a gate of its own when the state is
     /// driven alone).
@@ -195,6 +207,10 @@ impl AdmissionState {
     /// release down to the fewest slots that keep it steady.
     pub(crate) fn gate_settings(&self, now: Instant) -> GateSettings {
         let no_one_waits = self.queued() == 0 && self.pool_waiting == 0;
+        if !no_one_waits {
+            // Neither open nor granting only: nothing else in the settings is read.
+            return GateSettings::CLOSED;
+        }
         let open = self.level() == Level::Normal && no_one_waits;
         // The pressure is read only when it can open the gate.
         let steady = (no_one_waits && self.level() == Level::Warning)
@@ -377,7 +393,7 @@ impl AdmissionState {
 
     /// The server's use in slots of this pool.
     fn server_slots(&self) -> usize {
-        (self.server_utilization * self.settings.max_size as f64).ceil() as usize
+        ceil_slots(self.server_utilization * self.settings.max_size as f64)
     }
 
     /// Whether one more acquisition of `class` may start now, by capacity alone (at every

@@ -78,7 +78,8 @@ impl ClassCapacity {
             return true;
         }
         let budget = self.budget(class, in_use.saturating_sub(own));
-        let ramped = ((budget as f64) * share.clamp(0.0, 1.0)).floor() as usize;
+        // Rounded down by the cast (the product is never negative): no library call.
+        let ramped = ((budget as f64) * share.clamp(0.0, 1.0)) as usize;
         own < ramped.max(floor).max(1).min(budget)
     }
 }

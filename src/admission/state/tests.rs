@@ -460,3 +460,16 @@ fn recovery_reports_duration_and_peak() {
     assert_eq!(after, Duration::from_millis(1100));
     assert_eq!(peak, 1.0);
 }
+
+#[test]
+fn the_server_use_rounds_up_to_whole_slots_as_ceil_does() {
+    let max = 20.0;
+    for step in 0..=2_000 {
+        let utilization = f64::from(step) / 2_000.0;
+        let slots = utilization * max;
+        assert_eq!(ceil_slots(slots), slots.ceil() as usize, "{slots}");
+    }
+    for slots in [0.0, -0.0, -0.5, 1e-300, 3.0000000001, 1e300, f64::INFINITY, f64::NAN] {
+        assert_eq!(ceil_slots(slots), slots.ceil() as usize, "{slots}");
+    }
+}
