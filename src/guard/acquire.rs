@@ -193,29 +193,11 @@ impl GuardInner {
         error
     }
 
-    /// Admission of one acquisition: a slot now, a slot after a wait in the queue (bounded
-    /// by `deadline`), or the refusal as it is counted. Everything `acquire` does before
-    /// `Pool::get`.
+    /// Admission of one acquisition started at `now`: a slot now, a slot after a wait in the
+    /// queue (bounded by `deadline`), or the refusal as it is counted. Everything `acquire`
+    /// does before `Pool::get`. One future for the fast grant and the decision under the
+    /// lock, so that the arguments are kept once.
     pub(super) async fn admit_slot(
-        self: &Arc<Self>,
-        owner: &Arc<GuardRef>,
-        class: Criticality,
-        user: &Option<UserKey>,
-        deadline: Instant,
-        started: Instant,
-    ) -> Result<SlotPermit, Refused> {
-        if self.slots.try_grant(class) {
-            return Ok(SlotPermit::new(owner.clone(), class, started));
-        }
-        // Off the fast path the wait (its channel and queue entry, and a timer where no
-        // deadline keeper runs) lives on the heap, so the futures of every acquisition stay
-        // small to build and move.
-        Box::pin(self.admit_decided(owner, class, user, deadline, started)).await
-    }
-
-    /// Admission decided under the lock, at `now` (the acquisition's start, read a moment
-    /// before): a slot now, a wait in the queue, or a refusal.
-    async fn admit_decided(
         self: &Arc<Self>,
         owner: &Arc<GuardRef>,
         class: Criticality,
@@ -223,6 +205,9 @@ impl GuardInner {
         deadline: Instant,
         now: Instant,
     ) -> Result<SlotPermit, Refused> {
+        if self.slots.try_grant(class) {
+            return Ok(SlotPermit::new(owner.clone(), class, now));
+        }
         let admit = self.change_at(now, |s, now, effects| {
             s.admit_into(class, user.clone(), deadline, now, effects)
         });
@@ -238,17 +223,18 @@ impl GuardInner {
                 let mut waiting = QueuedWaiter {
                     inner: self,
                     class,
-                    user: user.clone(),
+                    user,
                     id,
                     answered: false,
                 };
                 // The deadline keeper refuses the waiter at its deadline; without a keeper
-                // (its runtime stopped) the waiter keeps a timer of its own.
+                // (its runtime stopped) the waiter keeps a timer of its own, on the heap: a
+                // timer is large, and every acquisition's future would have its room.
                 let granted = if self.deadlines.running() {
                     Some(rx.await)
                 } else {
                     let deadline = tokio::time::Instant::from_std(deadline);
-                    tokio::time::timeout_at(deadline, rx).await.ok()
+                    Box::pin(tokio::time::timeout_at(deadline, rx)).await.ok()
                 };
                 // A grant or a refusal took the waiter out of the queue already.
                 waiting.answered = matches!(granted, Some(Ok(_)));
@@ -288,7 +274,7 @@ impl GuardInner {
 struct QueuedWaiter<'a> {
     inner: &'a Arc<GuardInner>,
     class: Criticality,
-    user: Option<UserKey>,
+    user: &'a Option<UserKey>,
     id: u64,
     /// Set once a grant or a refusal arrived: the state took the waiter out of the queue.
     answered: bool,
@@ -307,7 +293,7 @@ impl Drop for QueuedWaiter<'_> {
         if self.answered {
             return;
         }
-        let (class, user, id) = (self.class, &self.user, self.id);
+        let (class, user, id) = (self.class, self.user, self.id);
         // Leaving the queue can lower the pressure.
         self.inner.change(|state, now| {
             let effects = if state.cancel(class, user, id) {

@@ -469,7 +469,16 @@ fn the_server_use_rounds_up_to_whole_slots_as_ceil_does() {
         let slots = utilization * max;
         assert_eq!(ceil_slots(slots), slots.ceil() as usize, "{slots}");
     }
-    for slots in [0.0, -0.0, -0.5, 1e-300, 3.0000000001, 1e300, f64::INFINITY, f64::NAN] {
+    for slots in [
+        0.0,
+        -0.0,
+        -0.5,
+        1e-300,
+        3.0000000001,
+        1e300,
+        f64::INFINITY,
+        f64::NAN,
+    ] {
         assert_eq!(ceil_slots(slots), slots.ceil() as usize, "{slots}");
     }
 }
