@@ -229,8 +229,8 @@ impl FastGate {
         } else {
             return;
         };
-        let bits =
-            flags | ((settings.ceiling.min(MAX_CEILING) as u64) << CEILING_SHIFT) & CEILING_MASK;
+        let ceiling = ((settings.ceiling.min(MAX_CEILING) as u64) << CEILING_SHIFT) & CEILING_MASK;
+        let bits = flags | ceiling;
         // Before the flags: the compare-and-swap below publishes it with them.
         self.release_floor
             .store(settings.release_floor, Ordering::Relaxed);

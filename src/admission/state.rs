@@ -206,18 +206,23 @@ impl AdmissionState {
     /// recovery line), grant below the critical line (a grant only raises the use) and
     /// release down to the fewest slots that keep it steady.
     pub(crate) fn gate_settings(&self, now: Instant) -> GateSettings {
-        let no_one_waits = self.queued() == 0 && self.pool_waiting == 0;
-        if !no_one_waits {
-            // Neither open nor granting only: nothing else in the settings is read.
+        if self.queued() > 0 || self.pool_waiting > 0 {
+            // Someone waits: every grant and release goes to the lock.
             return GateSettings::CLOSED;
         }
-        let open = self.level() == Level::Normal && no_one_waits;
-        // The pressure is read only when it can open the gate.
-        let steady = (no_one_waits && self.level() == Level::Warning)
+        let open = self.level() == Level::Normal;
+        // The pressure is read only when it can let the gate grant.
+        let steady = (self.level() == Level::Warning)
             .then(|| self.pressure(now))
             .filter(|pressure| self.machine.steady_at_warning(pressure));
+        let release_floor = match steady {
+            Some(pressure) => self.release_floor(&pressure),
+            None if open => usize::MAX,
+            // At Critical, or at Warning with a calm timed or the use below the recovery
+            // line: the level machine must see every change.
+            None => return GateSettings::CLOSED,
+        };
         let grants_only = steady.is_some();
-        let release_floor = steady.map_or(usize::MAX, |pressure| self.release_floor(&pressure));
         let server = self.server_slots();
         let ceiling = if open {
             self.fast_ceiling
