@@ -111,7 +111,8 @@ async fn a_watchdog_starts_the_record_when_built_and_a_failed_build_leaves_it_of
     assert_eq!(held_now().await, 1, "not recorded for the watchdog built");
 }
 
-/// Slots held now and the most held at once.
+/// Slots the tasks hold now and the most at once, counted after each grant and before each
+/// release: never more than the guard holds, though a peak between two counts can be missed.
 #[derive(Default)]
 struct Held {
     now: AtomicUsize,
@@ -213,8 +214,8 @@ async fn racing_grants_on_the_lock_free_path_stay_within_the_slots() {
 
 /// Critical and standard acquisitions, eight times the pool, racing on four worker threads:
 /// grants on the lock-free path, waits in the queue and hand-offs under the lock all
-/// interleave. Every acquisition is served, standard work never holds more than its three
-/// slots nor all work more than the pool's four, and every slot comes back.
+/// interleave. Every acquisition is served, the tasks never count standard work holding more
+/// than its three slots nor all work more than the pool's four, and every slot comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_acquisitions_are_all_served_within_the_slots_and_all_come_back() {
     let guard = Guard::of_four_unreachable_slots();
