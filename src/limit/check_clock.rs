@@ -7,8 +7,9 @@
 //! this clock the limiter reads the time once ([`CheckClock::set`]) and every cell it checks
 //! in that call sees that reading, so both cells decide at the same instant.
 //!
-//! The reading is kept per thread. The limiter sets it at the start of each call that checks
-//! or makes a cell and does all of that call's work on the same thread, without awaiting in
+//! The reading is kept per thread. The limiter sets it where every call finds the user's
+//! entry, before any cell is made or checked, and does all of that call's work on the same
+//! thread, without awaiting in
 //! between (its calls are synchronous), so a cell never sees another call's reading, nor
 //! another limiter's (each guard has its own, with its own start). A thread that never set a
 //! reading reads 0, the limiter's start; no cell is checked or made there before one is set.

@@ -142,7 +142,6 @@ impl UserLimiter {
         class: Criticality,
         now: Nanos,
     ) -> Result<InFlightPermit, Rejection> {
-        CheckClock::set(now);
         let tight = level != Level::Normal;
         let cap = if tight {
             self.config.tight_in_flight
@@ -151,7 +150,7 @@ impl UserLimiter {
         };
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard_of(hash);
-        let entry = self.entry_in(&mut shard, hash);
+        let entry = self.entry_in(&mut shard, hash, now);
         // The shard's own reference is not a request: at the cap, the count is one more.
         if Arc::strong_count(entry) > cap as usize {
             return Err(Rejection {
@@ -202,8 +201,16 @@ impl UserLimiter {
 
     /// The entry of the key that hashes to `hash` in its (locked) `shard`, made on its first
     /// request and kept until housekeeping finds it idle, so a user's next request finds it
-    /// without allocating. Its cells start at the reading set for the call.
-    fn entry_in<'a>(&self, shard: &'a mut U64Map<Arc<UserEntry>>, hash: u64) -> &'a Arc<UserEntry> {
+    /// without allocating. `now` becomes the reading every rate cell sees for the rest of
+    /// the call ([`CheckClock`]): a cell made here starts at it, and a cell checked next
+    /// decides at it.
+    fn entry_in<'a>(
+        &self,
+        shard: &'a mut U64Map<Arc<UserEntry>>,
+        hash: u64,
+        now: Nanos,
+    ) -> &'a Arc<UserEntry> {
+        CheckClock::set(now);
         shard.entry(hash).or_insert_with(|| {
             Arc::new(UserEntry {
                 normal: RateLimiter::direct_with_clock(self.normal_quota, CheckClock),
@@ -219,17 +226,15 @@ impl UserLimiter {
     pub(crate) fn retry_window(&self, key: &UserKey) -> RetryWindow {
         let hash = self.hasher.hash_one(key);
         let now = self.since_start();
-        CheckClock::set(now);
-        let now = now.as_u64();
         let mut shard = self.shard_of(hash);
         let told_until = self
-            .entry_in(&mut shard, hash)
+            .entry_in(&mut shard, hash, now)
             .told_until
             .load(Ordering::Acquire);
         RetryWindow {
             hash,
             told_until,
-            now,
+            now: now.as_u64(),
         }
     }
 
@@ -237,10 +242,9 @@ impl UserLimiter {
     /// moment).
     pub(crate) fn tell(&self, window: RetryWindow, in_: Duration) {
         let until = window.now.saturating_add(in_.as_nanos() as u64);
-        // An entry housekeeping dropped since the window is made again as of the window.
-        CheckClock::set(Nanos::from(window.now));
         let mut shard = self.shard_of(window.hash);
-        self.entry_in(&mut shard, window.hash)
+        // An entry housekeeping dropped since the window is made again as of the window.
+        self.entry_in(&mut shard, window.hash, Nanos::from(window.now))
             .told_until
             .fetch_max(until, Ordering::AcqRel);
     }
@@ -250,7 +254,7 @@ impl UserLimiter {
     pub(crate) fn in_flight_of(&self, key: &UserKey) -> u32 {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard_of(hash);
-        (Arc::strong_count(self.entry_in(&mut shard, hash)) - 1) as u32
+        (Arc::strong_count(self.entry_in(&mut shard, hash, self.since_start())) - 1) as u32
     }
 
     /// Users the limiter currently holds state for.
