@@ -9,10 +9,10 @@
 //!
 //! The reading is kept per thread. The limiter sets it where every call finds the user's
 //! entry, before any cell is made or checked, and does all of that call's work on the same
-//! thread, without awaiting in
-//! between (its calls are synchronous), so a cell never sees another call's reading, nor
-//! another limiter's (each guard has its own, with its own start). A thread that never set a
-//! reading reads 0, the limiter's start; no cell is checked or made there before one is set.
+//! thread, without awaiting in between (its calls are synchronous), so a cell never sees
+//! another call's reading, nor another limiter's (each guard has its own, with its own
+//! start). A thread that never set a reading reads 0, the limiter's start; no cell is
+//! checked or made there before one is set.
 
 use governor::clock::Clock;
 use governor::nanos::Nanos;
