@@ -319,6 +319,12 @@ impl AdmissionState {
         self.grants_total + self.gate.fast_grants()
     }
 
+    /// Slots granted on the fast path since the start.
+    #[cfg(test)]
+    pub(crate) fn fast_grants(&self) -> u64 {
+        self.gate.fast_grants()
+    }
+
     /// The highest utilization seen since the start (a fast grant counts with the use outside
     /// the guard as it is now).
     pub(crate) fn peak_utilization(&self) -> f64 {
